@@ -1,0 +1,44 @@
+"""fcnkit: fully convolutional networks made explicit.
+
+The public API is small and loaded lazily, so ``import fcnkit`` stays cheap and the core never
+imports Lightning. Modules: ``fcnkit.metrics``, ``fcnkit.models``, ``fcnkit.data``,
+``fcnkit.inference``, ``fcnkit.training`` (the only one that uses Lightning).
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "build_model": "fcnkit.models.registry",
+    "list_models": "fcnkit.models.registry",
+    "convolutionalize": "fcnkit.convert",
+    "replace_downsampling": "fcnkit.convert",
+    "receptive_field": "fcnkit.geometry",
+    "Geometry": "fcnkit.geometry",
+    "predict": "fcnkit.inference.predict",
+    "shift_and_stitch": "fcnkit.inference.shift_stitch",
+    "save_checkpoint": "fcnkit.checkpoint",
+    "load_checkpoint": "fcnkit.checkpoint",
+    "equivalent_patch_batch": "fcnkit.training.equivalence",
+    "FcnkitError": "fcnkit.errors",
+}
+_SUBMODULES = {"metrics", "models", "data", "inference", "training", "geometry", "convert", "checkpoint"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"fcnkit.{name}")
+    raise AttributeError(f"module 'fcnkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)

@@ -1,0 +1,137 @@
+"""Checkpoints: a folder with ``model.safetensors`` (weights) and ``config.json`` (everything else).
+
+Nothing is ever unpickled, so a checkpoint from anywhere is safe to open. The config names the
+model by its registry name and keyword arguments; loading rebuilds it with ``build_model`` and
+loads the weights strictly, so a checkpoint of another architecture is a clear error.
+
+config.json keys (see docs/design.md):
+    format, version, model {name, kwargs}, task, num_classes, in_channels, classes, palette,
+    normalization {mean, std}, plus optional geometry, train, metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fcnkit.errors import InputError, MissingFileError
+from fcnkit.utils.atomic import atomic_dir
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_config", "resolve_checkpoint"]
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+FORMAT = "fcnkit-checkpoint"
+VERSION = 1
+
+
+def model_spec(model: nn.Module) -> dict:
+    """The ``{"name", "kwargs"}`` that ``build_model`` attached to ``model``."""
+    spec = getattr(model, "fcnkit_spec", None)
+    if spec is None:
+        raise InputError(
+            f"{type(model).__name__} was not built by fcnkit.build_model; pass config={{'model': "
+            "{'name': ..., 'kwargs': {...}}} to save_checkpoint so it can be rebuilt"
+        )
+    return spec
+
+
+def save_checkpoint(directory: str | os.PathLike, model: nn.Module, config: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` and ``config`` to the folder ``directory`` atomically (temp folder + rename).
+
+    ``config["model"]`` defaults to the spec that ``build_model`` attached to the model.
+    Returns the folder's path.
+    """
+    from safetensors.torch import save_file
+
+    config = dict(config or {})
+    config.setdefault("model", model_spec(model))
+    config["format"], config["version"] = FORMAT, VERSION
+    # safetensors refuses shared/non-contiguous storage: store an independent copy of each tensor
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_dir(directory) as tmp:
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=_json_default))
+    return Path(directory)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """Accept a checkpoint folder or a run folder (then its ``best/``, else ``last/``)."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{path}: no such run or checkpoint folder; give a run folder made by 'fcnkit train' or a checkpoint folder")
+    if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
+        return path
+    for sub in ("best", "last"):
+        if (path / sub / CONFIG).is_file() and (path / sub / WEIGHTS).is_file():
+            return path / sub
+    raise MissingFileError(
+        f"{path}: no checkpoint here (expected {CONFIG} + {WEIGHTS}, or best/ or last/ holding them); "
+        "train one with 'fcnkit train --out RUN_DIR' or point at a checkpoint folder"
+    )
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config.json of a checkpoint or run folder, validated."""
+    ckpt = resolve_checkpoint(path)
+    try:
+        config = json.loads((ckpt / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{ckpt / CONFIG}: unreadable checkpoint config ({exc}); re-save the checkpoint") from None
+    if config.get("format") != FORMAT or "model" not in config:
+        raise InputError(f"{ckpt / CONFIG}: not an fcnkit checkpoint config; point at a folder written by fcnkit")
+    return config
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", expect_model: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint (or run) folder and load its weights; returns ``(model, config)``.
+
+    The model is in eval mode. ``expect_model`` (a registry name) guards against loading a
+    checkpoint of another architecture where one is expected.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from fcnkit.models.registry import build_model
+
+    ckpt = resolve_checkpoint(path)
+    config = read_config(ckpt)
+    spec = config["model"]
+    if expect_model is not None and spec["name"] != expect_model:
+        raise InputError(
+            f"{ckpt}: checkpoint is a '{spec['name']}' model, not '{expect_model}'; "
+            f"use --model {spec['name']} or another checkpoint"
+        )
+    model = build_model(spec["name"], **spec.get("kwargs", {}))
+    try:
+        state = load_file(str(ckpt / WEIGHTS), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"{ckpt / WEIGHTS}: corrupt or truncated weights ({exc}); re-train or re-save it") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "shape mismatch"
+        raise InputError(
+            f"{ckpt}: weights do not fit a '{spec['name']}' model built with {spec.get('kwargs', {})} "
+            f"({first}); the checkpoint belongs to another architecture, rebuild with its config"
+        ) from None
+    model.to(map_location).eval()
+    return model, config
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (Path,)):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "tolist"):  # numpy scalars/arrays
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"config value of type {type(obj).__name__} is not JSON-serialisable")
