@@ -28,7 +28,7 @@ from fcnkit.data.digits import digit_split
 from fcnkit.data.sources import mnist_5k
 from fcnkit.errors import InputError
 
-__all__ = ["DigitCanvasDataset", "make_canvases", "DEFAULT_SIZE", "DEFAULT_COUNTS", "LABEL_THRESHOLD"]
+__all__ = ["DigitCanvasDataset", "make_canvases", "paste_digits", "DEFAULT_SIZE", "DEFAULT_COUNTS", "LABEL_THRESHOLD"]
 
 DEFAULT_SIZE = (64, 84)
 DEFAULT_COUNTS = {"train": 2000, "val": 300, "test": 300}
@@ -60,21 +60,32 @@ def make_canvases(split: str, size: tuple[int, int], count: int, seed: int):
 
     images = np.zeros((count, h, w), dtype=np.uint8)
     masks = np.zeros((count, h, w), dtype=np.uint8)
-    r = np.arange(DIGIT)
     for slot in range(MAX_DIGITS):  # one vectorised paste per slot: each canvas appears once
         m = np.flatnonzero(sources[:, slot] >= 0)
-        digit = digits[sources[m, slot]]  # (M, 28, 28)
-        n = m[:, None, None]
-        rows = ys[m, slot][:, None, None] + r[None, :, None]
-        cols = xs[m, slot][:, None, None] + r[None, None, :]
-        images[n, rows, cols] = np.maximum(images[n, rows, cols], digit)
-        cls = (labels[sources[m, slot]] + 1).astype(np.uint8)[:, None, None]
-        masks[n, rows, cols] = np.where(digit > LABEL_THRESHOLD, cls, masks[n, rows, cols])
+        src = sources[m, slot]
+        paste_digits(images, masks, m, digits[src], labels[src] + 1, ys[m, slot], xs[m, slot])
     positions = np.stack([ys, xs], axis=-1)
     positions[sources < 0] = -1
     for a in (images, masks, sources, positions):
         a.setflags(write=False)
     return images, masks, sources, positions
+
+
+def paste_digits(images, masks, which, digits, classes, ys, xs) -> None:
+    """Paste ``digits[j]`` (uint8 ``(M, h, w)``) into canvas ``which[j]`` at top-left ``(ys[j], xs[j])``.
+
+    In place, vectorised over ``j`` (each canvas at most once per call): ``images`` takes the
+    pixelwise max; ``masks`` takes ``classes[j]`` where the digit's own pixel is > LABEL_THRESHOLD
+    and keeps its old label elsewhere, so a later paste overwrites an earlier one only where the
+    later digit is itself bright.
+    """
+    digits = np.asarray(digits)
+    n = np.asarray(which)[:, None, None]
+    rows = np.asarray(ys)[:, None, None] + np.arange(digits.shape[1])[None, :, None]
+    cols = np.asarray(xs)[:, None, None] + np.arange(digits.shape[2])[None, None, :]
+    images[n, rows, cols] = np.maximum(images[n, rows, cols], digits)
+    cls = np.asarray(classes).astype(masks.dtype)[:, None, None]
+    masks[n, rows, cols] = np.where(digits > LABEL_THRESHOLD, cls, masks[n, rows, cols])
 
 
 def _parse_size(size) -> tuple[int, int]:
