@@ -58,7 +58,8 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", **option
     """Open split ``split`` ("train", "val" or "test") of a built-in dataset or a dataset folder.
 
     Built-in names: see :func:`list_datasets`; anything else is read as a folder path
-    (``folder`` or PASCAL VOC layout, see :mod:`fcnkit.data.layouts`). Options depend on the
+    (``folder`` or PASCAL VOC layout, see :mod:`fcnkit.data.layouts`); a built-in name wins over a
+    folder of the same name in the working directory (write ``./digits`` for the folder). Options depend on the
     dataset (e.g. ``digit-canvas``: ``size``, ``count``, ``seed``); an unknown one is an
     :class:`InputError` listing the valid ones.
     """
