@@ -87,10 +87,12 @@ class _NotDense(Exception):
 
 
 def _positive_state(model: nn.Module, dtype) -> dict:
-    state = {k: torch.ones_like(v, dtype=dtype) for k, v in model.named_parameters()}
+    """Every parameter 1, running means 0, other float buffers 1: expanded scalars, no memory."""
+    one, zero = torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype)
+    state = {k: one.to(v.device).expand(v.shape) for k, v in model.named_parameters()}
     for k, v in model.named_buffers():
         if v.is_floating_point():
-            state[k] = torch.zeros_like(v, dtype=dtype) if "mean" in k else torch.ones_like(v, dtype=dtype)
+            state[k] = (zero if "mean" in k else one).to(v.device).expand(v.shape)
     return state
 
 

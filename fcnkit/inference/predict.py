@@ -171,7 +171,7 @@ class TiledJob:
             y = select_output(self.model(x.to(self.device, non_blocking=True)))
         if not isinstance(y, torch.Tensor) or y.dim() != 4:
             raise InputError(f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; predict needs a segmentation model")
-        return y.float().cpu()
+        return y.cpu()
 
     def run(self, make_sink):
         """Run every tile; ``make_sink((K, H_out, W_out))`` builds the sink once the output size is known."""
@@ -180,6 +180,7 @@ class TiledJob:
         shape = (last.shape[0],
                  origin_cell(tiles[-1].rows, self.stride[0]) + last.shape[1],
                  origin_cell(tiles[-1].cols, self.stride[1]) + last.shape[2])
+        self.out_dtype = last.dtype
         sink = make_sink(shape)
         agg = make_aggregator(sink, self.plan, shape, self.stride, self.offset)
         progress = _Progress(len(tiles), self.progress)
@@ -234,7 +235,7 @@ def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 4
     with _eval_mode(model, _device(model, device)):
         job = TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
         if out is None:
-            return job.run(TensorSink).result
+            return job.run(lambda shape: TensorSink(shape, job.out_dtype)).result
         from fcnkit.utils.atomic import atomic_path
 
         with atomic_path(out, suffix=".npy") as tmp:
