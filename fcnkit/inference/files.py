@@ -76,11 +76,12 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
     ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict`. An input that fails
     (unreadable, wrong channels) raises before any of its outputs appear.
     """
-    from fcnkit.checkpoint import load_checkpoint
+    from fcnkit import checkpoint
     from fcnkit.data.io import voc_palette
 
     files = expand_inputs(inputs)
-    model, config = load_checkpoint(run_dir, map_location=device or "cpu")
+    checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
+    model, config = checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
     if config.get("task", "segmentation") != "segmentation":
         raise InputError(f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint")
     norm = config.get("normalization") or {}
