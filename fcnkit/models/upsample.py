@@ -1,4 +1,4 @@
-"""Bilinear upsampling as a transposed convolution (fixed, or learned from a bilinear start).
+r"""Bilinear upsampling as a transposed convolution (fixed, or learned from a bilinear start).
 
 Geometry. A ``ConvTranspose2d(kernel K, stride f, padding 0)`` maps input cell ``j`` to a
 "tent" of output indices ``f*j .. f*j + K - 1`` whose peak is at kernel index ``kc = (K - 1) / 2``.
