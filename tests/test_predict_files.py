@@ -18,6 +18,15 @@ MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 PALETTE = [[0, 0, 0], [200, 0, 0], [0, 200, 0]]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small images: threads only add overhead (and contention on a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(stride=1):
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, stride=stride, padding=1),

@@ -11,6 +11,15 @@ from fcnkit.cli import main as cli
 registry = pytest.importorskip("fcnkit.models.registry")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small images: threads only add overhead (and contention on a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def build(name, **kw):
     torch.manual_seed(0)
     model = registry.build_model(name, num_classes=3, **kw)

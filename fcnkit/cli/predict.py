@@ -32,9 +32,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--blend", choices=("crop", "average", "gaussian"), default="crop",
                    help="crop = exact; average/gaussian blend overlapping tiles (--overlap)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction for average/gaussian (default 0.25)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
     p.add_argument("--memory-budget", default=None, metavar="BYTES",
-                   help="for --tile auto, e.g. 512M or 2G (default 1G on CPU, half the free GPU memory)")
+                   help="for --tile auto: activation memory, e.g. 512M or 2G (default 512M on CPU, half the free GPU memory)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_prob.npy (float32 [K, H, W])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

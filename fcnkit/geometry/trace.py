@@ -12,6 +12,8 @@ the activations that depend on them.
 """
 from __future__ import annotations
 
+import functools
+import weakref
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -118,7 +120,9 @@ class Tracer(TorchFunctionMode):
     """Runs alongside a forward pass and keeps a :class:`State` per activation.
 
     ``names`` is the stack of ``(module name, is_leaf)`` kept by forward hooks; ``rows`` collects
-    the table; ``peak`` is the largest (inputs + outputs) element count of one op, a memory estimate.
+    the table. Activations are held by weak references, so the trace also sees when the forward
+    frees them: ``peak`` is the largest number of activation elements alive at once (views not
+    counted), the memory a real forward of the same size needs.
     """
 
     def __init__(self):
@@ -126,14 +130,29 @@ class Tracer(TorchFunctionMode):
         self.states: dict = {}
         self.names: list = []
         self.rows: list = []
+        self.live = 0
         self.peak = 0
 
     def watch(self, tensor: torch.Tensor, state: State) -> None:
-        self.states[id(tensor)] = (tensor, state)  # the tensor is kept so its id is not reused
+        key = id(tensor)
+        hit = self.states.get(key)
+        if hit is not None and hit[0]() is tensor:  # in-place op: same tensor, new geometry
+            self.states[key] = (hit[0], state, hit[2])
+            return
+        n = 0 if tensor._base is not None else tensor.numel()
+        self.states[key] = (weakref.ref(tensor, functools.partial(self._gone, key)), state, n)
+        self.live += n
+        self.peak = max(self.peak, self.live)
+
+    def _gone(self, key: int, ref) -> None:
+        hit = self.states.get(key)
+        if hit is not None and hit[0] is ref:
+            del self.states[key]
+            self.live -= hit[2]
 
     def state(self, tensor) -> State | None:
         hit = self.states.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
-        return hit[1] if hit is not None and hit[0] is tensor else None
+        return hit[1] if hit is not None and hit[0]() is tensor else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -143,7 +162,6 @@ class Tracer(TorchFunctionMode):
         if not ins or not outs:  # constants, parameters, x.shape, x.size()
             return out
         name = getattr(func, "__name__", str(func))
-        self.peak = max(self.peak, sum(t.numel() for t in ins) + sum(t.numel() for t in outs))
         try:
             state = self._rule(name, args, kwargs, ins, out)
         except Unsupported as exc:
@@ -302,7 +320,9 @@ class Tracer(TorchFunctionMode):
             taps.append(Taps(1, step, ((start,),)))
         if not changed:
             return state
-        return self._apply(state, taps, "crop", out, None, tuple(t.r for t in taps), tuple(-t.taps[0][0] for t in taps), None)
+        steps = tuple(t.r for t in taps)  # a crop is a negative padding (F.pad's convention)
+        return self._apply(state, taps, "crop", out, None, steps if steps != (1, 1) else None,
+                           tuple(-t.taps[0][0] for t in taps), None)
 
     def _permute(self, name, args, kwargs, ins, x, out) -> State:
         nd = x.dim()

@@ -68,7 +68,7 @@ def _to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, sc
     return out
 
 
-def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: int = 4, blend: str = "crop",
+def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
                   overlap: float = 0.25, device=None, memory_budget=None, probabilities: bool = False,
                   progress=False) -> list[dict]:
     """Predict every input image with the checkpoint in ``run_dir``; returns one dict of paths per input.

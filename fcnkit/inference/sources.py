@@ -7,6 +7,7 @@ pixels to model input, so a huge image is never held as float32 in memory.
 """
 from __future__ import annotations
 
+import mmap
 import os
 
 import numpy as np
@@ -14,7 +15,26 @@ import torch
 
 from fcnkit.errors import InputError
 
-__all__ = ["TensorSource", "ArraySource", "open_image", "as_source"]
+__all__ = ["TensorSource", "ArraySource", "open_image", "as_source", "drop_pages"]
+
+_DROP_EVERY = 64 << 20  # bytes read or written between two drop_pages calls
+
+
+def drop_pages(array) -> None:
+    """Flush a memory-mapped array and drop its pages from this process's resident memory.
+
+    The data stays on disk (and in the OS page cache); reading it again maps it back. Keeps the
+    resident size of a run over a huge memory-mapped image or output bounded. No-op otherwise.
+    """
+    raw = getattr(array, "_mmap", None)
+    if raw is None:
+        return
+    raw.flush()
+    if hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            raw.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 class TensorSource:
@@ -40,6 +60,7 @@ class ArraySource:
             raise InputError(f"{name}: array has shape {array.shape}; expected (H, W) or (H, W, C)")
         self.array, self.channels, self.mean, self.std, self.name = array, int(channels), mean, std, name
         self.shape = (self.channels, int(array.shape[0]), int(array.shape[1]))
+        self._read = 0
         # fail now, with the file's name, rather than on the first tile
         from fcnkit.data.io import to_model_input
 
@@ -51,7 +72,13 @@ class ArraySource:
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
         from fcnkit.data.io import to_model_input
 
-        return to_model_input(self.array[rows[0]:rows[1], cols[0]:cols[1]], self.channels, self.mean, self.std)
+        tile = self.array[rows[0]:rows[1], cols[0]:cols[1]]
+        out = to_model_input(tile, self.channels, self.mean, self.std)
+        self._read += tile.nbytes
+        if self._read >= _DROP_EVERY:  # a memory-mapped image: do not let its pages pile up
+            drop_pages(self.array)
+            self._read = 0
+        return out
 
 
 def open_image(path: str | os.PathLike, channels: int, mean, std) -> ArraySource:

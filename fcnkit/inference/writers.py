@@ -9,7 +9,6 @@ to ``PNG_MAX_PIXELS`` and as a tiled, palette TIFF above it.
 """
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from fcnkit.errors import InputError
+from fcnkit.inference.sources import drop_pages as _release
 
 __all__ = ["TensorSink", "NpySink", "LabelSink", "Fanout", "write_labels", "write_overlay", "PNG_MAX_PIXELS"]
 
@@ -35,17 +35,6 @@ class TensorSink:
 
     def close(self) -> None:
         pass
-
-
-def _release(array: np.memmap) -> None:
-    """Write dirty pages to disk and drop them from this process's memory (they stay in the page cache)."""
-    array.flush()
-    raw = getattr(array, "_mmap", None)
-    if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
-        try:
-            raw.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):
-            pass
 
 
 class NpySink:
@@ -162,5 +151,6 @@ def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, palette, ma
             lo, hi = scale
             band = np.clip((band.astype(np.float32) - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
         out[y // f: y // f + band.shape[0]] = overlay(band, labels[y:y + 512 * f:f, ::f], palette)
+        _release(image)  # a memory-mapped input: its pages need not stay resident
     Image.fromarray(out, mode="RGB").save(path, format="PNG")
     return f
