@@ -6,8 +6,8 @@
 For each image size a random RGB uint8 TIFF is written to a scratch folder; then, each in a fresh
 process (so that peak resident memory, ``ru_maxrss``, belongs to that run alone):
 
-  whole  read the image, normalise it, one forward pass, logits to memory       (if it fits)
-  tiled  fcnkit.predict(tile=N, blend="crop") from the memory-mapped TIFF, logits streamed to .npy
+  whole  read the image, normalise it, one forward pass, logits saved to .npy    (if it fits)
+  tiled  fcnkit.predict(tile=N|auto, blend="crop") from the memory-mapped TIFF, logits streamed to .npy
 
 and it prints time, throughput ratio (whole time / tiled time), peak memory (RSS; on CUDA also
 the peak allocated GPU memory) and max |tiled - whole|. Then, at one size, the seams of
@@ -68,16 +68,23 @@ def worker(args) -> None:
         x = to_model_input(read_image(args.image, mmap=True), 3, MEAN, STD).to(dev)
         with torch.inference_mode():
             y = model(x[None])[0].float().cpu()
+        np.save(args.out, y.numpy())  # both runs end with the logits on disk
         seconds = time.perf_counter() - t0
-        np.save(args.out, y.numpy())
     else:
         src = open_image(args.image, 3, MEAN, STD)
-        predict(model, src, tile=args.tile, batch_size=args.batch_size, blend=args.blend, overlap=args.overlap,
-                device=dev, out=args.out)
+        tile = args.tile if args.tile == "auto" else int(args.tile)
+        predict(model, src, tile=tile, batch_size=args.batch_size, blend=args.blend, overlap=args.overlap,
+                device=dev, out=args.out, memory_budget=args.memory_budget)
         if dev == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
     result = {"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if args.worker == "tiled":
+        from fcnkit.inference.predict import TiledJob
+
+        plan = TiledJob(model, src, tile, batch_size=args.batch_size, blend=args.blend, overlap=args.overlap,
+                        device=dev, memory_budget=args.memory_budget).plan
+        result.update(tile=max(s.size for s in plan.row_spans), tiles=len(plan))
     if dev == "cuda":
         result["gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result))
@@ -87,6 +94,8 @@ def run_worker(args, mode: str, image: Path, out: Path, blend: str = "crop") -> 
     cmd = [sys.executable, __file__, "--worker", mode, "--image", str(image), "--out", str(out), "--model", args.model,
            "--model-kwargs", args.model_kwargs, "--num-classes", str(args.num_classes), "--tile", str(args.tile),
            "--batch-size", str(args.batch_size), "--device", args.device, "--blend", blend, "--overlap", str(args.overlap)]
+    if args.memory_budget:
+        cmd += ["--memory-budget", args.memory_budget]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if proc.returncode != 0:
         print(f"  {mode} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
@@ -109,7 +118,7 @@ def max_diff(a: Path, b: Path) -> tuple[float, float]:
 def whole_fits(args, size: int) -> tuple[bool, float]:
     from fcnkit.inference.predict import _elements_per_pixel
 
-    est_gb = _elements_per_pixel(build(args), 3) * 4 * 1.5 * size * size / 2**30
+    est_gb = _elements_per_pixel(build(args), 3) * 4 * 1.25 * size * size / 2**30
     return est_gb <= args.whole_limit_gb, est_gb
 
 
@@ -119,13 +128,14 @@ def main() -> None:
     p.add_argument("--model", default="allconv")
     p.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for build_model")
     p.add_argument("--num-classes", type=int, default=4)
-    p.add_argument("--tile", type=int, default=1024)
+    p.add_argument("--tile", default="auto", help="tile size, or 'auto' (largest fitting --memory-budget)")
+    p.add_argument("--memory-budget", default=None, help="activation budget for --tile auto (default: fcnkit's, 512M on CPU)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--blend", default="crop")
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--blend-size", type=int, default=2048, help="image side for the average/gaussian seam comparison")
     p.add_argument("--device", default="auto")
-    p.add_argument("--whole-limit-gb", type=float, default=6.0, help="skip whole-image runs estimated above this")
+    p.add_argument("--whole-limit-gb", type=float, default=12.0, help="skip whole-image runs estimated above this")
     p.add_argument("--worker", choices=("whole", "tiled"), help=argparse.SUPPRESS)
     p.add_argument("--image", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -145,7 +155,8 @@ def main() -> None:
 
     g = receptive_field(build(args))
     print(f"geometry: rf {g.size[0]}, stride {g.stride[0]}, align {g.align[0]}, halo {g.halo()[0]}")
-    head = f"{'size':>6} {'whole s':>8} {'tiled s':>8} {'thru ratio':>10} {'whole MB':>9} {'tiled MB':>9} {'mem ratio':>9} {'max diff':>9}"
+    head = (f"{'size':>6} {'tile':>5} {'tiles':>5} {'whole s':>8} {'tiled s':>8} {'thru ratio':>10} {'whole MB':>9} "
+            f"{'tiled MB':>9} {'mem ratio':>9} {'max diff':>9}")
     print(head)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="fcnkit-bench-") as tmp:
@@ -166,7 +177,8 @@ def main() -> None:
             t_m = f"{tiled[mem]:.0f}" if tiled else "-"
             m_r = f"{tiled[mem] / whole[mem]:.2f}" if whole and tiled else "-"
             diff = f"{max_diff(tmp / 'whole.npy', tmp / 'tiled.npy')[0]:.1e}" if whole and tiled else "-"
-            print(f"{size:>6} {w_s:>8} {t_s:>8} {ratio:>10} {w_m:>9} {t_m:>9} {m_r:>9} {diff:>9}"
+            tl = f"{tiled['tile']:>5} {tiled['tiles']:>5}" if tiled else f"{'-':>5} {'-':>5}"
+            print(f"{size:>6} {tl} {w_s:>8} {t_s:>8} {ratio:>10} {w_m:>9} {t_m:>9} {m_r:>9} {diff:>9}"
                   + (f"   (tiled RSS {tiled['rss_mb']:.0f} MB)" if dev == "cuda" and tiled else ""))
             for f in ("whole.npy", "tiled.npy"):
                 (tmp / f).unlink(missing_ok=True)
@@ -176,7 +188,7 @@ def main() -> None:
             image = tmp / "blend.tif"
             tifffile.imwrite(image, rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
             if run_worker(args, "whole", image, tmp / "whole.npy"):
-                print(f"\nseams at {size}x{size}, tile {args.tile}, overlap {args.overlap} (|blend - whole|):")
+                print(f"\nseams at {size}x{size}, tile {args.tile}, overlap {args.overlap} (|tiled - whole| over all logits):")
                 for blend in ("crop", "average", "gaussian"):
                     r = run_worker(args, "tiled", image, tmp / f"{blend}.npy", blend=blend)
                     if r:

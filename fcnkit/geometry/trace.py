@@ -68,6 +68,8 @@ _SIGS = {
 _SIGS["max_pool2d_with_indices"] = _SIGS["_max_pool2d"] = _SIGS["max_pool2d"]
 _SIGS["upsample"] = ("input", "size", "scale_factor", "mode", "align_corners")
 
+_NOT_2D = {"conv1d", "conv3d", "conv_transpose1d", "conv_transpose3d", "max_pool1d", "max_pool3d", "avg_pool1d",
+           "avg_pool3d", "max_pool1d_with_indices", "max_pool3d_with_indices"}
 _POOLS = {"max_pool2d", "max_pool2d_with_indices", "_max_pool2d", "avg_pool2d", "lp_pool2d"}
 _RESAMPLE = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest"}
 _REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod", "median",
@@ -175,6 +177,8 @@ class Tracer(TorchFunctionMode):
     def _rule(self, name, args, kwargs, ins, out) -> State | None:
         first = self.state(ins[0])
         x = ins[0]
+        if name in _NOT_2D:
+            raise Unsupported(f"'{name}': receptive_field follows 2-D networks only")
         if name == "conv2d":
             a = _bind(name, args, kwargs)
             k = tuple(a["weight"].shape[-2:])
