@@ -90,9 +90,9 @@ def worker(args) -> None:
     print(json.dumps(result))
 
 
-def run_worker(args, mode: str, image: Path, out: Path, blend: str = "crop") -> dict | None:
+def run_worker(args, mode: str, image: Path, out: Path, blend: str = "crop", tile=None) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", mode, "--image", str(image), "--out", str(out), "--model", args.model,
-           "--model-kwargs", args.model_kwargs, "--num-classes", str(args.num_classes), "--tile", str(args.tile),
+           "--model-kwargs", args.model_kwargs, "--num-classes", str(args.num_classes), "--tile", str(tile or args.tile),
            "--batch-size", str(args.batch_size), "--device", args.device, "--blend", blend, "--overlap", str(args.overlap)]
     if args.memory_budget:
         cmd += ["--memory-budget", args.memory_budget]
@@ -133,7 +133,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--blend", default="crop")
     p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--blend-size", type=int, default=2048, help="image side for the average/gaussian seam comparison")
+    p.add_argument("--blend-size", type=int, default=1024, help="image side for the average/gaussian seam comparison")
+    p.add_argument("--blend-tile", default="256", help="tile for the seam comparison (small: many seams)")
     p.add_argument("--device", default="auto")
     p.add_argument("--whole-limit-gb", type=float, default=12.0, help="skip whole-image runs estimated above this")
     p.add_argument("--worker", choices=("whole", "tiled"), help=argparse.SUPPRESS)
@@ -188,12 +189,14 @@ def main() -> None:
             image = tmp / "blend.tif"
             tifffile.imwrite(image, rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
             if run_worker(args, "whole", image, tmp / "whole.npy"):
-                print(f"\nseams at {size}x{size}, tile {args.tile}, overlap {args.overlap} (|tiled - whole| over all logits):")
+                scale = float(np.load(tmp / "whole.npy", mmap_mode="r").std())
+                print(f"\nseams at {size}x{size}, tile {args.blend_tile}, overlap {args.overlap}: |tiled - whole| over all "
+                      f"logits (whole-image logits have std {scale:.2e})")
                 for blend in ("crop", "average", "gaussian"):
-                    r = run_worker(args, "tiled", image, tmp / f"{blend}.npy", blend=blend)
+                    r = run_worker(args, "tiled", image, tmp / f"{blend}.npy", blend=blend, tile=args.blend_tile)
                     if r:
                         worst, mean = max_diff(tmp / "whole.npy", tmp / f"{blend}.npy")
-                        print(f"  {blend:<9} max {worst:.2e}  mean {mean:.2e}  time {r['seconds']:.2f}s")
+                        print(f"  {blend:<9} max {worst:.2e}  mean {mean:.2e}  time {r['seconds']:.2f}s  ({r['tiles']} tiles)")
 
 
 if __name__ == "__main__":
