@@ -38,7 +38,7 @@ from torch import nn
 
 from fcnkit.errors import InputError
 from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, PADDINGS, chain_geometry, conv_block, downsample as make_downsample
-from fcnkit.models.registry import check_choice, check_int, register
+from fcnkit.models.registry import check_bool, check_choice, check_int, register
 from fcnkit.models.upsample import BilinearUpsample
 
 __all__ = ["AllConvNet", "AllConvClassifier", "allconv", "allconv_cls", "allconv_body"]
@@ -109,8 +109,8 @@ class AllConvNet(_AllConvBase):
     def __init__(self, num_classes: int, in_channels: int, *, output: str, learn_upsampling: bool, skips: bool, **body):
         super().__init__(num_classes, in_channels, **body)
         self.output = check_choice("output", output, OUTPUTS)
-        self.skips = bool(skips)
-        learn = bool(learn_upsampling)
+        self.skips = check_bool("skips", skips)
+        learn = check_bool("learn_upsampling", learn_upsampling)
         s = self.stride
         # valid nets: pad the top/left so that cell i is centred on S*i + (S - 1)/2 (rounded down)
         self.pad_before = int((self.offset - (s - 1) / 2) // 1) if self.padding == "valid" else 0

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.models.backbones import build_backbone
-from fcnkit.models.registry import register
+from fcnkit.models.registry import check_bool, register
 from fcnkit.models.upsample import BilinearUpsample
 
 __all__ = ["FCN", "fcn32s", "fcn16s", "fcn8s"]
@@ -66,7 +66,7 @@ class FCN(nn.Module):
             raise ValueError(f"backbone taps must have strides 8, 16, 32, got {[t['stride'] for t in info]}")
         self.backbone, self.skips = backbone, skips
         self.feature_info = info
-        learn = bool(learn_upsampling)
+        learn = check_bool("learn_upsampling", learn_upsampling)
         c8, c16, c32 = (t["offset"] for t in info)
         self.score_fr = _zero_score(info[2]["channels"], num_classes)
         if skips >= 1:

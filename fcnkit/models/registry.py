@@ -29,7 +29,7 @@ from torch import nn
 
 from fcnkit.errors import InputError, did_you_mean
 
-__all__ = ["register", "list_models", "model_info", "build_model", "count_parameters", "model_table"]
+__all__ = ["register", "list_models", "model_info", "build_model", "count_parameters", "model_table", "check_choice", "check_int", "check_bool"]
 
 TASKS = ("segmentation", "classification")
 
@@ -186,6 +186,13 @@ def check_int(argument: str, value: Any, minimum: int = 0) -> int:
     """Return ``value`` if it is an int >= ``minimum``, else raise InputError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{argument}={value!r} is not valid; use an integer >= {minimum}")
+    return value
+
+
+def check_bool(argument: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool, else raise InputError naming the argument."""
+    if not isinstance(value, bool):
+        raise InputError(f"{argument}={value!r} is not valid; use true or false")
     return value
 
 
