@@ -144,3 +144,14 @@ def test_train_step_changes_scores():
     # zero score layers still get gradients (the features are not zero), the backbone not yet
     assert model.score_fr.weight.grad.abs().sum() > 0 and model.score_pool3.weight.grad.abs().sum() > 0
     assert model.upscore.weight.grad is None  # fixed bilinear upsampling
+
+
+def test_vgg16_spec_rebuilds_the_same_architecture():
+    # (the checkpoint round trip itself is tested on the cheap backbones: a vgg16 one writes 540 MB)
+    with torch.device("meta"):
+        model = build_model("fcn16s", num_classes=5, backbone="vgg16", learn_upsampling=True)
+        again = build_model(model.fcnkit_spec["name"], **model.fcnkit_spec["kwargs"])
+    assert model.fcnkit_spec["kwargs"] == {
+        "num_classes": 5, "in_channels": 3, "backbone": "vgg16", "learn_upsampling": True
+    }
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}

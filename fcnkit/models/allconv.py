@@ -1,9 +1,11 @@
 """Small all-convolutional networks (All-CNN style) for CPU-sized segmentation and classification.
 
-Body: ``stages + 1`` stages of ``depth`` conv blocks (conv 3x3 -> norm -> ReLU); stage ``i`` has
-``width * 2 ** min(i, 3)`` channels and is followed by a downsampling (all but the last), so the
-effective stride is ``S = 2 ** stages`` (1 with ``downsample="none"``). A 1x1 conv (``score``)
-gives ``num_classes`` scores per cell::
+Body: ``stages + 1`` stages of conv blocks (conv 3x3 -> norm -> ReLU): stage 0 (the stem, at full
+resolution) has ``stem_depth`` blocks (default 1: it is the costliest stage per block and a
+boundary needs little context), the others ``depth``. Stage ``i`` has ``width * 2 ** min(i, 3)``
+channels and every stage but the last is followed by a downsampling, so the effective stride is
+``S = 2 ** stages`` (1 with ``downsample="none"``). A 1x1 conv (``score``) gives ``num_classes``
+scores per cell::
 
     x -> [stage0 -> down0] -> [stage1 -> down1] -> ... -> [stage_n] -> score (1x1) -> coarse scores
          stride 1             stride 2                     stride S
@@ -23,6 +25,14 @@ input's exact ``H x W``, for any size::
 so output pixel ``(y, x)`` is a bilinear mix of the (at most 2x2) cells whose windows are centred
 nearest to ``(y, x)``: within ``S / 2`` pixels, as closely as the stride allows. The "valid" pad is
 the FCN paper's pad-100 trick made exact: just enough for the cells to cover every pixel.
+
+``skips=True`` (default) adds FCN-style skips from every stage down to stride 1: a 1x1 score conv
+per stage (``skip_scores``, initialised to ZERO as in FCN), each upsampled to ``H x W`` aligned to
+its own cell centres (``feature_info[i]["offset"]``) and summed with the upsampled coarse scores.
+At initialisation the dense output is exactly the upsampled coarse output; with training the
+full-resolution stages sharpen boundaries. Why it is the default: digit-canvas masks are the
+digits' strokes (2-3 pixels wide), which bilinear upsampling from stride 8 cannot draw; in a
+300-step check the default reached mean IU 0.61 with skips and 0.25 without.
 
 ``allconv_cls`` (classification): the same body, the 1x1 score conv, then global average
 pooling -> ``logits[B, K]``; ``forward_dense(x)`` is the score map before pooling. Minimum input
@@ -47,11 +57,13 @@ OUTPUTS = ("dense", "coarse")
 
 
 def allconv_body(
-    in_channels: int, *, width: int, depth: int, stages: int, downsample: str, padding: str, norm: str
+    in_channels: int, *, width: int, depth: int, stages: int, downsample: str, padding: str, norm: str,
+    stem_depth: int = 1,
 ) -> tuple[nn.Sequential, list[dict]]:
     """The conv body (an ``nn.Sequential`` of ``stage{i}`` / ``down{i}`` blocks) and its ``feature_info``."""
     check_int("width", width, 1)
     check_int("depth", depth, 1)
+    check_int("stem_depth", stem_depth, 1)
     check_int("stages", stages, 0)
     check_choice("downsample", downsample, DOWNSAMPLE_KINDS)
     check_choice("padding", padding, PADDINGS)
@@ -60,10 +72,10 @@ def allconv_body(
     info, stride, channels_in = [], 1, in_channels
     for i in range(stages + 1):
         channels = width * 2 ** min(i, 3)
-        blocks = []
-        for d in range(depth):
+        blocks, n = [], stem_depth if i == 0 else depth
+        for d in range(n):
             # strided-only: the pool is removed and the stage's last conv takes its stride
-            s = 2 if downsample == "strided-only" and i < stages and d == depth - 1 else 1
+            s = 2 if downsample == "strided-only" and i < stages and d == n - 1 else 1
             blocks.append(conv_block(channels_in, channels, stride=s, padding=padding, norm=norm))
             channels_in = channels
         layers[f"stage{i}"] = nn.Sequential(*blocks)
@@ -172,6 +184,7 @@ def allconv(
     in_channels: int = 3,
     width: int = 16,
     depth: int = 2,
+    stem_depth: int = 1,
     stages: int = 3,
     downsample: str = "maxpool",
     padding: str = "same",
@@ -180,11 +193,13 @@ def allconv(
     learn_upsampling: bool = False,
     skips: bool = True,
 ) -> AllConvNet:
-    """All-convolutional segmentation net (module docstring). Default: 4 stages of 2 conv blocks
-    (16, 32, 64, 128 channels), 3 max-pools (stride 8), BatchNorm, fixed bilinear upsampling."""
+    """All-convolutional segmentation net (module docstring). Default: a 1-conv stem and 3 stages of
+    2 conv blocks (16, 32, 64, 128 channels), 3 max-pools (stride 8, receptive field 66),
+    BatchNorm, skips from every stage, fixed bilinear upsampling; about 0.29 M parameters."""
     return AllConvNet(
         num_classes, in_channels, output=output, learn_upsampling=learn_upsampling, skips=skips,
-        width=width, depth=depth, stages=stages, downsample=downsample, padding=padding, norm=norm,
+        width=width, depth=depth, stem_depth=stem_depth, stages=stages, downsample=downsample, padding=padding,
+        norm=norm,
     )
 
 
@@ -195,13 +210,16 @@ def allconv_cls(
     in_channels: int = 3,
     width: int = 32,
     depth: int = 2,
+    stem_depth: int = 1,
     stages: int = 2,
     downsample: str = "maxpool",
     padding: str = "same",
     norm: str = "batch",
 ) -> AllConvClassifier:
     """All-convolutional classifier: conv body, 1x1 score conv, global average pooling.
-    Default: 3 stages (32, 64, 128 channels), stride 4; inputs of at least 4x4 (digits: 28x28)."""
+    Default: a 1-conv stem and 2 stages of 2 conv blocks (32, 64, 128 channels), stride 4,
+    receptive field 30; inputs of at least 4x4 ("same" padding; 30x30 with "valid"); digits: 28x28."""
     return AllConvClassifier(
-        num_classes, in_channels, width=width, depth=depth, stages=stages, downsample=downsample, padding=padding, norm=norm
+        num_classes, in_channels, width=width, depth=depth, stem_depth=stem_depth, stages=stages,
+        downsample=downsample, padding=padding, norm=norm,
     )

@@ -102,7 +102,7 @@ _BACKBONE_DOC = """``backbone``: "allconv" (default, cheapest), "vgg16" (the pap
     kept in ``fcnkit_spec``."""
 
 
-@register("fcn32s", task="segmentation", description="FCN-32s: backbone + 1x1 score + 32x bilinear upsampling", init_only=("backbone_weights",))
+@register("fcn32s", task="segmentation", description="FCN-32s: backbone (allconv|vgg16|resnet18|resnet50) + 1x1 score + 32x upsampling", init_only=("backbone_weights",))
 def fcn32s(
     *,
     num_classes: int,
@@ -114,7 +114,7 @@ def fcn32s(
     return _fcn(0, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
 
 
-@register("fcn16s", task="segmentation", description="FCN-16s: FCN-32s + skip from stride 16", init_only=("backbone_weights",))
+@register("fcn16s", task="segmentation", description="FCN-16s: FCN-32s + skip from stride 16 (backbone as fcn32s)", init_only=("backbone_weights",))
 def fcn16s(
     *,
     num_classes: int,
@@ -126,7 +126,7 @@ def fcn16s(
     return _fcn(1, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
 
 
-@register("fcn8s", task="segmentation", description="FCN-8s: FCN-16s + skip from stride 8", init_only=("backbone_weights",))
+@register("fcn8s", task="segmentation", description="FCN-8s: FCN-16s + skip from stride 8 (backbone as fcn32s)", init_only=("backbone_weights",))
 def fcn8s(
     *,
     num_classes: int,
