@@ -185,3 +185,19 @@ def test_blocks():
         downsample("avgpol", 4)
     # geometry of a chain: conv3 p1, pool2: size 4, stride 2, cell 0 centred on 0.5
     assert chain_geometry(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.MaxPool2d(2))) == (4, 2, 0.5)
+
+
+def test_torch_fx_traceable():
+    """Coarse nets trace as they are; dense ones with BilinearUpsample as a leaf (its crop is size-dependent)."""
+    import torch.fx as fx
+
+    from fcnkit.models.upsample import BilinearUpsample
+
+    class LeafUpsample(fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return isinstance(m, BilinearUpsample) or super().is_leaf_module(m, name)
+
+    x = torch.randn(1, 1, 70, 75)
+    for model, tracer in [(_net(output="coarse", padding="valid"), fx.Tracer()), (_net(padding="valid"), LeafUpsample())]:
+        traced = fx.GraphModule(model, tracer.trace(model))
+        assert torch.allclose(traced(x), model(x))

@@ -101,7 +101,8 @@ class _AllConvBase(nn.Module):
 
     def _check_size(self, x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
-        if min(h, w) < self.min_input_size:
+        # plain ints only: symbolic shapes (torch.fx tracing) skip the check and stay traceable
+        if isinstance(h, int) and isinstance(w, int) and min(h, w) < self.min_input_size:
             fix = "pad it" if self.padding == "same" else "pad it, or build the model with padding='same'"
             raise InputError(
                 f"input of {h}x{w} is smaller than this model's minimum of "

@@ -28,6 +28,9 @@ For a pooling network ("same" padding, 2x2 pools) a cell at stride ``s`` is cent
 ``s*i + (s - 1) / 2``, so upsampling it by ``f = s`` with the default shift puts output pixel
 ``o`` exactly at pixel ``o``. Backbones centred elsewhere (ResNet: ``s*i``) pass their own
 ``shift``; see :func:`upsample_alignment`.
+
+The crop depends on the requested output size, so torch.fx tracers should treat
+:class:`BilinearUpsample` as a leaf module (``Tracer.is_leaf_module``).
 """
 from __future__ import annotations
 
