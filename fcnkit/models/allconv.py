@@ -31,8 +31,10 @@ per stage (``skip_scores``, initialised to ZERO as in FCN), each upsampled to ``
 its own cell centres (``feature_info[i]["offset"]``) and summed with the upsampled coarse scores.
 At initialisation the dense output is exactly the upsampled coarse output; with training the
 full-resolution stages sharpen boundaries. Why it is the default: digit-canvas masks are the
-digits' strokes (2-3 pixels wide), which bilinear upsampling from stride 8 cannot draw; in a
-300-step check the default reached mean IU 0.61 with skips and 0.25 without.
+digits' strokes (2-3 pixels wide), which bilinear upsampling from stride 8 cannot draw. In a
+300-step check (Adam 3e-3, batches of 16) mean IU was 0.49 with skips and 0.28 without, and the
+digit-vs-background IU 0.95 against 0.25; after 1000 steps 0.73 (digit-vs-background 0.97: the
+remaining error is which digit, not where).
 
 ``allconv_cls`` (classification): the same body, the 1x1 score conv, then global average
 pooling -> ``logits[B, K]``; ``forward_dense(x)`` is the score map before pooling. Minimum input
