@@ -64,8 +64,10 @@ def register(name: str, *, task: str, description: str, init_only: Iterable[str]
         positional = [p.name for p in params.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         if positional or "num_classes" not in params or "in_channels" not in params:
             raise TypeError(f"model builder {fn.__name__} must be keyword-only with num_classes and in_channels")
-        if name in _REGISTRY and _REGISTRY[name].builder is not fn:
-            raise ValueError(f"model name {name!r} is registered twice")
+        old = _REGISTRY.get(name)
+        same = old is not None and (old.builder.__module__, old.builder.__qualname__) == (fn.__module__, fn.__qualname__)
+        if old is not None and not same:  # a reloaded module may register its own builder again
+            raise ValueError(f"model name {name!r} is registered twice ({old.builder.__module__} and {fn.__module__})")
         _REGISTRY[name] = _Entry(name, fn, task, description, tuple(init_only))
         return fn
 
