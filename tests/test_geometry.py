@@ -68,6 +68,26 @@ class UpAfterDown(nn.Module):
         return self.up(y) if self.mode == "transposed" else F.interpolate(y, scale_factor=2, mode="bilinear")
 
 
+class CornersUp(nn.Module):
+    """conv3/s2 then x2 with align_corners=True to (n - 1) * 2 + 1: output o reads coarse o / 2, so
+    even o see [o - 1, o + 1] and odd o [o - 2, o + 2]: envelope size 5, offset 0 - a resize that
+    does not depend on the image size (no blocker)."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = conv(3, s=2, p=1)
+
+    def forward(self, x):
+        y = self.down(x)
+        size = [(n - 1) * 2 + 1 for n in y.shape[-2:]]
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=True)
+
+
+def test_align_corners_upsampling_of_fixed_ratio():
+    g = receptive_field(CornersUp())
+    assert (g.size, g.stride, g.offset, g.align, g.blockers) == ((5, 5), (1, 1), (0, 0), (2, 2), ())
+
+
 def test_residual_block():
     assert summary(Residual()) == (5, 2, 0)
 
@@ -146,7 +166,7 @@ class FCNLike(nn.Module):
 
 
 @pytest.mark.parametrize("make", [Residual, AsymmetricConcat, lambda: UpAfterDown("transposed"),
-                                  lambda: UpAfterDown("bilinear"), FCNLike,
+                                  lambda: UpAfterDown("bilinear"), FCNLike, CornersUp,
                                   lambda: nn.Sequential(conv(5, s=2), conv(3, d=2), nn.MaxPool2d(3, 2, ceil_mode=True))])
 def test_probe_agrees_with_analytic(make):
     model = make().eval()
@@ -174,6 +194,7 @@ class Head(nn.Module):
     (nn.InstanceNorm2d(3), "whole image"),
     (nn.GroupNorm(1, 3), "whole image"),
     (lambda y: F.interpolate(F.avg_pool2d(y, 2), size=(100, 100)), "depends on the image size"),
+    (lambda y: F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True), "depends on the image size"),
     (lambda y: y * F.adaptive_avg_pool2d(y, 1), "global"),
 ])
 def test_blockers_are_reported(tail, words):

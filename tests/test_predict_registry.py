@@ -84,8 +84,9 @@ def test_cli_predict_tiled_equals_whole_on_a_checkpoint(tmp_path, capsys):
 def test_cli_rf_on_a_name_and_a_run(tmp_path, capsys):
     assert cli.main(["rf", "allconv", "--input-size", "64", "80"]) == 0
     out = capsys.readouterr().out
-    assert "receptive field  83" in out and "tile alignment   8" in out and "stage0" in out
-    assert "64x80" in out  # the out column at the traced size
+    g = receptive_field(registry.build_model("allconv", num_classes=21).eval())
+    assert f"receptive field  {g.size[0]}\n" in out and f"tile alignment   {g.align[0]} " in out
+    assert "conv2d" in out and "64x80" in out  # the table, with its out column at the traced size
     run = _checkpoint(tmp_path)
     assert cli.main(["rf", str(run), "--probe"]) == 0
     out = capsys.readouterr().out

@@ -46,8 +46,9 @@ def transposed_taps(kernel: int, stride: int, padding: int, dilation: int = 1) -
     return Taps(stride, 1, tuple(taps))
 
 
-def interpolate_taps(ratio: Fraction, mode: str) -> Taps:
-    """Resampling where one output cell spans ``ratio`` input cells (``ratio = in / out``).
+def interpolate_taps(ratio: Fraction, mode: str, align_corners: bool = False) -> Taps:
+    """Resampling where one output cell spans ``ratio`` input cells (``ratio = in / out``, or
+    ``(in - 1) / (out - 1)`` with ``align_corners``, where output cell ``n`` reads ``x = n * ratio``).
 
     Only taps with a non-zero weight count (PyTorch's formulas, away from the borders):
     ``nearest`` reads ``floor(n * ratio)``, ``nearest-exact`` ``floor((n + 0.5) * ratio)``;
@@ -67,7 +68,7 @@ def interpolate_taps(ratio: Fraction, mode: str) -> Taps:
             hi = -int((-(n + 1) * ratio) // 1)  # ceil
             t = list(range(lo, max(hi, lo + 1)))
         else:
-            x = (n + Fraction(1, 2)) * ratio - Fraction(1, 2)
+            x = n * ratio if align_corners else (n + Fraction(1, 2)) * ratio - Fraction(1, 2)
             i0 = int(x // 1)
             whole = x == i0
             if mode in ("linear", "bilinear", "trilinear"):

@@ -291,16 +291,18 @@ class Tracer(TorchFunctionMode):
         taps, where = [], self._where(name)
         for i in (0, 1):
             n_in, n_out = int(x.shape[-2 + i]), int(out.shape[-2 + i])
-            if sf is not None and not a.get("recompute_scale_factor"):
+            corners = align and mode != "nearest" and n_out > 1
+            if sf is not None and not a.get("recompute_scale_factor") and not corners:
                 f = sf[i] if isinstance(sf, (list, tuple)) else sf
                 ratio = 1 / Fraction(float(f)).limit_denominator(10**6)
             else:
-                ratio = Fraction(n_in, n_out)
+                # align_corners maps the corner cells onto each other: cell n reads n * (in-1)/(out-1)
+                ratio = Fraction(n_in - 1, n_out - 1) if corners else Fraction(n_in, n_out)
                 if ratio.numerator != 1 and ratio.denominator != 1:
-                    state = state.with_blocker(f"'{where}' resizes by {n_out}/{n_in}, a ratio that depends on the image size")
-            if align and mode != "nearest":
-                state = state.with_blocker(f"'{where}' resamples with align_corners=True (depends on the image size)")
-            taps.append(interpolate_taps(ratio, "area" if mode == "area" else mode))
+                    state = state.with_blocker(
+                        f"'{where}' resizes by {n_out}/{n_in}{' (align_corners)' if corners else ''}, "
+                        "a ratio that depends on the image size")
+            taps.append(interpolate_taps(ratio, "area" if mode == "area" else mode, corners))
         return self._apply(state, taps, mode if name != "interpolate" else f"interpolate-{mode}", out, None, None, None, None)
 
     def _getitem(self, idx, state, x, out) -> State:
