@@ -1,16 +1,15 @@
 """Inference: whole-image or tiled prediction that equals whole-image prediction.
 
-``predict`` (logits of one image), ``open_image`` (a lazy, tile-by-tile normalised image file),
-``plan_tiles`` (the pure-geometry tile planner), ``predict_files`` (the ``fcnkit predict`` job).
+``fcnkit.predict`` (defined in ``fcnkit.inference.predict``: logits of one image), ``open_image``
+(a lazy, tile-by-tile normalised image file), ``plan_tiles`` (the pure-geometry tile planner),
+``predict_files`` (the ``fcnkit predict`` job). The submodule ``predict`` keeps its name (it is
+not shadowed by the function), so ``import fcnkit.inference.predict`` gives the module.
 """
 from __future__ import annotations
 
 import importlib
 
-# the function shadows its module's name here on purpose: fcnkit.inference.predict(...) works
-from fcnkit.inference.predict import predict
-
-__all__ = ["predict", "open_image", "plan_tiles", "predict_files"]
+__all__ = ["open_image", "plan_tiles", "predict_files"]
 
 _EXPORTS = {
     "open_image": "fcnkit.inference.sources",

@@ -17,9 +17,6 @@ from fcnkit.errors import InputError
 
 __all__ = ["TensorSource", "ArraySource", "open_image", "as_source", "drop_pages"]
 
-_DROP_EVERY = 64 << 20  # bytes read or written between two drop_pages calls
-
-
 def drop_pages(array) -> None:
     """Flush a memory-mapped array and drop its pages from this process's resident memory.
 
@@ -60,7 +57,6 @@ class ArraySource:
             raise InputError(f"{name}: array has shape {array.shape}; expected (H, W) or (H, W, C)")
         self.array, self.channels, self.mean, self.std, self.name = array, int(channels), mean, std, name
         self.shape = (self.channels, int(array.shape[0]), int(array.shape[1]))
-        self._read = 0
         # fail now, with the file's name, rather than on the first tile
         from fcnkit.data.io import to_model_input
 
@@ -72,12 +68,10 @@ class ArraySource:
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
         from fcnkit.data.io import to_model_input
 
-        tile = self.array[rows[0]:rows[1], cols[0]:cols[1]]
-        out = to_model_input(tile, self.channels, self.mean, self.std)
-        self._read += tile.nbytes
-        if self._read >= _DROP_EVERY:  # a memory-mapped image: do not let its pages pile up
-            drop_pages(self.array)
-            self._read = 0
+        out = to_model_input(self.array[rows[0]:rows[1], cols[0]:cols[1]], self.channels, self.mean, self.std)
+        # a memory-mapped image: drop its pages after every tile. The kernel maps ~64 KB around
+        # each page fault, so a tile of a wide image brings in far more than its own bytes.
+        drop_pages(self.array)
         return out
 
 

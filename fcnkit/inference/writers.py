@@ -21,7 +21,6 @@ from fcnkit.inference.sources import drop_pages as _release
 __all__ = ["TensorSink", "NpySink", "LabelSink", "Fanout", "write_labels", "write_overlay", "PNG_MAX_PIXELS"]
 
 PNG_MAX_PIXELS = 1 << 25  # 32 Mpx (e.g. 5792 x 5792): above it, labels go to a tiled TIFF
-_RELEASE_BYTES = 64 << 20  # flush a memmap and drop its pages after this many bytes written
 
 
 class TensorSink:
@@ -46,16 +45,12 @@ class NpySink:
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], softmax: bool = False):
         self.path, self.softmax = Path(path), softmax
         self.result = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=tuple(shape))
-        self._pending = 0
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
         if self.softmax:
             block = torch.softmax(block.float(), dim=0)
         self.result[:, rows[0]:rows[1], cols[0]:cols[1]] = block.detach().cpu().numpy()
-        self._pending += block.numel() * 4
-        if self._pending >= _RELEASE_BYTES:
-            _release(self.result)
-            self._pending = 0
+        _release(self.result)  # written blocks go to disk, not into our resident memory
 
     def close(self) -> None:
         _release(self.result)
@@ -71,14 +66,10 @@ class LabelSink:
             self.result = np.lib.format.open_memmap(Path(scratch), mode="w+", dtype=np.uint8, shape=tuple(size))
         else:
             self.result = np.zeros(size, dtype=np.uint8)
-        self._pending = 0
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
         self.result[rows[0]:rows[1], cols[0]:cols[1]] = block.argmax(0).to(torch.uint8).cpu().numpy()
-        self._pending += block.shape[-1] * block.shape[-2]
-        if isinstance(self.result, np.memmap) and self._pending >= _RELEASE_BYTES:
-            _release(self.result)
-            self._pending = 0
+        _release(self.result)
 
     def close(self) -> None:
         if isinstance(self.result, np.memmap):
