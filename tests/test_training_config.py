@@ -38,7 +38,9 @@ def test_unknown_key_suggests_nearest(tmp_path):
     ("precision", "16", "precision: unknown value '16'; use one of 32, 16-mixed, bf16-mixed"),
     ("device", "gpu", "use one of auto, cpu, cuda"),
     ("data_options", "size=3", "data_options must be a mapping"),
-    ("augment", "maybe", "augment must be true or false"),
+    ("augment", "maybe", "unknown augmentation .maybe.; use true, false or a list of flip, scale"),
+    ("augment", ["flip", "scael"], "did you mean .scale."),
+    ("overwrite", "maybe", "overwrite must be true or false"),
 ])
 def test_bad_values_name_the_key(key, value, pattern):
     with pytest.raises(InputError, match=pattern):
@@ -80,3 +82,9 @@ def test_save_roundtrip_and_file_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(InputError, match="expected a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_augment_forms_resolve_to_a_list():
+    assert TrainConfig.from_dict({"data": "d", "augment": True}).resolved().augment == ["flip", "scale"]
+    assert TrainConfig.from_dict({"data": "d", "augment": "false"}).resolved().augment == []
+    assert TrainConfig.from_dict({"data": "d", "augment": "scale"}).resolved().augment == ["scale"]

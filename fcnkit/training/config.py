@@ -37,6 +37,7 @@ __all__ = ["TrainConfig", "load_config", "save_config", "OPTIMIZERS", "PRECISION
 OPTIMIZERS = ("adam", "sgd", "heavy")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 DEVICES = ("auto", "cpu", "cuda")
+AUGMENTATIONS = ("flip", "scale")  # RandomHorizontalFlip(0.5), RandomScale(0.75, 1.25) of fcnkit.data
 _DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "heavy": 1e-4}
 
 
@@ -66,7 +67,7 @@ class TrainConfig:
     out: str | None = None  # run folder; default runs/<model>-<data>
     resume: str | None = None  # a run folder to continue (epoch, step, optimizer, best score)
     overwrite: bool = False  # allow a fresh run into a folder that holds one
-    augment: bool = False  # random flips of image and mask (same flip)
+    augment: bool | list = False  # false | true (= [flip, scale]) | a list of flip, scale
     regime: dict = field(default_factory=lambda: {"name": "whole"})
     log_every_n_steps: int = 10
     task: str = "segmentation"  # reserved: classification comes later
@@ -109,6 +110,7 @@ class TrainConfig:
         cfg.batch_size = 8 if cfg.batch_size is None else cfg.batch_size
         cfg.momentum = 0.9 if cfg.momentum is None else cfg.momentum
         cfg.lr = _DEFAULT_LR[cfg.optimizer] if cfg.lr is None else cfg.lr
+        cfg.augment = list(AUGMENTATIONS) if cfg.augment is True else list(cfg.augment or [])
         if cfg.out is None:
             cfg.out = cfg.resume if cfg.resume else str(Path("runs") / f"{cfg.model}-{Path(str(cfg.data)).name}")
         # validate the regime now, so a typo fails before any data is read
@@ -200,12 +202,19 @@ def _check(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, dict):
             raise InputError(f"{where} must be a mapping, got {value!r}; e.g. {key}: {{size: 64}}")
         return dict(value)
+    if key == "augment" and not _is_bool_like(value):
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)):
+            raise InputError(f"{where} must be true, false or a list of {', '.join(AUGMENTATIONS)}, got {value!r}")
+        for name in names:
+            if name not in AUGMENTATIONS:
+                raise InputError(f"{where}: unknown augmentation {name!r}{did_you_mean(str(name), AUGMENTATIONS)}; "
+                                 f"use true, false or a list of {', '.join(AUGMENTATIONS)}")
+        return list(names)
     if key in ("augment", "overwrite"):
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        if not isinstance(value, bool):
+        if not _is_bool_like(value):
             raise InputError(f"{where} must be true or false, got {value!r}")
-        return value
+        return value if isinstance(value, bool) else value.lower() in ("true", "yes", "1")
     if key == "regime":
         if isinstance(value, str):
             return {"name": value}
@@ -217,3 +226,7 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise InputError(f"{where} must be a name or a path, got {value!r}")
         return str(value)
     raise AssertionError(f"config key {key} has no check")  # a bug: every field needs one
+
+
+def _is_bool_like(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"))

@@ -36,12 +36,14 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
 
     ``data`` defaults to the dataset the checkpoint was trained on (its train config), and
     ``data_options`` to the ones used then when ``data`` is not given. Returns
-    ``{"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "iu", "confusion_matrix",
+    ``{"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "iu", "confusion_matrix", "classes",
     "checkpoint", "data", "split", "images"}``.
     """
     from fcnkit.checkpoint import load_checkpoint, resolve_checkpoint
     from fcnkit.data import load_dataset
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     ckpt = resolve_checkpoint(run_or_checkpoint)
     dev = resolve_device(device)
     model, config = load_checkpoint(ckpt, map_location=dev)
@@ -65,7 +67,8 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
             logits = model(images.to(dev))
         cm += confusion_matrix(logits.argmax(1).cpu(), masks, k)
     result = scores(cm)
-    result.update(confusion_matrix=cm.tolist(), checkpoint=str(ckpt), data=str(data), split=split, images=len(dataset))
+    result.update(confusion_matrix=cm.tolist(), classes=list(config.get("classes") or []), checkpoint=str(ckpt),
+                  data=str(data), split=split, images=len(dataset))
     return result
 
 

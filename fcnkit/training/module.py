@@ -160,7 +160,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
         from fcnkit.data import pad_collate
 
-        dataset = _Flips(self.train_set, self.config.seed) if self.config.augment else self.train_set
+        dataset = _Augmented(self.train_set, self.config.augment) if self.config.augment else self.train_set
         sampler = self.regime.sampler(dataset)
         return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=sampler is None, sampler=sampler,
                           collate_fn=pad_collate, num_workers=self.config.num_workers,
@@ -175,21 +175,24 @@ class SegmentationDataModule(L.LightningDataModule):
                           num_workers=self.config.num_workers, persistent_workers=self.config.num_workers > 0)
 
 
-class _Flips(torch.utils.data.Dataset):
-    """Random horizontal/vertical flip of image and mask together (the geometry stays paired)."""
+class _Augmented(torch.utils.data.Dataset):
+    """Applies fcnkit.data's paired transforms (``t(sample, generator)``) to each training item.
 
-    def __init__(self, dataset, seed: int):
-        self.dataset, self.seed = dataset, seed
+    Each item gets a generator seeded from torch's global RNG, which ``seed_everything`` seeds
+    and the DataLoader reseeds per worker: runs are reproducible, epochs differ.
+    """
+
+    def __init__(self, dataset, names: list[str]):
+        from fcnkit.data import Compose, RandomHorizontalFlip, RandomScale
+
+        available = {"flip": lambda: RandomHorizontalFlip(0.5), "scale": lambda: RandomScale(0.75, 1.25)}
+        self.dataset = dataset
         self.info = getattr(dataset, "info", None)
+        self.transform = Compose([available[name]() for name in names])
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
-        item = dict(self.dataset[i])
-        # torch's global RNG: seeded by seed_everything, and per worker by the DataLoader
-        for dim in (-1, -2):
-            if torch.rand(()) < 0.5:
-                item["image"] = item["image"].flip(dim)
-                item["mask"] = item["mask"].flip(dim)
-        return item
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+        return self.transform(self.dataset[i], generator)

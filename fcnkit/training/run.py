@@ -13,6 +13,7 @@ It prepares a run folder, builds data, model and LightningModule, hands the loop
 from __future__ import annotations
 
 import csv
+import math
 import os
 import shutil
 from pathlib import Path
@@ -81,7 +82,8 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
         num_sanity_val_steps=0,
-        log_every_n_steps=cfg.log_every_n_steps,
+        # never more than the batches of an epoch, else Lightning logs no step loss (and warns)
+        log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(len(data.train_set) / cfg.batch_size))),
         default_root_dir=str(run),
         enable_model_summary=False,
     )
