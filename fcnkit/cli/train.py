@@ -39,6 +39,8 @@ def add_parser(subparsers) -> None:
         p.add_argument(flag, dest=key, default=None, metavar=key.split("_")[0].upper(), help=text)
     p.add_argument("--data-option", dest="data_options", action="append", metavar="KEY=VALUE", default=None,
                    help="dataset option, repeatable (e.g. count=200, size=[64,84])")
+    p.add_argument("--val-data-option", dest="val_data_options", action="append", metavar="KEY=VALUE", default=None,
+                   help="dataset option for the validation/test splits only, repeatable (e.g. count=300)")
     p.add_argument("--model-option", dest="model_options", action="append", metavar="KEY=VALUE", default=None,
                    help="model option, repeatable (e.g. width=8)")
     p.add_argument("--augment", action="store_const", const=True, default=None, help="random flips/scales of image and mask")
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key, _ in _FLAGS.values()}
     overrides.update(augment=args.augment, overwrite=args.overwrite,
                      data_options=parse_options(args.data_options, "--data-option"),
+                     val_data_options=parse_options(args.val_data_options, "--val-data-option"),
                      model_options=parse_options(args.model_options, "--model-option"))
     run_dir = train(load_config(args.config, overrides))
     print(summary(run_dir))

@@ -37,6 +37,7 @@ __all__ = ["TrainConfig", "load_config", "save_config", "OPTIMIZERS", "PRECISION
 OPTIMIZERS = ("adam", "sgd", "heavy")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("none", "cosine")
 AUGMENTATIONS = ("flip", "scale")  # RandomHorizontalFlip(0.5), RandomScale(0.75, 1.25) of fcnkit.data
 _DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "heavy": 1e-4}
 
@@ -47,6 +48,7 @@ class TrainConfig:
 
     data: str | None = None  # dataset name (fcnkit data list) or folder
     data_options: dict = field(default_factory=dict)  # passed to load_dataset(**data_options)
+    val_data_options: dict = field(default_factory=dict)  # override data_options for val/test (e.g. count)
     val_split: str = "val"
     model: str = "allconv"
     model_options: dict = field(default_factory=dict)  # passed to build_model(**model_options)
@@ -58,6 +60,7 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float | None = None  # SGD momentum, default 0.9 (heavy: 0.99)
     weight_decay: float = 0.0
+    lr_schedule: str = "none"  # none (constant, as FCN) | cosine (per step, down to 0 at the last step)
     class_weights: str = "none"  # none | inverse | median
     precision: str = "32"  # 32 | 16-mixed | bf16-mixed
     devices: int = 1  # > 1: DDP (one process per device; also under torchrun)
@@ -94,7 +97,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with the per-optimizer defaults filled in and cross-key rules checked."""
         cfg = dataclasses.replace(self, data_options=dict(self.data_options), model_options=dict(self.model_options),
-                                  regime=dict(self.regime))
+                                  val_data_options=dict(self.val_data_options), regime=dict(self.regime))
         if cfg.data is None:
             raise InputError("no training data: pass --data NAME|PATH (see 'fcnkit data list') or set data: in the config")
         if cfg.task != "segmentation":
@@ -163,10 +166,10 @@ def _read_yaml(path: Path) -> dict:
 _INT_MIN = {"epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1}
 _FLOAT_MIN = {"lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True)}  # (min, inclusive)
 _CHOICES = {"optimizer": OPTIMIZERS, "class_weights": ("none", "inverse", "median"), "precision": PRECISIONS,
-            "device": DEVICES, "task": ("segmentation", "classification")}
+            "device": DEVICES, "task": ("segmentation", "classification"), "lr_schedule": LR_SCHEDULES}
 _OPTIONAL = {"data", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from"}
 _STRINGS = {"data", "weights", "out", "resume", "init_from", "model", "val_split"}
-_DICTS = {"data_options", "model_options"}
+_DICTS = {"data_options", "val_data_options", "model_options"}
 
 
 def _check(key: str, value: Any, source: str) -> Any:

@@ -47,7 +47,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", config:
     for split, result in results.items():
         if result is not None:
             write_json(result, run / f"scores_{split}.json")
-    dataset = load_dataset(cfg.data, split=cfg.val_split, **cfg.data_options)
+    dataset = load_dataset(cfg.data, split=cfg.val_split, **{**cfg.data_options, **cfg.val_data_options})
     predictions = predict_examples(run, dataset, run / "predictions", count=examples, device=device)
     return {"run": run, "report": run / "report.md", **results, "predictions": predictions,
             "train_seconds": train_seconds, "seconds": time.perf_counter() - start}

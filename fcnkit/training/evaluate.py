@@ -35,7 +35,8 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
     """Score a checkpoint (or a run folder: its best/, else last/) on ``split`` of ``data``.
 
     ``data`` defaults to the dataset the checkpoint was trained on (its train config), and
-    ``data_options`` to the ones used then when ``data`` is not given. Returns
+    ``data_options`` to the ones used then when ``data`` is not given (``data_options`` updated
+    with ``val_data_options`` for any split but train). Returns
     ``{"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "iu", "confusion_matrix", "classes",
     "checkpoint", "data", "split", "images"}``.
     """
@@ -52,7 +53,12 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
         data = train.get("data")
         if data is None:
             raise InputError(f"{ckpt}: the checkpoint does not record its training data; pass --data NAME|PATH")
-        options = dict(train.get("data_options") or {}) if data_options is None else dict(data_options)
+        if data_options is not None:
+            options = dict(data_options)
+        else:  # as in training: evaluation splits take the validation overrides (e.g. their count)
+            options = dict(train.get("data_options") or {})
+            if split != "train":
+                options.update(train.get("val_data_options") or {})
     else:
         options = dict(data_options or {})
     dataset = load_dataset(data, split=split, **options)

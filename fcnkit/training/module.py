@@ -127,9 +127,16 @@ class SegmentationModule(L.LightningModule):
         cfg = self.config
         params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        # sgd and heavy (heavy = sgd with batch 1 and momentum 0.99, set by the config)
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:  # sgd and heavy (heavy = sgd with batch 1 and momentum 0.99, set by the config)
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.lr_schedule == "none":
+            return optimizer
+        # cosine over the steps this fit will take (epochs or max_steps, whichever ends first);
+        # a resumed run keeps the schedule it started with (its state is in trainer.ckpt)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -146,9 +153,8 @@ class SegmentationDataModule(L.LightningDataModule):
 
         self.config = config
         self.regime = regime or WholeImage()
-        options = dict(config.data_options)
-        self.train_set = load_dataset(config.data, split="train", **options)
-        self.val_set = load_dataset(config.data, split=config.val_split, **options)
+        self.train_set = load_dataset(config.data, split="train", **config.data_options)
+        self.val_set = load_dataset(config.data, split=config.val_split, **{**config.data_options, **config.val_data_options})
         self.info = self.train_set.info
         if len(self.train_set) == 0:
             raise InputError(f"data '{config.data}': the training split is empty; add images or check data_options")

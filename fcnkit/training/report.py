@@ -140,7 +140,8 @@ def write_report(run: str | os.PathLike, dataset=None, overlays: int = 6) -> Pat
         from fcnkit.data import load_dataset
 
         train = config.get("train", {})
-        dataset = load_dataset(train["data"], split=train.get("val_split", "val"), **train.get("data_options", {}))
+        options = {**(train.get("data_options") or {}), **(train.get("val_data_options") or {})}
+        dataset = load_dataset(train["data"], split=train.get("val_split", "val"), **options)
     if overlays and len(dataset) and hasattr(dataset, "raw"):
         plot_predictions(model, dataset, config["palette"], run / "predictions.png", count=overlays)
         images.append(("Validation predictions (image | ground truth | prediction)", "predictions.png"))

@@ -28,7 +28,7 @@ __all__ = ["train", "merge_metrics"]
 _RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config.yaml", "curves.png",
                   "report.md", "confusion.png", "predictions.png", "predictions")
 # settings that define what is being trained: a resumed run cannot change them
-_FROZEN_ON_RESUME = ("data", "data_options", "model", "model_options", "task", "regime", "val_split")
+_FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime", "val_split")
 
 
 def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
