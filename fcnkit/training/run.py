@@ -160,13 +160,13 @@ def _build_model(cfg: TrainConfig, info):
     if cfg.weights:
         if not Path(cfg.weights).is_file():
             raise MissingFileError(f"{cfg.weights}: weights file not found; check --weights")
-        kwargs["weights"] = cfg.weights
+        kwargs["backbone_weights"] = cfg.weights  # an init-only argument: not part of the model spec
     try:
         return build_model(cfg.model, num_classes=int(info.num_classes), in_channels=int(info.in_channels), **kwargs)
-    except TypeError as exc:
-        if "argument" not in str(exc):
-            raise
-        raise InputError(f"model_options for '{cfg.model}': {exc}; see 'fcnkit models' for its options") from None
+    except InputError as exc:
+        if cfg.weights and "'backbone_weights'" in str(exc):
+            raise InputError(f"--weights: model '{cfg.model}' has no backbone to load weights into; drop --weights or use an fcn8s/16s/32s model") from None
+        raise
 
 
 def _class_weights(cfg: TrainConfig, dataset, num_classes: int):
