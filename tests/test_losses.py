@@ -103,3 +103,14 @@ def test_class_weights_bad_input():
         class_weights_from_masks(MASKS, 3, mode="mean")
     with pytest.raises(InputError, match="label 2 but there are 2 classes"):
         class_weights_from_masks(MASKS, 2, mode="inverse")
+
+
+def test_core_training_modules_do_not_import_lightning():
+    # design contract: losses/regimes/metrics are core (torch/numpy only)
+    import subprocess
+    import sys
+
+    code = ("import sys, fcnkit.metrics, fcnkit.training.losses, fcnkit.training.regimes, fcnkit.training.config; "
+            "bad = [m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -71,7 +71,7 @@ def parse_options(items: list[str] | None, flag: str) -> dict | None:
 
 def run(args: argparse.Namespace) -> int:
     from fcnkit.training.config import load_config
-    from fcnkit.training.run import train
+    from fcnkit.training.run import is_main_process, train
 
     overrides = {key: getattr(args, key) for key, _ in _FLAGS.values()}
     overrides.update(augment=args.augment, overwrite=args.overwrite,
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
                      val_data_options=parse_options(args.val_data_options, "--val-data-option"),
                      model_options=parse_options(args.model_options, "--model-option"))
     run_dir = train(load_config(args.config, overrides))
-    print(summary(run_dir))
+    if is_main_process():  # one summary, not one per DDP process
+        print(summary(run_dir))
     return 0
 
 

@@ -120,8 +120,9 @@ class SegmentationModule(L.LightningModule):
         self.last_scores = result
         for name in SCORE_NAMES:
             value = result[name]
-            # the same on every rank (computed from the summed matrix): no further sync needed
-            self.log(f"val_{name}", 0.0 if math.isnan(value) else value, prog_bar=name == "mean_iu")
+            # the same on every rank (computed from the summed matrix), so averaging over ranks
+            # (sync_dist) changes nothing; it only tells Lightning the value is global
+            self.log(f"val_{name}", 0.0 if math.isnan(value) else value, prog_bar=name == "mean_iu", sync_dist=True)
 
     def configure_optimizers(self):
         cfg = self.config

@@ -22,7 +22,7 @@ from typing import Any
 from fcnkit.errors import InputError, MissingFileError
 from fcnkit.training.config import TrainConfig, save_config
 
-__all__ = ["train", "merge_metrics"]
+__all__ = ["train", "merge_metrics", "is_main_process"]
 
 # artifacts a run folder may hold; --overwrite removes these and nothing else
 _RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config.yaml", "curves.png",
@@ -71,9 +71,11 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
         "normalization": {"mean": [float(v) for v in info.mean], "std": [float(v) for v in info.std]},
         "train": cfg.to_dict(),
     }
+    devices = _devices(cfg)
+    trainer_devices = devices["devices"] * devices.get("num_nodes", 1)
     trainer = L.Trainer(
         accelerator={"auto": "auto", "cpu": "cpu", "cuda": "gpu"}[cfg.device],
-        **_devices(cfg),
+        **devices,
         precision=cfg.precision,
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1,
@@ -83,7 +85,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
         enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
         num_sanity_val_steps=0,
         # never more than the batches of an epoch, else Lightning logs no step loss (and warns)
-        log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(len(data.train_set) / cfg.batch_size))),
+        log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(len(data.train_set) / (cfg.batch_size * trainer_devices)))),
         default_root_dir=str(run),
         enable_model_summary=False,
     )
@@ -106,6 +108,11 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
 
             write_report(run, dataset=data.val_set)
     return run
+
+
+def is_main_process() -> bool:
+    """False in the extra processes of a DDP run (Lightning's launcher or torchrun set RANK/LOCAL_RANK)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
 def _close_progress_bar(trainer) -> None:
