@@ -168,3 +168,8 @@ def test_json_safe_turns_nan_into_null():
     from fcnkit.training.evaluate import json_safe
 
     assert json_safe({"a": math.nan, "b": [1.0, math.inf]}) == {"a": None, "b": [1.0, None]}
+
+
+def test_fp16_on_cpu_is_a_clear_input_error(tmp_path, fake_world):
+    with pytest.raises(InputError, match="16-mixed needs a CUDA GPU.*bf16-mixed"):
+        run_mod.train(_cfg(tmp_path, epochs=1, precision="16-mixed", device="cpu"), report=False)

@@ -52,11 +52,13 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     ckpt_path = run / TRAINER_CKPT if cfg.resume else None
     if not cfg.resume:
         _prepare_fresh(run, cfg.overwrite)
-    if cfg.device == "cuda":
-        import torch
+    import torch
 
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA GPU is visible; use --device auto or --device cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is visible; use --device auto or --device cpu")
+    on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    if on_cpu and cfg.precision == "16-mixed":
+        raise InputError("--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     regime = build_regime(cfg.regime)
