@@ -173,3 +173,19 @@ def test_json_safe_turns_nan_into_null():
 def test_fp16_on_cpu_is_a_clear_input_error(tmp_path, fake_world):
     with pytest.raises(InputError, match="16-mixed needs a CUDA GPU.*bf16-mixed"):
         run_mod.train(_cfg(tmp_path, epochs=1, precision="16-mixed", device="cpu"), report=False)
+
+
+def test_max_steps_mid_epoch_and_resume_without_new_steps(tmp_path, fake_world):
+    # 2 batches per epoch; max_steps 3 stops inside epoch 1, before its validation
+    run = run_mod.train(_cfg(tmp_path, epochs=5, max_steps=3), report=False)
+    last = json.loads((run / "last" / "config.json").read_text())["metrics"]
+    assert (last["step"], last["validated_at_step"]) == (3, 2)  # newest weights, scores of step 2
+    assert "mean_iu" in last
+    # resuming with nothing left to train must not rewrite last/ (Lightning skips the loop; the
+    # callback also restores the step it last saved, in case on_train_end runs)
+    before = (run / "last").stat().st_ino  # an atomic rewrite would put a new folder there
+    run_mod.train(TrainConfig(resume=str(run), max_steps=3), report=False)
+    assert (run / "last").stat().st_ino == before
+    # and resuming with more steps continues from step 3
+    run_mod.train(TrainConfig(resume=str(run), max_steps=6), report=False)
+    assert json.loads((run / "last" / "config.json").read_text())["metrics"]["step"] == 6

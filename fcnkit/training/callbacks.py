@@ -95,8 +95,8 @@ class FcnkitCheckpoint(L.Callback):
             if improved:
                 self._save(pl_module, "best", metrics)
         # full state (optimizer, loops) for --resume; collective: every rank calls it
+        self._last_saved_step = trainer.global_step  # before saving: it is part of the saved state
         trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
-        self._last_saved_step = trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # training stopped between validations (max_steps): keep the newest weights too
@@ -107,16 +107,22 @@ class FcnkitCheckpoint(L.Callback):
             metrics = dict(self._last_metrics or {}, step=int(trainer.global_step), epoch=int(trainer.current_epoch))
             metrics["validated_at_step"] = (self._last_metrics or {}).get("step")
             self._save(pl_module, "last", metrics)
+        self._last_saved_step = trainer.global_step  # before saving: it is part of the saved state
         trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
-        self._last_saved_step = trainer.global_step
 
     def state_dict(self) -> dict[str, Any]:
-        # plain types only: the trainer checkpoint is read with weights_only=True
-        return {"best_mean_iu": float(self.best_mean_iu), "best_epoch": self.best_epoch}
+        # plain types only: the trainer checkpoint is read with weights_only=True. The trainer
+        # checkpoint is written at the step it records, so a resumed run that trains no further
+        # step does not rewrite last/ (and keeps its scores).
+        return {"best_mean_iu": float(self.best_mean_iu), "best_epoch": self.best_epoch,
+                "last_saved_step": int(self._last_saved_step if self._last_saved_step >= 0 else -1),
+                "last_metrics": self._last_metrics}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_mean_iu = float(state_dict.get("best_mean_iu", -math.inf))
         self.best_epoch = state_dict.get("best_epoch")
+        self._last_saved_step = int(state_dict.get("last_saved_step", -1))
+        self._last_metrics = state_dict.get("last_metrics")
 
     # --- helpers -----------------------------------------------------------------------------
     def _check_finite(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -152,7 +152,7 @@ def _prepare_fresh(run: Path, overwrite: bool) -> None:
     holds_run = any((run / name).exists() for name in ("best", "last", TRAINER_CKPT))
     if holds_run and not overwrite:
         raise InputError(f"{run} already holds a run; continue it with --resume {run}, start over with --overwrite, or pick another --out")
-    if holds_run:
+    if holds_run and is_main_process():  # under torchrun every rank gets here: one deletes
         for name in _RUN_ARTIFACTS:
             target = run / name
             if target.is_dir():
