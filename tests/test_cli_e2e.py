@@ -53,6 +53,7 @@ def test_train_evaluate_resume_and_bad_input(tmp_path, capsys):
     assert main(["train", *TINY, "--model", "alconv", "--out", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean 'allconv'" in err[0]
+    assert not (tmp_path / "other").exists()  # nothing written for a run that could not start
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["evaluate", str(empty)]) == 2

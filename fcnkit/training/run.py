@@ -51,7 +51,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     run = Path(cfg.out)
     ckpt_path = run / TRAINER_CKPT if cfg.resume else None
     if not cfg.resume:
-        _prepare_fresh(run, cfg.overwrite)
+        _prepare_fresh(run, cfg.overwrite, clear=False)  # refuse early; clear once all is known good
     import torch
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -67,6 +67,8 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     model = _build_model(cfg, info)
     class_weights = _class_weights(cfg, data.train_set, info.num_classes)
     module = SegmentationModule(model, cfg, info.num_classes, class_weights, regime)
+    if not cfg.resume:  # data and model are known good: a typo never clears a run
+        _prepare_fresh(run, cfg.overwrite, clear=True)
     base = {
         "task": "segmentation", "num_classes": int(info.num_classes), "in_channels": int(info.in_channels),
         "classes": list(info.class_names), "palette": [list(map(int, c)) for c in info.palette],
@@ -146,12 +148,14 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     return saved
 
 
-def _prepare_fresh(run: Path, overwrite: bool) -> None:
+def _prepare_fresh(run: Path, overwrite: bool, clear: bool) -> None:
     from fcnkit.training.callbacks import TRAINER_CKPT
 
     holds_run = any((run / name).exists() for name in ("best", "last", TRAINER_CKPT))
     if holds_run and not overwrite:
         raise InputError(f"{run} already holds a run; continue it with --resume {run}, start over with --overwrite, or pick another --out")
+    if not clear:
+        return
     if holds_run and is_main_process():  # under torchrun every rank gets here: one deletes
         for name in _RUN_ARTIFACTS:
             target = run / name
