@@ -21,6 +21,7 @@ _FLAGS = {
     "--precision": ("precision", "32 | 16-mixed | bf16-mixed"),
     "--devices": ("devices", "number of devices; > 1 trains with DDP"),
     "--num-workers": ("num_workers", "data loader worker processes (default 0)"),
+    "--threads": ("threads", "CPU threads for training (default: torch's)"),
     "--seed": ("seed", "random seed (default 0)"),
     "--device": ("device", "auto | cpu | cuda (auto: GPU when present)"),
     "--out": ("out", "run folder (default runs/<model>-<data>)"),

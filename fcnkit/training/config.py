@@ -65,6 +65,7 @@ class TrainConfig:
     precision: str = "32"  # 32 | 16-mixed | bf16-mixed
     devices: int = 1  # > 1: DDP (one process per device; also under torchrun)
     num_workers: int = 0
+    threads: int | None = None  # torch intra-op CPU threads during training (None: torch's default)
     seed: int = 0
     device: str = "auto"  # auto (GPU when present) | cpu | cuda
     out: str | None = None  # run folder; default runs/<model>-<data>
@@ -163,11 +164,11 @@ def _read_yaml(path: Path) -> dict:
 
 
 # --- value checks: (kind, extra) per key --------------------------------------------------------
-_INT_MIN = {"epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1}
+_INT_MIN = {"threads": 1, "epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1}
 _FLOAT_MIN = {"lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True)}  # (min, inclusive)
 _CHOICES = {"optimizer": OPTIMIZERS, "class_weights": ("none", "inverse", "median"), "precision": PRECISIONS,
             "device": DEVICES, "task": ("segmentation", "classification"), "lr_schedule": LR_SCHEDULES}
-_OPTIONAL = {"data", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from"}
+_OPTIONAL = {"threads", "data", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from"}
 _STRINGS = {"data", "weights", "out", "resume", "init_from", "model", "val_split"}
 _DICTS = {"data_options", "val_data_options", "model_options"}
 

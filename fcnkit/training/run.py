@@ -95,6 +95,9 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     )
     if trainer.is_global_zero:
         save_config(cfg, run / "config.yaml")
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     except (NonFiniteLossError, NonFiniteWeightsError) as exc:
@@ -105,6 +108,8 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
             else f"weights became non-finite after step {exc.step}"
         kept = f"{run / 'last'} holds the last good weights" if (run / "last").is_dir() else "no checkpoint was written before it"
         raise InputError(f"training diverged: {what}; {kept}; lower --lr, use --precision 32, or check the data for NaN/inf") from None
+    finally:
+        torch.set_num_threads(threads)
     if trainer.is_global_zero:
         merge_metrics(run)
         if report:
