@@ -222,7 +222,8 @@ def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1
             ``fcnkit.inference.open_image(path, channels, mean, std)``.
         tile: None (whole image), an int (tile window size in input pixels, rounded down to the
             geometry's alignment) or ``"auto"`` (largest tile fitting ``memory_budget``).
-        halo: ``"auto"`` (half the receptive field, rounded up to the alignment) or an int.
+        halo: ``"auto"`` (half the receptive field, rounded up to the alignment) or an int (rounded
+            up to the alignment; smaller than ``"auto"`` gives seams instead of exact results).
         batch_size: tiles per forward pass (more helps a GPU with small tiles; on a CPU one large
             tile beats a batch of small ones, whose halos cost compute).
         blend: ``"crop"`` (exact), ``"average"`` or ``"gaussian"`` (overlap ``overlap`` of the tile, blended).
