@@ -92,9 +92,9 @@ class Fanout:
 
 
 def _palette_array(palette) -> np.ndarray:
-    from fcnkit.data.io import _full_palette  # the 256-entry palette save_label_png uses
+    from fcnkit.data.io import full_palette  # the 256-entry palette save_label_png uses
 
-    return _full_palette(palette)
+    return full_palette(palette)
 
 
 def write_labels(path: Path, labels: np.ndarray, palette, tiff: bool) -> None:
