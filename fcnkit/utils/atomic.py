@@ -19,8 +19,13 @@ def _umask() -> int:
 
 
 def _publish(tmp: Path, directory: bool) -> None:
-    """mkstemp/mkdtemp create 0600/0700 entries; give the result the permissions open() would."""
-    os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
+    """mkstemp/mkdtemp (and some writers, e.g. safetensors) create 0600/0700 entries; give the
+    result, and for a folder everything in it, the permissions a plain open()/mkdir() would."""
+    mask = _umask()
+    if directory:
+        for sub in tmp.rglob("*"):
+            os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mask)
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
