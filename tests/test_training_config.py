@@ -63,8 +63,8 @@ def test_resolved_rejects_missing_data_and_unbuilt_features():
         TrainConfig().resolved()
     with pytest.raises(InputError, match="not implemented yet"):
         TrainConfig(data="d", task="classification").resolved()
-    with pytest.raises(InputError, match="not implemented yet"):
-        TrainConfig.from_dict({"data": "d", "regime": "patchwise"}).resolved()
+    # regimes are implemented (fcnkit.training.regimes): a name resolves to its full settings
+    assert TrainConfig.from_dict({"data": "d", "regime": "patchwise"}).resolved().regime["patch_size"] == "rf"
     with pytest.raises(InputError, match="did you mean 'whole'"):
         TrainConfig.from_dict({"data": "d", "regime": {"name": "wholes"}}).resolved()
 

@@ -120,7 +120,10 @@ class TrainConfig:
         # validate the regime now, so a typo fails before any data is read
         from fcnkit.training.regimes import build_regime
 
-        cfg.regime = build_regime(cfg.regime).options()
+        regime = build_regime(cfg.regime)
+        if regime.name == "class-balanced" and cfg.class_weights != "none":
+            raise InputError("regime class-balanced already balances the classes; set class_weights: none (or use regime: whole)")
+        cfg.regime = regime.options()
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
