@@ -19,8 +19,9 @@ Samplers (each returns centres ``[n, 2]`` as int64 ``(cy, cx)``):
   - ``class-balanced``: a class drawn uniformly among the classes present in the mask (255
     excluded), then a pixel of that class uniformly: each present class is the centre class of
     ``1 / (number present)`` of the patches in expectation, however rare it is.
-  - ``grid``: all centres ``(stride - 1) // 2 + k * stride`` covering the image (stride = N gives
-    non-overlapping tiles; their count depends on the image size).
+  - ``grid``: centres ``(stride - 1) // 2 + k * stride`` for ``k < ceil(size / stride)``: with
+    ``stride = N`` (default) non-overlapping tiles covering the image, the last ones padded;
+    their count depends on the image size.
 
 :class:`PatchDataset` turns a dataset of whole images into one of patch stacks (one item = the
 patches of one image) and :func:`patch_collate` concatenates them, so a batch of ``B`` images
@@ -48,15 +49,19 @@ def crop_patches(image: torch.Tensor, mask: torch.Tensor | None, centres: torch.
     if size < 1:
         raise InputError(f"patch_size must be >= 1, got {size}; use e.g. patch_size: rf")
     before, after = (size - 1) // 2, size // 2
-    # pad once by the largest overhang, then every crop is a plain slice
-    padded = F.pad(image, (before, after, before, after), value=0.0)
-    padded_mask = None if mask is None else F.pad(mask, (before, after, before, after), value=IGNORE_INDEX)
-    # after padding by `before`, the crop of centre c starts at c - before + before = c
+    h, w = image.shape[-2:]
+    pad = (0, 0, 0, 0)  # left, right, top, bottom: once, by the largest overhang; then crops are slices
+    if len(centres):
+        (y0, x0), (y1, x1) = centres.min(0).values.tolist(), centres.max(0).values.tolist()
+        pad = (max(0, before - x0), max(0, x1 + after - (w - 1)), max(0, before - y0), max(0, y1 + after - (h - 1)))
+    padded = F.pad(image, pad, value=0.0)
+    padded_mask = None if mask is None else F.pad(mask, pad, value=IGNORE_INDEX)
     images, masks = [], []
     for cy, cx in centres.tolist():
-        images.append(padded[:, cy:cy + size, cx:cx + size])
+        top, left = cy - before + pad[2], cx - before + pad[0]
+        images.append(padded[:, top:top + size, left:left + size])
         if padded_mask is not None:
-            masks.append(padded_mask[cy:cy + size, cx:cx + size])
+            masks.append(padded_mask[top:top + size, left:left + size])
     out_images = torch.stack(images) if images else image.new_zeros((0, image.shape[0], size, size))
     if mask is None:
         return out_images, None
@@ -93,14 +98,15 @@ def class_balanced_centres(mask: torch.Tensor, n: int, generator: torch.Generato
 
 
 def grid_centres(shape: tuple[int, int], stride: int) -> torch.Tensor:
-    """All centres ``(stride - 1) // 2 + k * stride`` (rows, then columns) inside ``H x W``."""
+    """Centres ``(stride - 1) // 2 + k * stride``, ``k < ceil(size / stride)`` (rows, then columns).
+
+    Tile ``k`` of a patch of size ``stride`` starts at pixel ``k * stride``, so these patches cover
+    the image; the last row/column may be centred beyond the border (the crop pads it).
+    """
     if stride < 1:
         raise InputError(f"grid stride must be >= 1, got {stride}; use e.g. stride: 16")
-    ys = torch.arange((stride - 1) // 2, shape[0], stride)
-    xs = torch.arange((stride - 1) // 2, shape[1], stride)
-    if ys.numel() == 0 or xs.numel() == 0:  # image smaller than half a stride: its centre
-        ys = ys if ys.numel() else torch.tensor([(shape[0] - 1) // 2])
-        xs = xs if xs.numel() else torch.tensor([(shape[1] - 1) // 2])
+    ys = torch.arange(-(-shape[0] // stride)) * stride + (stride - 1) // 2
+    xs = torch.arange(-(-shape[1] // stride)) * stride + (stride - 1) // 2
     return torch.cartesian_prod(ys, xs).reshape(-1, 2)
 
 
