@@ -210,7 +210,8 @@ def _plot(results: dict, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("image size (pixels per side)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # nothing measured (budget 0): no legend
+            ax.legend(fontsize=8)
     ax_time.set_yscale("log")
     ax_time.set_ylabel("seconds per gradient")
     ax_time.set_title("same gradient: whole image vs patch batch")

@@ -172,7 +172,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
         dataset = _Augmented(self.train_set, self.config.augment) if self.config.augment else self.train_set
         dataset = self.regime.train_dataset(dataset)  # patchwise: crops of each image
-        sampler = self.regime.sampler(dataset)
+        sampler = self.regime.train_sampler(dataset)
         return DataLoader(dataset, batch_size=self.regime.batch_size(self.config.batch_size), shuffle=sampler is None,
                           sampler=sampler, collate_fn=self.regime.collate_fn() or pad_collate, num_workers=self.config.num_workers,
                           persistent_workers=self.config.num_workers > 0, drop_last=False)

@@ -5,7 +5,7 @@ collate function) and the per-cell weight map handed to
 :func:`fcnkit.training.losses.pixelwise_loss`. The LightningModule asks its regime for both, so a
 regime is a class here, never a trainer of its own::
 
-    dataset --regime.train_dataset/sampler/batch_size/collate_fn--> batch --> model --> logits
+    dataset --regime.train_dataset/train_sampler/batch_size/collate_fn--> batch --> model --> logits
     batch, logits --regime.weight_map(step, rank)--> weight map --pixelwise_loss--> loss
 
 Regimes (``regime:`` in the train config, a name or ``{name: ..., option: value}``; on the
@@ -77,8 +77,11 @@ class Regime:
         """The dataset the training loader reads (a wrapper of ``dataset``, or ``dataset``)."""
         return dataset
 
-    def sampler(self, dataset) -> Any:
-        """A ``torch.utils.data.Sampler`` over ``dataset`` for training, or ``None`` for shuffling."""
+    def train_sampler(self, dataset) -> Any:
+        """A ``torch.utils.data.Sampler`` over ``dataset`` for training, or ``None`` for shuffling.
+
+        (Named apart from ``Patchwise.sampler``, the setting that picks the patch sampler.)
+        """
         return None
 
     def batch_size(self, base: int) -> int:
