@@ -200,3 +200,13 @@ def test_forward_flops_hand_counted_cached_and_side_effect_free():
     assert forward_flops(net, (1, 6, 6)) == 2 * 16 * 2 * 9 + 2 * 16 * 2 * 2
     assert torch.equal(net[1].running_mean, before) and net[1].num_batches_tracked == 0
     assert [m.training for m in net] == [False, True, True]
+
+
+def test_regime_core_modules_import_no_lightning():
+    # design contract: regimes, samplers, equivalence and FLOP counting are core (torch/numpy only)
+    import subprocess
+    import sys
+
+    code = ("import sys, fcnkit.training.regimes, fcnkit.training.samplers, fcnkit.training.equivalence, "
+            "fcnkit.training.flops; print([m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -33,7 +33,7 @@ __all__ = ["run", "DEFAULT_SIZES"]
 DEFAULT_SIZES = (64, 128, 256, 512)
 
 
-def run(out_dir, *, sizes=DEFAULT_SIZES, devices="cpu", repeats: int = 3, budget_minutes: float | None = 20.0,
+def run(out_dir, *, sizes=DEFAULT_SIZES, devices="cpu", repeats: int = 5, budget_minutes: float | None = 20.0,
         width: int = 8, stages: int = 3, in_channels: int = 3, num_classes: int = 11, chunk: int = 512,
         seed: int = 0, threads: int | None = None) -> dict:
     """Run the experiment; write results.json, timing.png, summary.md into ``out_dir``; return the results.
@@ -206,8 +206,12 @@ def _plot(results: dict, path: Path) -> None:
     first = next((b["rows"] for b in results["devices"].values() if b["rows"]), [])
     if first:
         ax_ratio.plot([r["size"] for r in first], [r["flop_redundancy"] for r in first], "k:", label="FLOP redundancy")
+    sizes = sorted({r["size"] for b in results["devices"].values() for r in b["rows"]})
     for ax in (ax_time, ax_ratio):
         ax.set_xscale("log", base=2)
+        if sizes:
+            ax.set_xticks(sizes, [str(v) for v in sizes])
+            ax.minorticks_off()
         ax.set_xlabel("image size (pixels per side)")
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # nothing measured (budget 0): no legend
