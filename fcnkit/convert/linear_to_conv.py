@@ -56,6 +56,9 @@ class ConvolutionalizedNet(nn.Module):
     classifier's logits; on larger inputs cell ``(i, j)`` is the classifier applied to the
     native-size window whose position the model's receptive-field geometry gives
     (``fcnkit.receptive_field``): exactly for nets without padding, up to border effects otherwise.
+
+    ``body`` is a ``torch.fx.GraphModule`` with the classifier's module paths (containers become
+    plain modules: use ``body.get_submodule("classifier.1")``, not ``body.classifier[1]``).
     """
 
     def __init__(self, body: nn.Module, input_size: tuple[int, int], pool: str = "window"):
