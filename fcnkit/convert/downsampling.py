@@ -123,10 +123,14 @@ def _pool_input_channels(model: nn.Module, names: list[str], input_size) -> dict
     size = as_size(input_size if input_size is not None else 224, "input_size")
     meta = meta_copy(model).eval()
     seen: dict[str, int] = {}
-    hooks = [
-        meta.get_submodule(n).register_forward_pre_hook(lambda m, args, n=n: seen.setdefault(n, args[0].shape[1]))
-        for n in names
-    ]
+
+    def record(name):
+        def hook(module, args):  # returns None: a pre-hook's return value would replace the input
+            seen.setdefault(name, args[0].shape[1])
+
+        return hook
+
+    hooks = [meta.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
     x = torch.zeros(1, first_in_channels(model), *size, device="meta", dtype=_factory(model).get("dtype", torch.float32))
     try:
         meta(x)
