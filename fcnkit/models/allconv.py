@@ -1,0 +1,207 @@
+"""Small all-convolutional networks (All-CNN style) for CPU-sized segmentation and classification.
+
+Body: ``stages + 1`` stages of ``depth`` conv blocks (conv 3x3 -> norm -> ReLU); stage ``i`` has
+``width * 2 ** min(i, 3)`` channels and is followed by a downsampling (all but the last), so the
+effective stride is ``S = 2 ** stages`` (1 with ``downsample="none"``). A 1x1 conv (``score``)
+gives ``num_classes`` scores per cell::
+
+    x -> [stage0 -> down0] -> [stage1 -> down1] -> ... -> [stage_n] -> score (1x1) -> coarse scores
+         stride 1             stride 2                     stride S
+
+``allconv`` (segmentation), ``output="coarse"``: the coarse score grid itself, no padding added
+(with ``padding="valid"`` the net has no padding anywhere: a plain valid net whose cell ``i`` sees
+input pixels ``i*S .. i*S + R - 1``, ``R`` = receptive field). ``output="dense"``: logits of the
+input's exact ``H x W``, for any size::
+
+    pad the input: P_top = P_left = 0 ("same") or floor((R - S) / 2) ("valid"),
+                   bottom/right so that n = ceil(H / S) cells come out
+    coarse scores: cell i is centred on input pixel S*i + (S - 1) / 2 (its own SxS block)
+                   (+1/2 for "strided-only" with "valid", -(S - 1)/2 for "strided-only" with "same")
+    upsample by S: bilinear (BilinearUpsample, edge cells replicated) aligned to those centres,
+                   cropped to H x W
+
+so output pixel ``(y, x)`` is a bilinear mix of the (at most 2x2) cells whose windows are centred
+nearest to ``(y, x)``: within ``S / 2`` pixels, as closely as the stride allows. The "valid" pad is
+the FCN paper's pad-100 trick made exact: just enough for the cells to cover every pixel.
+
+``allconv_cls`` (classification): the same body, the 1x1 score conv, then global average
+pooling -> ``logits[B, K]``; ``forward_dense(x)`` is the score map before pooling. Minimum input
+size: ``model.min_input_size`` (``S`` with "same" padding, the receptive field ``R`` with "valid").
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcnkit.errors import InputError
+from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, PADDINGS, chain_geometry, conv_block, downsample as make_downsample
+from fcnkit.models.registry import check_choice, check_int, register
+from fcnkit.models.upsample import BilinearUpsample
+
+__all__ = ["AllConvNet", "AllConvClassifier", "allconv", "allconv_cls", "allconv_body"]
+
+OUTPUTS = ("dense", "coarse")
+
+
+def allconv_body(
+    in_channels: int, *, width: int, depth: int, stages: int, downsample: str, padding: str, norm: str
+) -> tuple[nn.Sequential, list[dict]]:
+    """The conv body (an ``nn.Sequential`` of ``stage{i}`` / ``down{i}`` blocks) and its ``feature_info``."""
+    check_int("width", width, 1)
+    check_int("depth", depth, 1)
+    check_int("stages", stages, 0)
+    check_choice("downsample", downsample, DOWNSAMPLE_KINDS)
+    check_choice("padding", padding, PADDINGS)
+    check_choice("norm", norm, NORMS)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    info, stride, channels_in = [], 1, in_channels
+    for i in range(stages + 1):
+        channels = width * 2 ** min(i, 3)
+        blocks = []
+        for d in range(depth):
+            # strided-only: the pool is removed and the stage's last conv takes its stride
+            s = 2 if downsample == "strided-only" and i < stages and d == depth - 1 else 1
+            blocks.append(conv_block(channels_in, channels, stride=s, padding=padding, norm=norm))
+            channels_in = channels
+        layers[f"stage{i}"] = nn.Sequential(*blocks)
+        if downsample == "strided-only" and i < stages:
+            stride *= 2
+        _, _, offset = chain_geometry(nn.Sequential(layers))
+        info.append({"name": f"stage{i}", "module": f"features.stage{i}", "channels": channels, "stride": stride, "offset": offset})
+        if i < stages and downsample not in ("strided-only", "none"):
+            layers[f"down{i}"] = make_downsample(downsample, channels, norm=norm)
+            stride *= 2
+    return nn.Sequential(layers), info
+
+
+class _AllConvBase(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int, **body):
+        super().__init__()
+        self.features, self.feature_info = allconv_body(in_channels, **body)
+        self.score = nn.Conv2d(self.feature_info[-1]["channels"], num_classes, 1)
+        self.padding = body["padding"]
+        # geometry of the coarse grid (one dimension; the net is isotropic)
+        self.receptive_field, self.stride, self.offset = chain_geometry(self.features)
+        self.min_input_size = self.receptive_field if self.padding == "valid" else self.stride
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_input_size:
+            fix = "pad it" if self.padding == "same" else "pad it, or build the model with padding='same'"
+            raise InputError(
+                f"input of {h}x{w} is smaller than this model's minimum of "
+                f"{self.min_input_size}x{self.min_input_size}; {fix}"
+            )
+
+    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Score map at the net's stride, no padding added: ``[B, K, h, w]``."""
+        self._check_size(x)
+        return self.score(self.features(x))
+
+
+class AllConvNet(_AllConvBase):
+    """Segmentation: ``forward(x[B, C, H, W]) -> logits[B, K, H, W]`` (``output="dense"``) or the
+    coarse score grid (``output="coarse"``); see the module docstring for the geometry."""
+
+    def __init__(self, num_classes: int, in_channels: int, *, output: str, learn_upsampling: bool, skips: bool, **body):
+        super().__init__(num_classes, in_channels, **body)
+        self.output = check_choice("output", output, OUTPUTS)
+        self.skips = bool(skips)
+        learn = bool(learn_upsampling)
+        s = self.stride
+        # valid nets: pad the top/left so that cell i is centred on S*i + (S - 1)/2 (rounded down)
+        self.pad_before = int((self.offset - (s - 1) / 2) // 1) if self.padding == "valid" else 0
+        self.upsample = self.skip_scores = self.skip_upsamples = None
+        if output != "dense":
+            return
+        # each upsampling is aligned to the centres of its own cells, in the caller's pixels
+        self.upsample = BilinearUpsample(num_classes, s, learn, shift=self.offset - self.pad_before, border="replicate")
+        if self.skips:
+            taps = self.feature_info[:-1]
+            self.skip_scores = nn.ModuleList(nn.Conv2d(t["channels"], num_classes, 1) for t in taps)
+            for conv in self.skip_scores:  # zero: at init the output is the upsampled coarse scores (FCN)
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+            self.skip_upsamples = nn.ModuleList(
+                BilinearUpsample(num_classes, t["stride"], learn, shift=t["offset"] - self.pad_before, border="replicate")
+                for t in taps
+            )
+
+    def dense_padding(self, size: int) -> tuple[int, int]:
+        """``(before, after)`` padding of one input dimension of ``size`` pixels in dense mode."""
+        cells = -(-size // self.stride)
+        if self.padding == "valid":
+            length = self.receptive_field + self.stride * (cells - 1)
+        else:
+            length = self.stride * cells
+        return self.pad_before, length - size - self.pad_before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output == "coarse":
+            return self.forward_dense(x)
+        h, w = x.shape[-2:]
+        top, bottom = self.dense_padding(h)
+        left, right = self.dense_padding(w)
+        feats, taps = F.pad(x, (left, right, top, bottom)), []
+        for name, layer in self.features.named_children():
+            feats = layer(feats)
+            if self.skips and name.startswith("stage"):
+                taps.append(feats)
+        logits = self.upsample(self.score(feats), (h, w))
+        if self.skips:
+            for tap, score, up in zip(taps, self.skip_scores, self.skip_upsamples):
+                logits = logits + up(score(tap), (h, w))
+        return logits
+
+
+class AllConvClassifier(_AllConvBase):
+    """Classification of any input size >= ``min_input_size``: ``forward -> logits[B, K]``, the
+    global average of ``forward_dense(x) -> [B, K, h, w]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_dense(x).mean(dim=(-2, -1))
+
+
+@register("allconv", task="segmentation", description="all-convolutional segmenter (CPU-sized); dense or coarse output")
+def allconv(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    width: int = 16,
+    depth: int = 2,
+    stages: int = 3,
+    downsample: str = "maxpool",
+    padding: str = "same",
+    norm: str = "batch",
+    output: str = "dense",
+    learn_upsampling: bool = False,
+    skips: bool = True,
+) -> AllConvNet:
+    """All-convolutional segmentation net (module docstring). Default: 4 stages of 2 conv blocks
+    (16, 32, 64, 128 channels), 3 max-pools (stride 8), BatchNorm, fixed bilinear upsampling."""
+    return AllConvNet(
+        num_classes, in_channels, output=output, learn_upsampling=learn_upsampling, skips=skips,
+        width=width, depth=depth, stages=stages, downsample=downsample, padding=padding, norm=norm,
+    )
+
+
+@register("allconv_cls", task="classification", description="all-convolutional classifier of any input size (global average pooling)")
+def allconv_cls(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    width: int = 32,
+    depth: int = 2,
+    stages: int = 2,
+    downsample: str = "maxpool",
+    padding: str = "same",
+    norm: str = "batch",
+) -> AllConvClassifier:
+    """All-convolutional classifier: conv body, 1x1 score conv, global average pooling.
+    Default: 3 stages (32, 64, 128 channels), stride 4; inputs of at least 4x4 (digits: 28x28)."""
+    return AllConvClassifier(
+        num_classes, in_channels, width=width, depth=depth, stages=stages, downsample=downsample, padding=padding, norm=norm
+    )
