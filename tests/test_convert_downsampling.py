@@ -130,3 +130,19 @@ def test_errors(vgg):
         replace_downsampling(vgg, "strided", layers=["features.3"])
     with pytest.raises(InputError, match="padding"):
         replace_downsampling(nn.Sequential(nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)), "strided", input_size=16)
+
+
+@pytest.mark.parametrize("downsample,kind", [("maxpool", "strided"), ("strided", "maxpool"), ("avgpool", "strided")])
+def test_fcnkit_allconv_both_ways(downsample, kind):
+    from fcnkit.models import build_model
+
+    net = build_model("allconv", num_classes=3, width=4, downsample=downsample, output="coarse").eval()
+    new = replace_downsampling(net, kind, input_size=32)
+    if kind == "strided":
+        assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in new.modules())
+    else:
+        assert sum(isinstance(m, nn.MaxPool2d) and m.ceil_mode for m in new.modules()) == 3  # one per stage
+    for h, w in [(32, 32), (37, 45), (61, 50)]:
+        x = torch.zeros(1, 3, h, w)
+        with torch.no_grad():
+            assert new(x).shape == net(x).shape
