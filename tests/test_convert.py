@@ -159,6 +159,19 @@ def geometry_from_layers(layers):
     return size, stride, offset
 
 
+def cell_geometry(fcn, layers):
+    """(size, stride, offset) of the FCN's cells from fcnkit.geometry, checked against the
+    hand-computed layer chain; the hand values alone where the geometry module is absent."""
+    hand = geometry_from_layers(layers)
+    try:
+        from fcnkit.geometry import receptive_field
+    except ImportError:
+        return hand
+    g = receptive_field(fcn)
+    assert (g.size[0], g.stride[0], g.offset[0]) == hand and g.size[0] == g.size[1] and not g.blockers
+    return g.size[0], g.stride[0], g.offset[0]
+
+
 def test_geometry_helper_by_hand():
     # hand-computed: RF 30 (= the native size: the kernel covers the whole map), stride 4, centre 14.5
     assert geometry_from_layers(VALID_LAYERS) == (30, 4, 14.5)
@@ -167,12 +180,12 @@ def test_geometry_helper_by_hand():
 def test_each_cell_equals_classifier_on_its_crop_fp64():
     model = valid_classifier()
     fcn = convolutionalize(model, input_size=30)
-    size, stride, offset = geometry_from_layers(VALID_LAYERS)
+    size, stride, offset = cell_geometry(fcn, VALID_LAYERS)
     x = torch.randn(2, 3, 30 + 5 * stride + 3, 30 + 3 * stride, dtype=torch.float64)
     with torch.no_grad():
         grid = fcn(x)
     assert grid.shape == (2, 5, 6, 4)
-    start = offset - (size - 1) / 2  # top-left input pixel of cell (0, 0)'s window
+    start = offset - (size - 1) / 2  # top-left input pixel of cell (0, 0)'s window (geometry.window)
     assert start == 0
     rows, cols = grid.shape[-2:]
     crops = [x[:, :, int(start + i * stride) :][:, :, :30, int(start + j * stride) :][..., :30]
