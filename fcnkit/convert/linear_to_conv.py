@@ -11,6 +11,18 @@ takes any input size and returns a grid of class scores in one pass.
               |<- stride ->|<---------- next window ---------->|
     output    cell (0,0)    cell (0,1)          (cell = classifier on its window)
 
+Which cells equal which crops. Without padding (every conv/pool ``padding=0``) cell ``(i, j)``
+on a larger input is *exactly* the classifier on the native-size crop whose top-left pixel is
+``offset - (size - 1) / 2 + (i, j) * stride`` (``fcnkit.receptive_field(fcn)``; ``size`` is then
+the native size, up to rows a floor-rounding pool never reads). With padding (AlexNet, VGG,
+ResNet) the classifier on a crop zero-pads the crop's border at every padded layer, while the
+FCN computes those positions from the real neighbouring pixels; so no cell equals its crop's
+classification exactly, and the cells' receptive field is larger than the native window (VGG16:
+404 px for a 224 window). What does hold is translation equivariance: an *interior* cell, whose
+whole receptive field lies inside the image, is the same whatever surrounds it (the same number
+on any larger canvas, shifted by whole strides), while a *border* cell whose receptive field
+reaches past the image edge sees the image's zero padding instead (tested in tests/test_convert.py).
+
 The graph is found with torch.fx (torchvision's AlexNet/VGG/ResNet call ``torch.flatten`` in
 forward) and shapes come from a meta-device pass at the native size, so nothing is computed.
 """
