@@ -260,6 +260,23 @@ def test_mean_global_pool_becomes_window_average():
         assert (grid[:, :, 3, 2] - model(x[:, :, 3:11, 2:12])).abs().max() <= 1e-10
 
 
+@pytest.mark.parametrize("pool", [nn.AdaptiveAvgPool2d(3), nn.AdaptiveMaxPool2d(1)])
+def test_adaptive_pools_become_fixed_pools(pool):
+    """6x6 -> 3x3 (ratio 2) becomes AvgPool2d(2, 2); a global max pool a 6x6 stride-1 max window."""
+    torch.manual_seed(6)
+    channels = 4 * (9 if isinstance(pool, nn.AdaptiveAvgPool2d) else 1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), pool, nn.Flatten(), nn.Linear(channels, 2)).double().eval()
+    fcn = convolutionalize(model, input_size=8)
+    stride = 2 if isinstance(pool, nn.AdaptiveAvgPool2d) else 1
+    x = torch.randn(1, 3, 8 + 3 * stride, 8 + 2 * stride, dtype=torch.float64)
+    crops = [x[:, :, stride * i : stride * i + 8, stride * j : stride * j + 8] for i in range(4) for j in range(3)]
+    with torch.no_grad():
+        grid = fcn(x)
+        reference = model(torch.cat(crops)).reshape(4, 3, 1, 2).permute(2, 3, 0, 1)
+    assert grid.shape == (1, 2, 4, 3)
+    assert (grid - reference).abs().max() <= 1e-10
+
+
 # --- padded nets: cells are translation-equivariant, but differ from crop classification -------
 
 def padded_classifier() -> nn.Sequential:
