@@ -46,11 +46,13 @@ class ConvolutionalizedSegmenter(nn.Module):
         if output not in OUTPUTS:
             raise InputError(f"output={output!r} is not one of {OUTPUTS}; use 'dense' (input-size logits) or 'coarse' (score grid)")
         self.fcn = fcn
-        get = geometry.get if isinstance(geometry, dict) else lambda k: getattr(geometry, k)
-        self.geometry = {k: tuple(get(k)) for k in ("size", "stride", "offset")}
-        self.stride = tuple(float(s) for s in self.geometry["stride"])
-        self.offset = tuple(float(o) for o in self.geometry["offset"])
         self.output = output
+        self.geometry = self.stride = self.offset = None
+        if geometry is not None:
+            get = geometry.get if isinstance(geometry, dict) else lambda k: getattr(geometry, k)
+            self.geometry = {k: tuple(get(k)) for k in ("size", "stride", "offset")}
+            self.stride = tuple(float(s) for s in self.geometry["stride"])
+            self.offset = tuple(float(o) for o in self.geometry["offset"])
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -64,6 +66,8 @@ class ConvolutionalizedSegmenter(nn.Module):
         scores = self.fcn(x)
         if self.output == "coarse":
             return scores
+        if self.offset is None:
+            raise RuntimeError("output='dense' needs the coarse grid's geometry (fcnkit.geometry is not installed)")
         return aligned_upsample(scores, tuple(x.shape[-2:]), self.stride, self.offset)
 
     def extra_repr(self) -> str:
@@ -123,9 +127,13 @@ def build_torchvision_classifier(arch: str, num_classes: int) -> nn.Module:
 
 def from_classifier(classifier: nn.Module, input_size=None, pool: str = "window", output: str = "dense") -> ConvolutionalizedSegmenter:
     """Convolutionalize ``classifier`` and wrap it with the geometry-aligned upsampling."""
-    from fcnkit.geometry import receptive_field
-
     fcn = convolutionalize(classifier, input_size, pool=pool)
+    try:
+        from fcnkit.geometry import receptive_field
+    except ModuleNotFoundError as exc:  # geometry is a separate module: without it the model still
+        if exc.name != "fcnkit.geometry":  # builds (parameter counts) but only "coarse" can run
+            raise
+        return ConvolutionalizedSegmenter(fcn, None, output)
     return ConvolutionalizedSegmenter(fcn, receptive_field(fcn, in_channels=3), output)
 
 
