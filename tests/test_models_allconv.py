@@ -13,6 +13,7 @@ KINDS = ["maxpool", "avgpool", "strided", "strided-only", "none"]
 
 def _net(**kw):
     kw.setdefault("width", 4)
+    kw.setdefault("depth", 2)  # the hand-computed sizes below are for 2 convs per stage
     return build_model("allconv", num_classes=3, in_channels=1, **kw).eval()
 
 
@@ -23,23 +24,25 @@ def test_dense_output_has_input_size(kind, padding):
     with torch.no_grad():
         for sk in model.skip_scores:  # make the skips count too
             nn.init.normal_(sk.weight)
-        for h, w in [(37, 53), (65, 97), (1, 1), (8, 9)]:
-            assert model(torch.randn(2, 1, h, w)).shape == (2, 3, h, w)
+        for h, w in [(37, 53), (65, 97), (1, 1)]:
+            assert model(torch.randn(1, 1, h, w)).shape == (1, 3, h, w)
 
 
-# coarse sizes, hand-computed for the default depth 2 / 3 stages:
+# coarse sizes, hand-computed for the default stem of 1 conv, then 3 stages of 2 convs:
 #   maxpool/avgpool/strided, same: floor(n / 8);  strided-only, same: ceil(n / 2) three times;
-#   valid (maxpool): R = 68 (1 + 2*2 + 1 | + 2*2*2 + 2 | + 2*2*4 + 4 | + 2*2*8), n -> (n - 68) // 8 + 1
+#   receptive field, maxpool: 1 + 2 (stem) + 1 (pool) | + 2*2*2 + 2 | + 2*2*4 + 4 | + 2*2*8 = 66
+#   strided-only: 1 + 2 (stem, stride 2) | + 2*2*2 | + 2*2*4 | + 2*2*8 = 59;  none: 1 + 7 * 2 = 15
+#   valid: n -> (n - R) // 8 + 1
 @pytest.mark.parametrize(
     "kind,padding,size,stride,rf",
     [
-        ("maxpool", "same", (4, 6), 8, 68),
-        ("avgpool", "same", (4, 6), 8, 68),
-        ("strided", "same", (4, 6), 8, 68),
-        ("strided-only", "same", (5, 7), 8, 61),
-        ("none", "same", (37, 53), 1, 17),
-        ("maxpool", "valid", (1, 5), 8, 68),
-        ("strided-only", "valid", (2, 5), 8, 61),
+        ("maxpool", "same", (4, 6), 8, 66),
+        ("avgpool", "same", (4, 6), 8, 66),
+        ("strided", "same", (4, 6), 8, 66),
+        ("strided-only", "same", (5, 7), 8, 59),
+        ("none", "same", (37, 53), 1, 15),
+        ("maxpool", "valid", (2, 5), 8, 66),
+        ("strided-only", "valid", (3, 6), 8, 59),
     ],
 )
 def test_coarse_sizes_and_strides(kind, padding, size, stride, rf):
@@ -63,7 +66,7 @@ def test_pooling_layers_by_kind():
     only = [m for m in _net(downsample="strided-only").features.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
     assert len(only) == 3 and all(m.kernel_size == (3, 3) for m in only)  # the preceding 3x3 convs took the stride
     convs = lambda m: sum(isinstance(c, nn.Conv2d) for c in m.features.modules())  # noqa: E731
-    assert convs(_net(downsample="strided-only")) == convs(_net(downsample="maxpool")) == 8
+    assert convs(_net(downsample="strided-only")) == convs(_net(downsample="maxpool")) == 7
 
 
 @pytest.mark.parametrize("kind", ["maxpool", "avgpool", "strided", "strided-only"])
@@ -83,10 +86,10 @@ def test_valid_coarse_has_no_padding_anywhere(kind):
 
 def test_valid_dense_padding_centres_cells_on_their_blocks():
     model = _net(padding="valid")
-    # R = 68, S = 8: pad 30 on top so cell i (window starting at 8i - 30) is centred on 8i + 3.5
-    assert model.offset == 33.5 and model.pad_before == 30
+    # R = 66, S = 8: pad 29 on top so cell i (window starting at 8i - 29) is centred on 8i + 3.5
+    assert model.offset == 32.5 and model.pad_before == 29
     assert model.offset - model.pad_before == (model.stride - 1) / 2
-    assert model.dense_padding(37) == (30, 68 + 8 * 4 - 37 - 30)  # ceil(37 / 8) = 5 cells
+    assert model.dense_padding(37) == (29, 66 + 8 * 4 - 37 - 29)  # ceil(37 / 8) = 5 cells
 
 
 def _coarse_twin(model, **kw):
@@ -142,14 +145,16 @@ def test_feature_info_and_norms():
 
 
 def test_coarse_too_small_input_says_minimum():
-    with pytest.raises(InputError, match="68x68"):
+    with pytest.raises(InputError, match="66x66"):
         _net(padding="valid", output="coarse")(torch.randn(1, 1, 40, 80))
 
 
 def test_default_segmenter_size():
     model = build_model("allconv", num_classes=11, in_channels=1)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert 100_000 <= trainable <= 400_000
+    assert 80_000 <= trainable <= 300_000
+    # 1 conv per stage: receptive field 1 + 2 + 1 | + 2*2 + 2 | + 2*4 + 4 | + 2*8 = 38
+    assert (model.receptive_field, model.stride) == (38, 8)
     model.train()
     out = model(torch.randn(2, 1, 64, 84))
     assert out.shape == (2, 11, 64, 84)
@@ -168,9 +173,9 @@ def test_classifier_any_size_and_global_average(size):
 
 def test_classifier_minimum_size():
     model = build_model("allconv_cls", num_classes=10, in_channels=1, padding="valid", width=4).eval()
-    assert model.min_input_size == 32
-    assert model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
-    with pytest.raises(InputError, match="32x32"):
+    assert model.min_input_size == 30  # 1 + 2 + 1 | + 2*2*2 + 2 | + 2*2*4
+    assert model(torch.randn(1, 1, 30, 30)).shape == (1, 10)
+    with pytest.raises(InputError, match="30x30"):
         model(torch.randn(1, 1, 28, 28))
 
 
@@ -183,3 +188,19 @@ def test_blocks():
         downsample("avgpol", 4)
     # geometry of a chain: conv3 p1, pool2: size 4, stride 2, cell 0 centred on 0.5
     assert chain_geometry(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.MaxPool2d(2))) == (4, 2, 0.5)
+
+
+def test_torch_fx_traceable():
+    """Coarse nets trace as they are; dense ones with BilinearUpsample as a leaf (its crop is size-dependent)."""
+    import torch.fx as fx
+
+    from fcnkit.models.upsample import BilinearUpsample
+
+    class LeafUpsample(fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return isinstance(m, BilinearUpsample) or super().is_leaf_module(m, name)
+
+    x = torch.randn(1, 1, 70, 75)
+    for model, tracer in [(_net(output="coarse", padding="valid"), fx.Tracer()), (_net(padding="valid"), LeafUpsample())]:
+        traced = fx.GraphModule(model, tracer.trace(model))
+        assert torch.allclose(traced(x), model(x))

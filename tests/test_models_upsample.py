@@ -77,3 +77,13 @@ def test_fixed_is_frozen_and_depthwise_learnable_is_full():
     assert learned.weight.requires_grad and learned.weight.shape == (5, 5, 16, 16)
     x = torch.randn(1, 5, 3, 3)
     assert torch.allclose(fixed(x), learned(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("factor,shift", [(2, None), (8, None), (8, 0.0), (4, 2.5), (2, -0.5), (16, -1.0), (1, -1.0)])
+def test_fixed_replicate_fast_path_equals_the_transposed_conv(factor, shift):
+    fixed = BilinearUpsample(3, factor, shift=shift, border="replicate").double()
+    conv = BilinearUpsample(3, factor, learnable=True, shift=shift, border="replicate").double()
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    size = (4 * factor, 5 * factor - 1)
+    assert fixed._interpolated(x, *size) is not None
+    assert (fixed(x, size) - conv(x, size)).abs().max() <= 1e-12

@@ -1,9 +1,11 @@
 """Small all-convolutional networks (All-CNN style) for CPU-sized segmentation and classification.
 
-Body: ``stages + 1`` stages of ``depth`` conv blocks (conv 3x3 -> norm -> ReLU); stage ``i`` has
-``width * 2 ** min(i, 3)`` channels and is followed by a downsampling (all but the last), so the
-effective stride is ``S = 2 ** stages`` (1 with ``downsample="none"``). A 1x1 conv (``score``)
-gives ``num_classes`` scores per cell::
+Body: ``stages + 1`` stages of conv blocks (conv 3x3 -> norm -> ReLU): stage 0 (the stem, at full
+resolution) has ``stem_depth`` blocks (default 1: it is the costliest stage per block and a
+boundary needs little context), the others ``depth``. Stage ``i`` has ``width * 2 ** min(i, 3)``
+channels and every stage but the last is followed by a downsampling, so the effective stride is
+``S = 2 ** stages`` (1 with ``downsample="none"``). A 1x1 conv (``score``) gives ``num_classes``
+scores per cell::
 
     x -> [stage0 -> down0] -> [stage1 -> down1] -> ... -> [stage_n] -> score (1x1) -> coarse scores
          stride 1             stride 2                     stride S
@@ -24,6 +26,16 @@ so output pixel ``(y, x)`` is a bilinear mix of the (at most 2x2) cells whose wi
 nearest to ``(y, x)``: within ``S / 2`` pixels, as closely as the stride allows. The "valid" pad is
 the FCN paper's pad-100 trick made exact: just enough for the cells to cover every pixel.
 
+``skips=True`` (default) adds FCN-style skips from every stage down to stride 1: a 1x1 score conv
+per stage (``skip_scores``, initialised to ZERO as in FCN), each upsampled to ``H x W`` aligned to
+its own cell centres (``feature_info[i]["offset"]``) and summed with the upsampled coarse scores.
+At initialisation the dense output is exactly the upsampled coarse output; with training the
+full-resolution stages sharpen boundaries. Why it is the default: digit-canvas masks are the
+digits' strokes (2-3 pixels wide), which bilinear upsampling from stride 8 cannot draw. In a
+300-step check (depth 2, Adam 3e-3, batches of 16) mean IU was 0.49 with skips and 0.28 without,
+and the digit-vs-background IU 0.95 against 0.25; after 1000 steps 0.73 (digit-vs-background
+0.97: the remaining error is which digit, not where).
+
 ``allconv_cls`` (classification): the same body, the 1x1 score conv, then global average
 pooling -> ``logits[B, K]``; ``forward_dense(x)`` is the score map before pooling. Minimum input
 size: ``model.min_input_size`` (``S`` with "same" padding, the receptive field ``R`` with "valid").
@@ -38,7 +50,7 @@ from torch import nn
 
 from fcnkit.errors import InputError
 from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, PADDINGS, chain_geometry, conv_block, downsample as make_downsample
-from fcnkit.models.registry import check_choice, check_int, register
+from fcnkit.models.registry import check_bool, check_choice, check_int, register
 from fcnkit.models.upsample import BilinearUpsample
 
 __all__ = ["AllConvNet", "AllConvClassifier", "allconv", "allconv_cls", "allconv_body"]
@@ -47,11 +59,13 @@ OUTPUTS = ("dense", "coarse")
 
 
 def allconv_body(
-    in_channels: int, *, width: int, depth: int, stages: int, downsample: str, padding: str, norm: str
+    in_channels: int, *, width: int, depth: int, stages: int, downsample: str, padding: str, norm: str,
+    stem_depth: int = 1,
 ) -> tuple[nn.Sequential, list[dict]]:
     """The conv body (an ``nn.Sequential`` of ``stage{i}`` / ``down{i}`` blocks) and its ``feature_info``."""
     check_int("width", width, 1)
     check_int("depth", depth, 1)
+    check_int("stem_depth", stem_depth, 1)
     check_int("stages", stages, 0)
     check_choice("downsample", downsample, DOWNSAMPLE_KINDS)
     check_choice("padding", padding, PADDINGS)
@@ -60,10 +74,10 @@ def allconv_body(
     info, stride, channels_in = [], 1, in_channels
     for i in range(stages + 1):
         channels = width * 2 ** min(i, 3)
-        blocks = []
-        for d in range(depth):
+        blocks, n = [], stem_depth if i == 0 else depth
+        for d in range(n):
             # strided-only: the pool is removed and the stage's last conv takes its stride
-            s = 2 if downsample == "strided-only" and i < stages and d == depth - 1 else 1
+            s = 2 if downsample == "strided-only" and i < stages and d == n - 1 else 1
             blocks.append(conv_block(channels_in, channels, stride=s, padding=padding, norm=norm))
             channels_in = channels
         layers[f"stage{i}"] = nn.Sequential(*blocks)
@@ -89,7 +103,8 @@ class _AllConvBase(nn.Module):
 
     def _check_size(self, x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
-        if min(h, w) < self.min_input_size:
+        # plain ints only: symbolic shapes (torch.fx tracing) skip the check and stay traceable
+        if isinstance(h, int) and isinstance(w, int) and min(h, w) < self.min_input_size:
             fix = "pad it" if self.padding == "same" else "pad it, or build the model with padding='same'"
             raise InputError(
                 f"input of {h}x{w} is smaller than this model's minimum of "
@@ -109,8 +124,8 @@ class AllConvNet(_AllConvBase):
     def __init__(self, num_classes: int, in_channels: int, *, output: str, learn_upsampling: bool, skips: bool, **body):
         super().__init__(num_classes, in_channels, **body)
         self.output = check_choice("output", output, OUTPUTS)
-        self.skips = bool(skips)
-        learn = bool(learn_upsampling)
+        self.skips = check_bool("skips", skips)
+        learn = check_bool("learn_upsampling", learn_upsampling)
         s = self.stride
         # valid nets: pad the top/left so that cell i is centred on S*i + (S - 1)/2 (rounded down)
         self.pad_before = int((self.offset - (s - 1) / 2) // 1) if self.padding == "valid" else 0
@@ -171,7 +186,8 @@ def allconv(
     num_classes: int,
     in_channels: int = 3,
     width: int = 16,
-    depth: int = 2,
+    depth: int = 1,
+    stem_depth: int = 1,
     stages: int = 3,
     downsample: str = "maxpool",
     padding: str = "same",
@@ -180,11 +196,15 @@ def allconv(
     learn_upsampling: bool = False,
     skips: bool = True,
 ) -> AllConvNet:
-    """All-convolutional segmentation net (module docstring). Default: 4 stages of 2 conv blocks
-    (16, 32, 64, 128 channels), 3 max-pools (stride 8), BatchNorm, fixed bilinear upsampling."""
+    """All-convolutional segmentation net (module docstring). Default: 4 stages of 1 conv block
+    (16, 32, 64, 128 channels), 3 max-pools (stride 8, receptive field 38), BatchNorm, skips from
+    every stage, fixed bilinear upsampling; 0.1 M parameters (11 classes, 1 channel). Chosen for
+    speed: on digit canvases depth 2 (3x the parameters, 1.5x the time) or width 24 scored the
+    same mean IU (0.72-0.75 after 1000 steps); the error left is overfitting, not capacity."""
     return AllConvNet(
         num_classes, in_channels, output=output, learn_upsampling=learn_upsampling, skips=skips,
-        width=width, depth=depth, stages=stages, downsample=downsample, padding=padding, norm=norm,
+        width=width, depth=depth, stem_depth=stem_depth, stages=stages, downsample=downsample, padding=padding,
+        norm=norm,
     )
 
 
@@ -195,13 +215,16 @@ def allconv_cls(
     in_channels: int = 3,
     width: int = 32,
     depth: int = 2,
+    stem_depth: int = 1,
     stages: int = 2,
     downsample: str = "maxpool",
     padding: str = "same",
     norm: str = "batch",
 ) -> AllConvClassifier:
     """All-convolutional classifier: conv body, 1x1 score conv, global average pooling.
-    Default: 3 stages (32, 64, 128 channels), stride 4; inputs of at least 4x4 (digits: 28x28)."""
+    Default: a 1-conv stem and 2 stages of 2 conv blocks (32, 64, 128 channels), stride 4,
+    receptive field 30; inputs of at least 4x4 ("same" padding; 30x30 with "valid"); digits: 28x28."""
     return AllConvClassifier(
-        num_classes, in_channels, width=width, depth=depth, stages=stages, downsample=downsample, padding=padding, norm=norm
+        num_classes, in_channels, width=width, depth=depth, stem_depth=stem_depth, stages=stages,
+        downsample=downsample, padding=padding, norm=norm,
     )

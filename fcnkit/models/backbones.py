@@ -33,6 +33,7 @@ repeated and scaled by ``3 / in_channels``). For allconv the file is the backbon
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -168,7 +169,7 @@ def load_backbone_weights(backbone: nn.Module, name: str, path: str | os.PathLik
             else f"save torchvision.models.{name}().state_dict() with torch.save" if name != "allconv"
             else "save the state dict of an 'allconv' FCN backbone (model.backbone.state_dict())"
         )
-        raise InputError(f"backbone_weights {path}: not a {name} state dict ({detail}); {fix}")
+        raise InputError(f"backbone_weights {path}: not a state dict of backbone '{name}' ({detail}); {fix}")
     backbone.load_state_dict(state, strict=True)
 
 
@@ -183,10 +184,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line fix
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        if path.suffix != ".safetensors" and zipfile.is_zipfile(path):
+            reason = "it holds pickled Python objects, not only tensors (a whole model?)"
+        elif path.suffix == ".safetensors":
+            reason = f"not a valid safetensors file: {str(exc).strip()[:80]}"
+        else:
+            reason = "not a file written by torch.save (name safetensors files *.safetensors)"
         raise InputError(
             f"backbone_weights {path}: cannot read a state dict ({reason}); save one with "
-            "torch.save(model.state_dict(), PATH) or safetensors (whole pickled models are not loaded)"
+            "torch.save(model.state_dict(), PATH) or safetensors.torch.save_file"
         ) from None
     if isinstance(state, dict) and set(state) == {"state_dict"} and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

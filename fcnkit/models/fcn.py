@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.models.backbones import build_backbone
-from fcnkit.models.registry import register
+from fcnkit.models.registry import check_bool, register
 from fcnkit.models.upsample import BilinearUpsample
 
 __all__ = ["FCN", "fcn32s", "fcn16s", "fcn8s"]
@@ -66,7 +66,7 @@ class FCN(nn.Module):
             raise ValueError(f"backbone taps must have strides 8, 16, 32, got {[t['stride'] for t in info]}")
         self.backbone, self.skips = backbone, skips
         self.feature_info = info
-        learn = bool(learn_upsampling)
+        learn = check_bool("learn_upsampling", learn_upsampling)
         c8, c16, c32 = (t["offset"] for t in info)
         self.score_fr = _zero_score(info[2]["channels"], num_classes)
         if skips >= 1:
@@ -102,7 +102,7 @@ _BACKBONE_DOC = """``backbone``: "allconv" (default, cheapest), "vgg16" (the pap
     kept in ``fcnkit_spec``."""
 
 
-@register("fcn32s", task="segmentation", description="FCN-32s: backbone + 1x1 score + 32x bilinear upsampling", init_only=("backbone_weights",))
+@register("fcn32s", task="segmentation", description="FCN-32s: backbone (allconv|vgg16|resnet18|resnet50) + 1x1 score + 32x upsampling", init_only=("backbone_weights",))
 def fcn32s(
     *,
     num_classes: int,
@@ -114,7 +114,7 @@ def fcn32s(
     return _fcn(0, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
 
 
-@register("fcn16s", task="segmentation", description="FCN-16s: FCN-32s + skip from stride 16", init_only=("backbone_weights",))
+@register("fcn16s", task="segmentation", description="FCN-16s: FCN-32s + skip from stride 16 (backbone as fcn32s)", init_only=("backbone_weights",))
 def fcn16s(
     *,
     num_classes: int,
@@ -126,7 +126,7 @@ def fcn16s(
     return _fcn(1, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
 
 
-@register("fcn8s", task="segmentation", description="FCN-8s: FCN-16s + skip from stride 8", init_only=("backbone_weights",))
+@register("fcn8s", task="segmentation", description="FCN-8s: FCN-16s + skip from stride 8 (backbone as fcn32s)", init_only=("backbone_weights",))
 def fcn8s(
     *,
     num_classes: int,

@@ -29,7 +29,7 @@ from torch import nn
 
 from fcnkit.errors import InputError, did_you_mean
 
-__all__ = ["register", "list_models", "model_info", "build_model", "count_parameters", "model_table"]
+__all__ = ["register", "list_models", "model_info", "build_model", "count_parameters", "model_table", "check_choice", "check_int", "check_bool"]
 
 TASKS = ("segmentation", "classification")
 
@@ -64,8 +64,10 @@ def register(name: str, *, task: str, description: str, init_only: Iterable[str]
         positional = [p.name for p in params.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         if positional or "num_classes" not in params or "in_channels" not in params:
             raise TypeError(f"model builder {fn.__name__} must be keyword-only with num_classes and in_channels")
-        if name in _REGISTRY and _REGISTRY[name].builder is not fn:
-            raise ValueError(f"model name {name!r} is registered twice")
+        old = _REGISTRY.get(name)
+        same = old is not None and (old.builder.__module__, old.builder.__qualname__) == (fn.__module__, fn.__qualname__)
+        if old is not None and not same:  # a reloaded module may register its own builder again
+            raise ValueError(f"model name {name!r} is registered twice ({old.builder.__module__} and {fn.__module__})")
         _REGISTRY[name] = _Entry(name, fn, task, description, tuple(init_only))
         return fn
 
@@ -186,6 +188,13 @@ def check_int(argument: str, value: Any, minimum: int = 0) -> int:
     """Return ``value`` if it is an int >= ``minimum``, else raise InputError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{argument}={value!r} is not valid; use an integer >= {minimum}")
+    return value
+
+
+def check_bool(argument: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool, else raise InputError naming the argument."""
+    if not isinstance(value, bool):
+        raise InputError(f"{argument}={value!r} is not valid; use true or false")
     return value
 
 

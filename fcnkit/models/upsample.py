@@ -19,12 +19,18 @@ align_corners=False)``: output pixel ``o`` reads the input at ``(o + 0.5) / f - 
 ``K = 2f - f % 2`` and ``a = f // 2``: exactly ``ConvTranspose2d(2f - f % 2, stride f, padding
 f // 2)``, the FCN upsampling layer, with an output of ``n * f`` cells. Away from the borders the
 two agree to rounding; ``border="replicate"`` (pad the input by one edge cell first) also makes
-the borders agree, because F.interpolate clamps its source coordinates to the edge cells.
+the borders agree, because F.interpolate clamps its source coordinates to the edge cells. A fixed
+layer with ``border="replicate"`` is therefore computed with F.interpolate itself (the same
+numbers, several times faster on CPU than a depthwise transposed convolution); its weight stays
+in the module as the definition.
 
 For a pooling network ("same" padding, 2x2 pools) a cell at stride ``s`` is centred on input pixel
 ``s*i + (s - 1) / 2``, so upsampling it by ``f = s`` with the default shift puts output pixel
 ``o`` exactly at pixel ``o``. Backbones centred elsewhere (ResNet: ``s*i``) pass their own
 ``shift``; see :func:`upsample_alignment`.
+
+The crop depends on the requested output size, so torch.fx tracers should treat
+:class:`BilinearUpsample` as a leaf module (``Tracer.is_leaf_module``).
 """
 from __future__ import annotations
 
@@ -108,6 +114,10 @@ class BilinearUpsample(nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:  # type: ignore[override]
         h, w = size if size is not None else (x.shape[-2] * self.factor, x.shape[-1] * self.factor)
+        if self.border == "replicate" and not self.weight.requires_grad:
+            fast = self._interpolated(x, h, w)
+            if fast is not None:
+                return fast
         start = self.crop_start
         if self.border == "replicate":
             x = F.pad(x, (1, 1, 1, 1), mode="replicate")
@@ -116,6 +126,25 @@ class BilinearUpsample(nn.ConvTranspose2d):
         if y.shape[-2] < start + h or y.shape[-1] < start + w:
             raise ValueError(f"cannot produce {h}x{w} from a {x.shape[-2]}x{x.shape[-1]} grid at factor {self.factor}")
         return y[..., start : start + h, start : start + w]
+
+    def _interpolated(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor | None:
+        """The fixed layer with replicated borders, computed by F.interpolate (same numbers, several
+        times faster on CPU than a grouped transposed convolution); None if the shift needs the conv."""
+        f, n, m = self.factor, x.shape[-2], x.shape[-1]
+        d = self.shift - (f - 1) / 2
+        if d == int(d):  # cells on f*j + (f - 1)/2 + d: the align_corners=False grid, moved by d
+            y = F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False) if f > 1 else x
+        elif self.shift == int(self.shift):  # cells on f*j + shift: the align_corners=True grid, moved
+            d = self.shift
+            y = F.interpolate(x, size=((n - 1) * f + 1, (m - 1) * f + 1), mode="bilinear", align_corners=True)
+        else:
+            return None
+        d = int(d)  # out[o] = y[o - d], edge values repeated beyond y
+        top, left = max(d, 0), max(d, 0)
+        bottom, right = max(h - d - y.shape[-2], 0), max(w - d - y.shape[-1], 0)
+        if top or bottom or left or right:
+            y = F.pad(y, (left, right, top, bottom), mode="replicate")
+        return y[..., top - d : top - d + h, left - d : left - d + w]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, shift={self.shift}, crop_start={self.crop_start}, border={self.border}"
