@@ -161,3 +161,19 @@ def test_cli_info(capsys):
     assert main(["data", "info", "nucle"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fcnkit: unknown dataset 'nucle'") and "did you mean 'nuclei'" in err
+
+
+def test_cli_data_list_matches_datasets(capsys):
+    from fcnkit.cli.main import main
+    from fcnkit.data import list_datasets, load_dataset
+
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in list_datasets():
+        assert name in out
+    from fcnkit.data.registry import dataset_table
+
+    for name, task, classes, _ in dataset_table():
+        if name in ("digits", "digit-canvas"):  # cheap to open: the table must not lie
+            info = load_dataset(name, "val").info
+            assert (info.task, info.num_classes) == (task, classes)

@@ -1,4 +1,4 @@
-"""``fcnkit data check PATH [--num-classes N]`` and ``fcnkit data info NAME|PATH``: parse and print."""
+"""``fcnkit data list``, ``fcnkit data check PATH [--num-classes N]`` and ``fcnkit data info NAME|PATH``."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,9 @@ def add_parser(subparsers) -> None:
                                    description="Check a dataset folder or describe a dataset.")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(parser))
     parser.set_defaults(func=lambda args: _usage(parser))
+
+    listing = sub.add_parser("list", help="list the built-in datasets")
+    listing.set_defaults(func=run_list)
 
     check = sub.add_parser("check", help="report every problem of a dataset folder (exit 2 if any)")
     check.add_argument("path", metavar="PATH", help="dataset folder (images/ + masks/, or PASCAL VOC)")
@@ -24,6 +27,16 @@ def add_parser(subparsers) -> None:
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 2
+
+
+def run_list(args) -> int:
+    from fcnkit.data.registry import dataset_table
+
+    print(f"{'name':<14}{'task':<16}{'classes':>7}  description")
+    for name, task, classes, text in dataset_table():
+        print(f"{name:<14}{task:<16}{classes:>7}  {text}")
+    print("or give the path of a dataset folder (images/ + masks/, or PASCAL VOC)")
+    return 0
 
 
 def run_check(args) -> int:

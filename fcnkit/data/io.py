@@ -21,7 +21,7 @@ from fcnkit.errors import InputError, MissingFileError
 
 __all__ = [
     "IGNORE_INDEX", "IMAGE_SUFFIXES", "read_image", "read_mask", "to_unit_float", "to_channels",
-    "to_model_input", "voc_palette", "colorize", "overlay", "save_label_png", "display_uint8",
+    "to_model_input", "voc_palette", "full_palette", "colorize", "overlay", "save_label_png", "display_uint8",
 ]
 
 IGNORE_INDEX = 255
@@ -171,7 +171,8 @@ def voc_palette(num_classes: int = 256) -> list[list[int]]:
     return palette
 
 
-def _full_palette(palette) -> np.ndarray:
+def full_palette(palette) -> np.ndarray:
+    """The 256-entry RGB table of a palette PNG/TIFF colormap: the classes, then 255 = ignore colour."""
     full = np.zeros((256, 3), dtype=np.uint8)
     full[: len(palette)] = np.asarray(palette, dtype=np.uint8)[:256]
     full[IGNORE_INDEX] = (224, 224, 192)  # VOC's colour for "ignore"
@@ -180,7 +181,7 @@ def _full_palette(palette) -> np.ndarray:
 
 def colorize(labels: np.ndarray, palette) -> np.ndarray:
     """Labels ``(H, W)`` -> RGB uint8 ``(H, W, 3)``; 255 shows in VOC's ignore colour."""
-    return _full_palette(palette)[np.clip(np.asarray(labels), 0, 255).astype(np.uint8)]
+    return full_palette(palette)[np.clip(np.asarray(labels), 0, 255).astype(np.uint8)]
 
 
 def display_uint8(arr: np.ndarray) -> np.ndarray:
@@ -213,7 +214,7 @@ def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette) -> None
     from fcnkit.utils.atomic import atomic_path
 
     img = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
-    img.putpalette(_full_palette(palette).reshape(-1).tolist())
+    img.putpalette(full_palette(palette).reshape(-1).tolist())
     with atomic_path(path, suffix=".png") as tmp:
         img.save(tmp, format="PNG")
 

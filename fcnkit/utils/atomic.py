@@ -12,6 +12,22 @@ from typing import Iterator
 __all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "atomic_write_bytes"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp (and some writers, e.g. safetensors) create 0600/0700 entries; give the
+    result, and for a folder everything in it, the permissions a plain open()/mkdir() would."""
+    mask = _umask()
+    if directory:
+        for sub in tmp.rglob("*"):
+            os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mask)
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
@@ -25,6 +41,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        _publish(tmp, directory=False)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -39,6 +56,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        _publish(tmp, directory=True)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

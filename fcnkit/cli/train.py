@@ -1,0 +1,101 @@
+"""``fcnkit train``: parse flags into a TrainConfig, call fcnkit.training.run.train, print the result."""
+from __future__ import annotations
+
+import argparse
+
+# flag -> (config key, help); every flag defaults to None = "not given", so the YAML file or the
+# built-in default applies (see fcnkit.training.config)
+_FLAGS = {
+    "--data": ("data", "dataset name ('fcnkit data list') or folder"),
+    "--val-split": ("val_split", "split validated every epoch (default val)"),
+    "--model": ("model", "model name ('fcnkit models'; default allconv)"),
+    "--weights": ("weights", "initial backbone weights file"),
+    "--epochs": ("epochs", "number of epochs (default 10)"),
+    "--max-steps": ("max_steps", "stop after N optimizer steps"),
+    "--batch-size": ("batch_size", "images per batch (default 8; heavy: 1)"),
+    "--lr": ("lr", "learning rate (default: adam 1e-3, sgd 1e-2, heavy 1e-4)"),
+    "--optimizer": ("optimizer", "adam | sgd | heavy (batch 1, momentum 0.99)"),
+    "--momentum": ("momentum", "SGD momentum (default 0.9)"),
+    "--weight-decay": ("weight_decay", "weight decay (default 0)"),
+    "--class-weights": ("class_weights", "none | inverse | median (median frequency balancing)"),
+    "--precision": ("precision", "32 | 16-mixed | bf16-mixed"),
+    "--devices": ("devices", "number of devices; > 1 trains with DDP"),
+    "--num-workers": ("num_workers", "data loader worker processes (default 0)"),
+    "--threads": ("threads", "CPU threads for training (default: torch's)"),
+    "--seed": ("seed", "random seed (default 0)"),
+    "--device": ("device", "auto | cpu | cuda (auto: GPU when present)"),
+    "--out": ("out", "run folder (default runs/<model>-<data>)"),
+    "--resume": ("resume", "continue the run in this folder"),
+    "--regime": ("regime", "training regime (default whole)"),
+    "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
+}
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a segmentation model (whole-image, Lightning)",
+                              description="Train a segmentation model. Flags override the --config YAML file, "
+                                          "whose keys are the flag names (batch_size or batch-size).")
+    p.add_argument("--config", metavar="FILE", help="YAML file with any of the keys below")
+    for flag, (key, text) in _FLAGS.items():
+        p.add_argument(flag, dest=key, default=None, metavar=key.split("_")[0].upper(), help=text)
+    p.add_argument("--data-option", dest="data_options", action="append", metavar="KEY=VALUE", default=None,
+                   help="dataset option, repeatable (e.g. count=200, size=[64,84])")
+    p.add_argument("--val-data-option", dest="val_data_options", action="append", metavar="KEY=VALUE", default=None,
+                   help="dataset option for the validation/test splits only, repeatable (e.g. count=300)")
+    p.add_argument("--model-option", dest="model_options", action="append", metavar="KEY=VALUE", default=None,
+                   help="model option, repeatable (e.g. width=8)")
+    p.add_argument("--augment", action="store_const", const=True, default=None, help="random flips/scales of image and mask")
+    p.add_argument("--overwrite", action="store_const", const=True, default=None,
+                   help="start a fresh run in a folder that already holds one (removes its checkpoints)")
+    p.set_defaults(func=run)
+
+
+def parse_options(items: list[str] | None, flag: str) -> dict | None:
+    """``["a=1", "b=[2,3]"]`` -> ``{"a": 1, "b": [2, 3]}`` (values read as YAML)."""
+    import yaml
+
+    from fcnkit.errors import InputError
+
+    if not items:
+        return None
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} count=200")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from fcnkit.training.config import load_config
+    from fcnkit.training.run import is_main_process, train
+
+    overrides = {key: getattr(args, key) for key, _ in _FLAGS.values()}
+    overrides.update(augment=args.augment, overwrite=args.overwrite,
+                     data_options=parse_options(args.data_options, "--data-option"),
+                     val_data_options=parse_options(args.val_data_options, "--val-data-option"),
+                     model_options=parse_options(args.model_options, "--model-option"))
+    run_dir = train(load_config(args.config, overrides))
+    if is_main_process():  # one summary, not one per DDP process
+        print(summary(run_dir))
+    return 0
+
+
+def summary(run_dir) -> str:
+    """A few lines: the run folder, the best validation scores, where the report is."""
+    import json
+
+    lines = [f"run: {run_dir}"]
+    best = run_dir / "best" / "config.json"
+    if best.is_file():
+        m = json.loads(best.read_text()).get("metrics", {})
+        scores = "  ".join(f"{k}={m[k]:.4f}" for k in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
+                           if isinstance(m.get(k), float))
+        lines.append(f"best (epoch {m.get('epoch')}): {scores}")
+    if (run_dir / "report.md").is_file():
+        lines.append(f"report: {run_dir / 'report.md'}")
+    return "\n".join(lines)

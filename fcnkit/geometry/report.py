@@ -1,0 +1,43 @@
+"""``fcnkit rf``'s library side: resolve a registry name or a run folder and describe its geometry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fcnkit.errors import InputError, did_you_mean
+
+__all__ = ["resolve_model", "describe"]
+
+
+def resolve_model(name_or_dir: str, in_channels: int | None = None):
+    """``(model, in_channels, label)`` for a run/checkpoint folder or a registry name (num_classes=21)."""
+    path = Path(name_or_dir)
+    if path.exists():
+        from fcnkit.checkpoint import load_checkpoint
+
+        model, config = load_checkpoint(path)
+        return model, in_channels or int(config.get("in_channels", 3)), f"{config['model']['name']} ({path})"
+    from fcnkit.models.registry import build_model, list_models
+
+    names = list(list_models())
+    if name_or_dir not in names:
+        raise InputError(
+            f"'{name_or_dir}' is neither a run folder nor a registry model{did_you_mean(name_or_dir, names)}; "
+            "see 'fcnkit models' for names"
+        )
+    channels = in_channels or 3
+    return build_model(name_or_dir, num_classes=21, in_channels=channels).eval(), channels, name_or_dir
+
+
+def describe(name_or_dir: str, input_size=None, in_channels: int | None = None, probe: bool = False) -> str:
+    """The per-layer table and summary of ``fcnkit rf`` (and the probe's summary with ``probe``)."""
+    from fcnkit.geometry import receptive_field
+
+    model, channels, label = resolve_model(name_or_dir, in_channels)
+    g = receptive_field(model, in_channels=channels, input_size=tuple(input_size) if input_size else None)
+    text = f"{label}: in_channels {channels}\n\n{g.table()}"
+    if probe:
+        p = receptive_field(model, in_channels=channels, method="probe")
+        same = (p.size, p.stride, p.offset) == (g.size, g.stride, g.offset)
+        text += (f"\nprobe            size {p.size}, stride {p.stride}, offset {p.offset}"
+                 f" ({'agrees' if same else 'DIFFERS'})")
+    return text

@@ -1,0 +1,110 @@
+"""``evaluate(run_or_checkpoint, ...) -> scores``: the FCN scores of a checkpoint on a dataset split.
+
+Whole-image inference, batching consecutive images of the same size (never padding, so every
+image is scored exactly as it would be predicted alone), one confusion matrix over the split.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fcnkit.errors import InputError
+from fcnkit.metrics import confusion_matrix, scores
+
+__all__ = ["evaluate", "resolve_device", "write_json", "json_safe"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None -> CUDA when present, else CPU; ``cuda`` without a GPU is an InputError."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is visible; use --device auto or --device cpu")
+    return device
+
+
+def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, split: str = "val",
+             device: str | torch.device | None = "auto", batch_size: int = 8,
+             data_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score a checkpoint (or a run folder: its best/, else last/) on ``split`` of ``data``.
+
+    ``data`` defaults to the dataset the checkpoint was trained on (its train config), and
+    ``data_options`` to the ones used then when ``data`` is not given (``data_options`` updated
+    with ``val_data_options`` for any split but train). Returns
+    ``{"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "iu", "confusion_matrix", "classes",
+    "checkpoint", "data", "split", "images"}``.
+    """
+    from fcnkit.checkpoint import load_checkpoint, resolve_checkpoint
+    from fcnkit.data import load_dataset
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    ckpt = resolve_checkpoint(run_or_checkpoint)
+    dev = resolve_device(device)
+    model, config = load_checkpoint(ckpt, map_location=dev)
+    train = config.get("train") or {}
+    if data is None:
+        data = train.get("data")
+        if data is None:
+            raise InputError(f"{ckpt}: the checkpoint does not record its training data; pass --data NAME|PATH")
+        if data_options is not None:
+            options = dict(data_options)
+        else:  # as in training: evaluation splits take the validation overrides (e.g. their count)
+            options = dict(train.get("data_options") or {})
+            if split != "train":
+                options.update(train.get("val_data_options") or {})
+    else:
+        options = dict(data_options or {})
+    dataset = load_dataset(data, split=split, **options)
+    k = int(config["num_classes"])
+    if dataset.info.num_classes != k:
+        raise InputError(f"data '{data}' has {dataset.info.num_classes} classes but the checkpoint predicts {k}; evaluate on matching data")
+    if len(dataset) == 0:
+        raise InputError(f"data '{data}': split '{split}' is empty; pick another --split")
+    cm = torch.zeros(k, k, dtype=torch.int64)
+    for images, masks in _same_size_batches(dataset, batch_size):
+        with torch.no_grad():
+            logits = model(images.to(dev))
+        cm += confusion_matrix(logits.argmax(1).cpu(), masks, k)
+    result = scores(cm)
+    result.update(confusion_matrix=cm.tolist(), classes=list(config.get("classes") or []), checkpoint=str(ckpt),
+                  data=str(data), split=split, images=len(dataset))
+    return result
+
+
+def _same_size_batches(dataset, batch_size: int):
+    images, masks = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if images and (item["image"].shape != images[0].shape or len(images) == batch_size):
+            yield torch.stack(images), torch.stack(masks)
+            images, masks = [], []
+        images.append(item["image"])
+        masks.append(item["mask"])
+    if images:
+        yield torch.stack(images), torch.stack(masks)
+
+
+def write_json(result: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write the scores (NaN as null) atomically."""
+    from fcnkit.utils.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(json_safe(result), indent=2) + "\n")
+    return Path(path)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None (recursively), so JSON output stays strict."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
