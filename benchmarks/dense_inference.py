@@ -30,7 +30,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from fcnkit import convolutionalize  # noqa: E402
+from fcnkit import convolutionalize, receptive_field  # noqa: E402
 from fcnkit.inference.shift_stitch import shift_and_stitch  # noqa: E402
 
 
@@ -60,21 +60,9 @@ def flops(fn) -> int:
 
 
 def grid_geometry(fcn) -> tuple[tuple[int, int], tuple[float, float]]:
-    """``(stride, offset)`` of the net's output grid from its receptive-field geometry; without the
-    geometry module, the stride is measured from two input sizes and cell (0, 0) is taken as centred
-    on the top-left native window."""
-    try:
-        from fcnkit.geometry import receptive_field
-
-        g = receptive_field(fcn)
-        return tuple(int(s) for s in g.stride), tuple(float(o) for o in g.offset)
-    except ImportError:
-        h0, w0 = getattr(fcn, "input_size", (64, 64))
-        dev = next(fcn.parameters()).device
-        with torch.no_grad():
-            a = fcn(torch.zeros(1, 3, h0 + 64, w0 + 64, device=dev)).shape[-2:]
-            b = fcn(torch.zeros(1, 3, h0 + 128, w0 + 128, device=dev)).shape[-2:]
-        return (64 // (b[0] - a[0]), 64 // (b[1] - a[1])), ((h0 - 1) / 2, (w0 - 1) / 2)
+    """``(stride, offset)`` of the net's output grid, from its receptive-field geometry."""
+    g = receptive_field(fcn)
+    return tuple(int(s) for s in g.stride), tuple(float(o) for o in g.offset)
 
 
 def bench_arch(name: str, size: int, device: torch.device, repeats: int, batch: int, stitch_passes: int) -> dict:

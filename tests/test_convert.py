@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fcnkit import convolutionalize
+from fcnkit import convolutionalize, receptive_field
 from fcnkit.convert import ConvolutionalizedNet
 from fcnkit.errors import InputError
 
@@ -173,14 +173,10 @@ def geometry_from_layers(layers):
 
 def cell_geometry(fcn, layers):
     """(size, stride, offset) of the FCN's cells from fcnkit.geometry, checked against the
-    hand-computed layer chain; the hand values alone where the geometry module is absent."""
-    hand = geometry_from_layers(layers)
-    try:
-        from fcnkit.geometry import receptive_field
-    except ImportError:
-        return hand
+    hand-computed layer chain."""
     g = receptive_field(fcn)
-    assert (g.size[0], g.stride[0], g.offset[0]) == hand and g.size[0] == g.size[1] and not g.blockers
+    assert (g.size[0], g.stride[0], g.offset[0]) == geometry_from_layers(layers)
+    assert g.size[0] == g.size[1] and not g.blockers
     return g.size[0], g.stride[0], g.offset[0]
 
 

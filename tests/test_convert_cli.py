@@ -6,10 +6,8 @@ import pytest
 import torch
 import torchvision
 
-pytest.importorskip("fcnkit.geometry")
-
-from fcnkit.checkpoint import load_checkpoint  # noqa: E402
-from fcnkit.cli import main as cli  # noqa: E402
+from fcnkit.checkpoint import load_checkpoint
+from fcnkit.cli import main as cli
 
 
 @pytest.fixture(autouse=True)

@@ -5,12 +5,10 @@ import itertools
 import pytest
 import torch
 
-pytest.importorskip("fcnkit.geometry")
-
-from fcnkit import receptive_field  # noqa: E402
-from fcnkit.errors import InputError  # noqa: E402
-from fcnkit.models import build_model  # noqa: E402
-from fcnkit.models.convolutionalized import aligned_upsample  # noqa: E402
+from fcnkit import receptive_field
+from fcnkit.errors import InputError
+from fcnkit.models import build_model
+from fcnkit.models.convolutionalized import aligned_upsample
 
 
 @pytest.fixture(autouse=True)

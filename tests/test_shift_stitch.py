@@ -116,3 +116,9 @@ def test_errors():
         shift_and_stitch(net, torch.zeros(1, 3, 20, 20, dtype=torch.float64), stride=0)
     with pytest.raises(InputError, match=r"\[C, H, W\]"):
         shift_and_stitch(net, torch.zeros(20, 20), stride=4)
+
+
+def test_default_stride_comes_from_geometry():
+    net = coarse_net()
+    x = torch.randn(1, 3, 22, 19, dtype=torch.float64)
+    assert torch.equal(shift_and_stitch(net, x), shift_and_stitch(net, x, stride=STRIDE))
