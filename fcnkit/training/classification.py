@@ -169,11 +169,12 @@ class ClassificationModule(L.LightningModule):
                              "use a classification model (fcnkit models), e.g. allconv_cls")
         return F.cross_entropy(logits, labels, weight=self.class_weights)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
         loss = self._loss(self(batch["image"]), batch["label"])
         self._stop_if_not_finite(loss)
         self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
-        return loss
+        # "cells": the loss terms, one per image (the per-step log, fcnkit.training.steplog)
+        return {"loss": loss, "cells": len(batch["label"])}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch["image"])

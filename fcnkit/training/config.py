@@ -107,6 +107,8 @@ class TrainConfig:
             cfg.model = "allconv_cls" if cfg.task == "classification" else "allconv"
         if cfg.sizes and cfg.task != "classification":
             raise InputError("sizes resizes classification inputs; for segmentation use augment: [scale], or set task: classification")
+        if cfg.task == "classification" and cfg.regime.get("name", "whole") != "whole":
+            raise InputError(f"regime '{cfg.regime.get('name')}' is a segmentation regime; drop it for task: classification")
         if cfg.optimizer == "heavy":
             for key, want in (("batch_size", 1), ("momentum", 0.99)):
                 have = getattr(cfg, key)
@@ -122,7 +124,10 @@ class TrainConfig:
         # validate the regime now, so a typo fails before any data is read
         from fcnkit.training.regimes import build_regime
 
-        cfg.regime = build_regime(cfg.regime).options()
+        regime = build_regime(cfg.regime)
+        if regime.name == "class-balanced" and cfg.class_weights != "none":
+            raise InputError("regime class-balanced already balances the classes; set class_weights: none (or use regime: whole)")
+        cfg.regime = regime.options()
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

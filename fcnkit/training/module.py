@@ -20,7 +20,7 @@ from fcnkit.errors import InputError
 from fcnkit.metrics import SCORE_NAMES, confusion_matrix, scores
 from fcnkit.training.config import TrainConfig
 from fcnkit.training.losses import pixelwise_loss
-from fcnkit.training.regimes import Regime, WholeImage
+from fcnkit.training.regimes import Regime, WholeImage, count_kept_cells
 
 __all__ = ["ConfusionMatrix", "SegmentationModule", "SegmentationDataModule", "NonFiniteLossError"]
 
@@ -90,12 +90,15 @@ class SegmentationModule(L.LightningModule):
             )
         return pixelwise_loss(logits, mask, weight_map=weight_map, class_weights=self.class_weights)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
         logits = self(batch["image"])
-        loss = self._loss(batch, logits, self.regime.weight_map(batch, logits))
+        # random regimes draw per (step, process): reproducible, and each process draws its own
+        weight_map = self.regime.weight_map(batch, logits, step=self.global_step, rank=self.global_rank)
+        loss = self._loss(batch, logits, weight_map)
         self._stop_if_not_finite(loss)
         self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
-        return loss
+        # "cells": loss cells kept, for the per-step log (fcnkit.training.steplog.StepLog)
+        return {"loss": loss, "cells": count_kept_cells(batch["mask"], weight_map, self.class_weights)}
 
     def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
         # checked BEFORE backward/step, so the weights are still the last good ones. Under DDP
@@ -168,9 +171,10 @@ class SegmentationDataModule(L.LightningDataModule):
         from fcnkit.data import pad_collate
 
         dataset = _Augmented(self.train_set, self.config.augment) if self.config.augment else self.train_set
-        sampler = self.regime.sampler(dataset)
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=sampler is None, sampler=sampler,
-                          collate_fn=pad_collate, num_workers=self.config.num_workers,
+        dataset = self.regime.train_dataset(dataset)  # patchwise: crops of each image
+        sampler = self.regime.train_sampler(dataset)
+        return DataLoader(dataset, batch_size=self.regime.batch_size(self.config.batch_size), shuffle=sampler is None,
+                          sampler=sampler, collate_fn=self.regime.collate_fn() or pad_collate, num_workers=self.config.num_workers,
                           persistent_workers=self.config.num_workers > 0, drop_last=False)
 
     def val_dataloader(self):

@@ -4,7 +4,8 @@ It prepares a run folder, builds data, model and LightningModule, hands the loop
 ``Trainer`` and writes the report. Layout of a run folder::
 
     RUN/config.yaml      the resolved config (defaults filled in)
-    RUN/metrics.csv      every logged value (train_loss_step/_epoch, val_loss, val_<score>)
+    RUN/metrics.csv      every logged value (train_loss_step/_epoch, val_loss, val_<score>,
+                         step_*/total_* images, cells, FLOPs, seconds: fcnkit.training.steplog)
     RUN/best/, RUN/last/ fcnkit checkpoints (best val mean IU; newest)
     RUN/trainer.ckpt     Lightning state for --resume (loops, optimizer, best score)
     RUN/logs/version_N/  the raw CSVLogger output of each (re)start; merged into metrics.csv
@@ -47,6 +48,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     from fcnkit.training.callbacks import TRAINER_CKPT, AtomicCheckpointIO, FcnkitCheckpoint, NonFiniteWeightsError
     from fcnkit.training.module import NonFiniteLossError, SegmentationDataModule, SegmentationModule
     from fcnkit.training.regimes import build_regime
+    from fcnkit.training.steplog import StepLog
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = _with_resumed(cfg).resolved()
@@ -87,6 +89,8 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     if cfg.task == "classification":
         module = ClassificationModule(model, cfg, info.num_classes, class_weights)
     else:
+        # the regime's model/data-dependent settings (patch_size rf, cell size, class frequencies)
+        regime = data.regime = regime.bind(model, data.train_set, num_classes=int(info.num_classes), in_channels=int(info.in_channels))
         module = SegmentationModule(model, cfg, info.num_classes, class_weights, regime)
     if not cfg.resume:  # data and model are known good: a typo never clears a run
         _prepare_fresh(run, cfg.overwrite, clear=True)
@@ -111,12 +115,12 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1,
         logger=L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs"),
-        callbacks=[FcnkitCheckpoint(run, base)],
+        callbacks=[FcnkitCheckpoint(run, base), StepLog()],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
         num_sanity_val_steps=0,
         # never more than the batches of an epoch, else Lightning logs no step loss (and warns)
-        log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(len(data.train_set) / (cfg.batch_size * trainer_devices)))),
+        log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(len(data.train_set) / (regime.batch_size(cfg.batch_size) * trainer_devices)))),
         default_root_dir=str(run),
         enable_model_summary=False,
     )

@@ -1,0 +1,133 @@
+"""Per-step accounting of a training run, so regimes compare at matched compute (Lightning).
+
+:class:`StepLog` (a Lightning callback, added by :func:`fcnkit.training.run.train`) logs into
+``metrics.csv``, every ``log_every_n_steps`` steps (the ``total_*`` columns are running sums, so
+no step is lost between logged rows)::
+
+    step_images   source images in the step's batch (patchwise: the images its crops came from)
+    step_items    forward-pass items (= images; patchwise: crops)
+    step_cells    loss cells with a non-zero weight (labelled and kept by the regime)
+    step_flops    forward FLOPs of the batch (fcnkit.training.flops, counted once per input size)
+    step_seconds  wall time of the step: forward, backward and optimizer (data loading excluded)
+    total_images, total_items, total_cells, total_flops, total_seconds   running sums
+
+Under DDP every process logs its own counts (multiply by the number of processes). The sums are
+callback state, saved in ``trainer.ckpt``, so a resumed run keeps counting.
+:func:`read_step_log` reads them back, and :func:`train_and_log` trains one configuration and
+returns its log: the entry point of the regime experiments.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from fcnkit.training.flops import batch_flops
+
+__all__ = ["StepLog", "read_step_log", "train_and_log", "COUNTERS"]
+
+COUNTERS = ("images", "items", "cells", "flops", "seconds")
+
+
+class StepLog(L.Callback):
+    """Logs ``step_<counter>`` and ``total_<counter>`` for every training step (see module docstring).
+
+    The module's ``training_step`` may return ``{"loss": ..., "cells": n}``; without ``cells``
+    the labelled cells of the batch are counted.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.totals = {name: 0 for name in COUNTERS}
+        self.totals["seconds"] = 0.0
+        self._start: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        _sync(batch["image"])
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        _sync(batch["image"])
+        seconds = time.perf_counter() - (self._start if self._start is not None else time.perf_counter())
+        images = batch["image"]
+        cells = outputs.get("cells") if isinstance(outputs, dict) else None
+        if cells is None:
+            cells = (batch["mask"] != 255).sum()
+        step = {"images": int(batch.get("num_images", len(images))), "items": int(len(images)),
+                "cells": int(cells), "flops": batch_flops(pl_module.model, images), "seconds": seconds}
+        for name, value in step.items():
+            self.totals[name] += value
+        values = {f"step_{k}": float(v) for k, v in step.items()}
+        values.update({f"total_{k}": float(v) for k, v in self.totals.items()})
+        pl_module.log_dict(values, on_step=True, on_epoch=False, batch_size=len(images))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"totals": dict(self.totals)}  # plain numbers: the trainer checkpoint loads weights_only
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.totals.update(state_dict.get("totals", {}))
+
+
+def _sync(tensor: torch.Tensor) -> None:
+    # CUDA runs asynchronously: without this the time would be that of launching the kernels
+    if tensor.is_cuda:
+        torch.cuda.synchronize(tensor.device)
+
+
+def read_step_log(run: str | os.PathLike) -> dict[str, list[dict[str, float]]]:
+    """``RUN/metrics.csv`` as ``{"train": [...], "val": [...]}``: rows of floats sorted by step.
+
+    ``train`` rows hold the step counters (``step_*``, ``total_*``, ``train_loss_step``); ``val``
+    rows hold ``val_*`` scores and, carried over from the last train row logged at or before
+    them, the ``total_*`` sums, so a validation score can be plotted against images, cells,
+    FLOPs or seconds spent (their resolution is ``log_every_n_steps``; use 1 for exact sums).
+    """
+    path = Path(run) / "metrics.csv"
+    if not path.is_file():
+        from fcnkit.errors import MissingFileError
+
+        raise MissingFileError(f"{path}: no metrics.csv; give a run folder written by fcnkit train")
+    with path.open(newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    rows.sort(key=lambda r: r.get("step", math.inf))
+    train, val, totals = [], [], {}
+    for r in rows:
+        if "total_flops" in r:
+            totals = {k: v for k, v in r.items() if k.startswith("total_")}
+            train.append(r)
+        if any(k.startswith("val_") for k in r):
+            val.append({**totals, **{k: v for k, v in r.items() if not k.startswith(("step_", "total_", "train_"))}})
+    return {"train": train, "val": val}
+
+
+def train_and_log(config, **overrides) -> dict[str, Any]:
+    """Train one configuration (a TrainConfig or mapping, ``overrides`` on top) without a report;
+    returns ``{"run": Path, "config": resolved dict, "train": [...], "val": [...], "best": {...}}``.
+
+    The per-step rows are :func:`read_step_log`'s; ``best`` is the best checkpoint's metrics.
+    Set ``log_every_n_steps: 1`` for a row per step.
+    """
+    import json
+
+    from fcnkit.training.config import TrainConfig
+    from fcnkit.training.run import train
+
+    # a copy: the caller's config is left as it was
+    cfg = TrainConfig.from_dict(config.to_dict() if isinstance(config, TrainConfig) else dict(config))
+    cfg.update(overrides, source="train_and_log")
+    run = train(cfg, report=False)
+    log = read_step_log(run)
+    best_file = run / "best" / "config.json"
+    best = json.loads(best_file.read_text()).get("metrics", {}) if best_file.is_file() else {}
+    resolved = {}
+    if (run / "config.yaml").is_file():
+        import yaml
+
+        resolved = yaml.safe_load((run / "config.yaml").read_text())
+    return {"run": run, "config": resolved, "train": log["train"], "val": log["val"], "best": best}
