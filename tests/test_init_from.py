@@ -91,3 +91,22 @@ def test_train_starts_from_the_checkpoint(tmp_path, capsys):
     bad[bad.index("--init-from") + 1], bad[bad.index("--out") + 1] = str(tmp_path / "nope"), str(tmp_path / "bad")
     assert main(bad) == 2
     assert "nope" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_a_convert_output_initialises_a_model_with_other_classes(tmp_path):
+    """``fcnkit convert`` writes a checkpoint folder; init_from reads it like any other."""
+    import torchvision
+
+    from fcnkit.convert.from_weights import convert_classifier
+
+    torch.manual_seed(0)
+    classifier = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    torch.save(classifier.state_dict(), tmp_path / "resnet18.pth")
+    convert_classifier("torchvision:resnet18", tmp_path / "resnet18.pth", tmp_path / "converted", output="coarse")
+    target = build_model("convolutionalized", arch="torchvision:resnet18", num_classes=4, output="coarse")
+    report = init_from_checkpoint(target, tmp_path / "converted")
+    assert sorted(name for name, _ in report.skipped) == ["fcn.body.fc.bias", "fcn.body.fc.weight"]  # 10 classes vs 4
+    got = target.state_dict()
+    assert torch.equal(got["fcn.body.layer4.1.conv2.weight"], classifier.layer4[1].conv2.weight)
+    assert torch.equal(got["fcn.body.bn1.running_var"], classifier.bn1.running_var)
+    assert len(report.loaded) == len(got) - 2
