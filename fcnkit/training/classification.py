@@ -70,6 +70,10 @@ class SizeGroupedBatchSampler(BatchSampler):
     drawn uniformly for it, from a generator seeded by torch's global RNG (so
     ``seed_everything`` makes it reproducible and epochs differ); the batch yields
     ``(index, (h, w))`` keys for :class:`SizedItems`.
+
+    Under DDP with ``sizes`` (or one native size) every process gets the same number of batches.
+    With MIXED native sizes and no ``sizes`` the count depends on each process's share and may
+    differ by a few batches between processes, which DDP does not allow: resize with ``sizes``.
     """
 
     def __init__(self, sampler, batch_size: int, drop_last: bool = False,
@@ -217,6 +221,10 @@ class ClassificationDataModule(L.LightningDataModule):
             if len(ds) == 0:
                 raise InputError(f"data '{config.data}': the {split} split is empty; add images or check data_options/val_split")
         self._train_sizes = None if self.sizes else item_sizes(self.train_set)
+        distributed = config.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if distributed and self._train_sizes and len(set(self._train_sizes)) > 1:
+            raise InputError(f"data '{config.data}': training images of {len(set(self._train_sizes))} sizes cannot be split "
+                             "evenly over DDP processes; resize them with sizes: [...] (e.g. sizes: [28]) or train on one device")
         self._val_sizes = item_sizes(self.val_set)
 
     def _loader(self, dataset, sampler, sizes, native):
