@@ -19,6 +19,7 @@ _FLAGS = {
     "--lr": ("lr", "learning rate (default: adam 1e-3, sgd 1e-2, heavy 1e-4)"),
     "--optimizer": ("optimizer", "adam | sgd | heavy (batch 1, momentum 0.99)"),
     "--momentum": ("momentum", "SGD momentum (default 0.9)"),
+    "--lr-schedule": ("lr_schedule", "none (constant, default) | cosine (per step, to 0 at the last step)"),
     "--weight-decay": ("weight_decay", "weight decay (default 0)"),
     "--class-weights": ("class_weights", "none | inverse | median (median frequency balancing)"),
     "--precision": ("precision", "32 | 16-mixed | bf16-mixed"),
