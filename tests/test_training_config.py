@@ -61,8 +61,7 @@ def test_resolved_defaults_per_optimizer():
 def test_resolved_rejects_missing_data_and_unbuilt_features():
     with pytest.raises(InputError, match="pass --data"):
         TrainConfig().resolved()
-    with pytest.raises(InputError, match="not implemented yet"):
-        TrainConfig(data="d", task="classification").resolved()
+    assert TrainConfig(data="d", task="classification").resolved().model == "allconv_cls"  # built now (tests/test_classification.py)
     # regimes are implemented (fcnkit.training.regimes): a name resolves to its full settings
     assert TrainConfig.from_dict({"data": "d", "regime": "patchwise"}).resolved().regime["patch_size"] == "rf"
     with pytest.raises(InputError, match="did you mean 'whole'"):

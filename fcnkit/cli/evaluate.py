@@ -20,6 +20,12 @@ def add_parser(subparsers) -> None:
 def format_scores(result: dict, class_names=None) -> str:
     """The four scores, then the per-class IU, as aligned text."""
     lines = [f"{result.get('checkpoint', '')} on {result.get('data')} [{result.get('split')}], {result.get('images')} images"]
+    if "accuracy" in result:  # a classification checkpoint
+        lines += [f"  {'accuracy':<15} {result['accuracy']:.4f}", f"  {'mean_accuracy':<15} {result['mean_accuracy']:.4f}"]
+        per_class = result.get("per_class_accuracy") or []
+        names = class_names or [str(i) for i in range(len(per_class))]
+        lines.append("  per-class accuracy: " + ", ".join(f"{n}={'n/a' if v != v else f'{v:.3f}'}" for n, v in zip(names, per_class)))
+        return "\n".join(lines)
     for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu"):
         lines.append(f"  {key:<15} {result[key]:.4f}")
     iu = result.get("iu") or []

@@ -8,7 +8,10 @@ import argparse
 _FLAGS = {
     "--data": ("data", "dataset name ('fcnkit data list') or folder"),
     "--val-split": ("val_split", "split validated every epoch (default val)"),
-    "--model": ("model", "model name ('fcnkit models'; default allconv)"),
+    "--task": ("task", "segmentation (default) | classification"),
+    "--model": ("model", "model name ('fcnkit models'; default allconv, classification: allconv_cls)"),
+    "--init-from": ("init_from", "initialise the model from this checkpoint or run folder (matching tensors)"),
+    "--sizes": ("sizes", "classification: train at these input sizes, one per batch (e.g. 24,28,36)"),
     "--weights": ("weights", "initial backbone weights file"),
     "--epochs": ("epochs", "number of epochs (default 10)"),
     "--max-steps": ("max_steps", "stop after N optimizer steps"),
@@ -16,6 +19,7 @@ _FLAGS = {
     "--lr": ("lr", "learning rate (default: adam 1e-3, sgd 1e-2, heavy 1e-4)"),
     "--optimizer": ("optimizer", "adam | sgd | heavy (batch 1, momentum 0.99)"),
     "--momentum": ("momentum", "SGD momentum (default 0.9)"),
+    "--lr-schedule": ("lr_schedule", "none (constant, default) | cosine (per step, to 0 at the last step)"),
     "--weight-decay": ("weight_decay", "weight decay (default 0)"),
     "--class-weights": ("class_weights", "none | inverse | median (median frequency balancing)"),
     "--precision": ("precision", "32 | 16-mixed | bf16-mixed"),
@@ -32,8 +36,8 @@ _FLAGS = {
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a segmentation model (whole-image, Lightning)",
-                              description="Train a segmentation model. Flags override the --config YAML file, "
+    p = subparsers.add_parser("train", help="train a segmentation or classification model (Lightning)",
+                              description="Train a segmentation (or, --task classification, a classification) model. Flags override the --config YAML file, "
                                           "whose keys are the flag names (batch_size or batch-size).")
     p.add_argument("--config", metavar="FILE", help="YAML file with any of the keys below")
     for flag, (key, text) in _FLAGS.items():
@@ -90,10 +94,14 @@ def summary(run_dir) -> str:
     import json
 
     lines = [f"run: {run_dir}"]
+    if (run_dir / "init_from.json").is_file():
+        from fcnkit.training.init_from import InitReport
+
+        lines.append(InitReport(**json.loads((run_dir / "init_from.json").read_text())).summary())
     best = run_dir / "best" / "config.json"
     if best.is_file():
         m = json.loads(best.read_text()).get("metrics", {})
-        scores = "  ".join(f"{k}={m[k]:.4f}" for k in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
+        scores = "  ".join(f"{k}={m[k]:.4f}" for k in ("accuracy", "pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
                            if isinstance(m.get(k), float))
         lines.append(f"best (epoch {m.get('epoch')}): {scores}")
     if (run_dir / "report.md").is_file():

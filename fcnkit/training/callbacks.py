@@ -86,7 +86,7 @@ class FcnkitCheckpoint(L.Callback):
         self._check_finite(trainer, pl_module)
         metrics = dict(json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step))
         self._last_metrics = metrics
-        score = pl_module.last_scores["mean_iu"]
+        score = pl_module.last_scores[getattr(pl_module, "monitor", "mean_iu")]  # classification: accuracy
         improved = not math.isnan(score) and score > self.best_mean_iu
         if improved:
             self.best_mean_iu, self.best_epoch = float(score), int(trainer.current_epoch)

@@ -16,10 +16,11 @@ Optimizers (``optimizer``):
     ~250,000 pixels of a PASCAL image, and this loss is a per-pixel mean (1e-10 x 250k = 2.5e-5;
     1e-4 suits the smaller images fcnkit targets).
 
-Reserved for later work (documented so configs stay forward-compatible): ``task``
-(``segmentation`` now; ``classification`` comes with the classification trainer) and
-``init_from`` (a checkpoint to initialise from, e.g. a convolutionalized classifier); setting
-them to anything else is an InputError saying "not implemented yet".
+Tasks (``task``): ``segmentation`` (default) or ``classification`` (see
+:mod:`fcnkit.training.classification`; ``sizes`` trains at several input sizes, one per batch).
+``model`` defaults to ``allconv`` for segmentation and ``allconv_cls`` for classification.
+``init_from`` initialises the model from any fcnkit checkpoint or run folder (tensors whose names
+and shapes match, see :mod:`fcnkit.training.init_from`); unlike ``resume`` it starts a new run.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class TrainConfig:
     data_options: dict = field(default_factory=dict)  # passed to load_dataset(**data_options)
     val_data_options: dict = field(default_factory=dict)  # override data_options for val/test (e.g. count)
     val_split: str = "val"
-    model: str = "allconv"
+    model: str | None = None  # default: allconv (segmentation), allconv_cls (classification)
     model_options: dict = field(default_factory=dict)  # passed to build_model(**model_options)
     weights: str | None = None  # initial backbone weights file (not part of the model spec)
     epochs: int = 10
@@ -74,8 +75,9 @@ class TrainConfig:
     augment: bool | list = False  # false | true (= [flip, scale]) | a list of flip, scale
     regime: dict = field(default_factory=lambda: {"name": "whole"})
     log_every_n_steps: int = 10
-    task: str = "segmentation"  # reserved: classification comes later
-    init_from: str | None = None  # reserved: initialise from a checkpoint (later)
+    task: str = "segmentation"  # segmentation | classification
+    init_from: str | None = None  # checkpoint or run folder to initialise the model from (a new run)
+    sizes: list | None = None  # classification: train at these sizes (pixels or [h, w]), one per batch
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -101,10 +103,12 @@ class TrainConfig:
                                   val_data_options=dict(self.val_data_options), regime=dict(self.regime))
         if cfg.data is None:
             raise InputError("no training data: pass --data NAME|PATH (see 'fcnkit data list') or set data: in the config")
-        if cfg.task != "segmentation":
-            raise InputError(f"task '{cfg.task}' is not implemented yet; use task: segmentation")
-        if cfg.init_from is not None:
-            raise InputError("init_from is not implemented yet; remove it (use --weights for backbone weights)")
+        if cfg.model is None:
+            cfg.model = "allconv_cls" if cfg.task == "classification" else "allconv"
+        if cfg.sizes and cfg.task != "classification":
+            raise InputError("sizes resizes classification inputs; for segmentation use augment: [scale], or set task: classification")
+        if cfg.task == "classification" and cfg.regime.get("name", "whole") != "whole":
+            raise InputError(f"regime '{cfg.regime.get('name')}' is a segmentation regime; drop it for task: classification")
         if cfg.optimizer == "heavy":
             for key, want in (("batch_size", 1), ("momentum", 0.99)):
                 have = getattr(cfg, key)
@@ -171,7 +175,8 @@ _INT_MIN = {"threads": 1, "epochs": 1, "max_steps": 1, "batch_size": 1, "devices
 _FLOAT_MIN = {"lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True)}  # (min, inclusive)
 _CHOICES = {"optimizer": OPTIMIZERS, "class_weights": ("none", "inverse", "median"), "precision": PRECISIONS,
             "device": DEVICES, "task": ("segmentation", "classification"), "lr_schedule": LR_SCHEDULES}
-_OPTIONAL = {"threads", "data", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from"}
+_OPTIONAL = {"threads", "data", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from",
+             "model", "sizes"}
 _STRINGS = {"data", "weights", "out", "resume", "init_from", "model", "val_split"}
 _DICTS = {"data_options", "val_data_options", "model_options"}
 
@@ -228,11 +233,33 @@ def _check(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, dict):
             raise InputError(f"{where} must be a name or a mapping, got {value!r}; e.g. regime: {{name: whole}}")
         return dict(value)
+    if key == "sizes":
+        return _check_sizes(value, where)
     if key in _STRINGS:
         if isinstance(value, (dict, list, bool)):
             raise InputError(f"{where} must be a name or a path, got {value!r}")
         return str(value)
     raise AssertionError(f"config key {key} has no check")  # a bug: every field needs one
+
+
+def _check_sizes(value: Any, where: str) -> list | None:
+    """``24,28,36`` (CLI text), ``[24, [28, 36]]`` -> a list of pixel counts / [h, w] pairs."""
+    if isinstance(value, str):
+        import yaml
+
+        text = value.strip()
+        try:
+            value = yaml.safe_load(text if text.startswith("[") else f"[{text}]")
+        except yaml.YAMLError:
+            pass
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        pair = [item, item] if isinstance(item, int) else list(item) if isinstance(item, (list, tuple)) else []
+        if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+            raise InputError(f"{where}: {item!r} is not a size; give pixels or [height, width] pairs, e.g. sizes: [24, 28, [28, 36]]")
+        out.append(item if isinstance(item, int) else pair)
+    return out or None
 
 
 def _is_bool_like(value: Any) -> bool:

@@ -16,7 +16,7 @@ import torch
 from fcnkit.errors import InputError
 from fcnkit.metrics import confusion_matrix, scores
 
-__all__ = ["evaluate", "resolve_device", "write_json", "json_safe"]
+__all__ = ["evaluate", "classification_scores", "resolve_device", "write_json", "json_safe"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -38,7 +38,8 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
     ``data_options`` to the ones used then when ``data`` is not given (``data_options`` updated
     with ``val_data_options`` for any split but train). Returns
     ``{"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "iu", "confusion_matrix", "classes",
-    "checkpoint", "data", "split", "images"}``.
+    "checkpoint", "data", "split", "images"}``; for a classification checkpoint ``{"accuracy",
+    "mean_accuracy", "per_class_accuracy", ...}`` instead of the four segmentation scores.
     """
     from fcnkit.checkpoint import load_checkpoint, resolve_checkpoint
     from fcnkit.data import load_dataset
@@ -63,6 +64,9 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
         options = dict(data_options or {})
     dataset = load_dataset(data, split=split, **options)
     k = int(config["num_classes"])
+    task = config.get("task", "segmentation")
+    if dataset.info.task != task:
+        raise InputError(f"data '{data}' is a {dataset.info.task} dataset but {ckpt} is a {task} checkpoint; evaluate on {task} data")
     if dataset.info.num_classes != k:
         raise InputError(f"data '{data}' has {dataset.info.num_classes} classes but the checkpoint predicts {k}; evaluate on matching data")
     if len(dataset) == 0:
@@ -72,10 +76,25 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
         with torch.no_grad():
             logits = model(images.to(dev))
         cm += confusion_matrix(logits.argmax(1).cpu(), masks, k)
-    result = scores(cm)
+    if task == "classification":
+        result = classification_scores(cm)
+    else:
+        result = scores(cm)
     result.update(confusion_matrix=cm.tolist(), classes=list(config.get("classes") or []), checkpoint=str(ckpt),
                   data=str(data), split=split, images=len(dataset))
     return result
+
+
+def classification_scores(cm: torch.Tensor) -> dict:
+    """``{"accuracy", "mean_accuracy", "per_class_accuracy": [K]}`` of a confusion matrix
+    (rows = ground truth). A class with no example has NaN accuracy and is left out of the mean."""
+    cm = torch.as_tensor(cm, dtype=torch.float64)
+    total, support = cm.sum(), cm.sum(1)
+    per_class = torch.where(support > 0, cm.diag() / support.clamp(min=1), torch.full_like(support, math.nan))
+    present = per_class[~per_class.isnan()]
+    return {"accuracy": float(cm.diag().sum() / total) if total > 0 else math.nan,
+            "mean_accuracy": float(present.mean()) if len(present) else math.nan,
+            "per_class_accuracy": per_class.tolist()}
 
 
 def _same_size_batches(dataset, batch_size: int):
@@ -86,7 +105,7 @@ def _same_size_batches(dataset, batch_size: int):
             yield torch.stack(images), torch.stack(masks)
             images, masks = [], []
         images.append(item["image"])
-        masks.append(item["mask"])
+        masks.append(item["label"] if "label" in item else item["mask"])  # classification: one label per image
     if images:
         yield torch.stack(images), torch.stack(masks)
 

@@ -27,19 +27,21 @@ __all__ = ["train", "merge_metrics", "is_main_process"]
 
 # artifacts a run folder may hold; --overwrite removes these and nothing else
 _RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config.yaml", "curves.png",
-                  "report.md", "confusion.png", "predictions.png", "predictions")
+                  "report.md", "confusion.png", "predictions.png", "predictions", "init_from.json")
 # settings that define what is being trained: a resumed run cannot change them
 _FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime", "val_split")
 
 
 def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
-    """Train a segmentation model as ``config`` says; returns the run folder.
+    """Train a segmentation (or, ``task: classification``, a classification) model as ``config``
+    says; returns the run folder.
 
     ``config.resume = RUN`` continues that run from ``RUN/trainer.ckpt`` (epoch, step, optimizer
     state, best score), with the run's saved config; settings given that differ from the
     defaults override it (e.g. ``epochs`` to train longer), except those that define the model
-    and data. Raises :class:`~fcnkit.errors.InputError` for bad settings and when the loss turns
-    non-finite (``RUN/last`` then holds the last good weights).
+    and data. ``config.init_from`` starts a new run from a checkpoint's weights (what was loaded
+    is written to ``RUN/init_from.json``). Raises :class:`~fcnkit.errors.InputError` for bad
+    settings and when the loss turns non-finite (``RUN/last`` then holds the last good weights).
     """
     import lightning as L
 
@@ -62,19 +64,44 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     if on_cpu and cfg.precision == "16-mixed":
         raise InputError("--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32")
 
+    _check_model_task(cfg)
+    if cfg.init_from and not cfg.resume:  # a resumed run takes its weights from trainer.ckpt
+        from fcnkit.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(cfg.init_from)  # a missing folder fails before any data is read
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     regime = build_regime(cfg.regime)
-    data = SegmentationDataModule(cfg, regime)
+    if cfg.task == "classification":
+        from fcnkit.training.classification import ClassificationDataModule, ClassificationModule
+
+        data = ClassificationDataModule(cfg)
+    else:
+        data = SegmentationDataModule(cfg, regime)
     info = data.info
+    _check_data_task(cfg, info)
     model = _build_model(cfg, info)
+    init_report = None
+    if cfg.init_from and not cfg.resume:
+        from fcnkit.training.init_from import init_from_checkpoint
+
+        init_report = init_from_checkpoint(model, cfg.init_from, classes=list(info.class_names))
     class_weights = _class_weights(cfg, data.train_set, info.num_classes)
-    # the regime's model/data-dependent settings (patch_size rf, cell size, class frequencies)
-    regime = data.regime = regime.bind(model, data.train_set, num_classes=int(info.num_classes), in_channels=int(info.in_channels))
-    module = SegmentationModule(model, cfg, info.num_classes, class_weights, regime)
+    if cfg.task == "classification":
+        module = ClassificationModule(model, cfg, info.num_classes, class_weights)
+    else:
+        # the regime's model/data-dependent settings (patch_size rf, cell size, class frequencies)
+        regime = data.regime = regime.bind(model, data.train_set, num_classes=int(info.num_classes), in_channels=int(info.in_channels))
+        module = SegmentationModule(model, cfg, info.num_classes, class_weights, regime)
     if not cfg.resume:  # data and model are known good: a typo never clears a run
         _prepare_fresh(run, cfg.overwrite, clear=True)
+    if init_report is not None and is_main_process():
+        import json
+
+        from fcnkit.utils.atomic import atomic_write_text
+
+        atomic_write_text(run / "init_from.json", json.dumps(init_report.to_dict(), indent=2) + "\n")
     base = {
-        "task": "segmentation", "num_classes": int(info.num_classes), "in_channels": int(info.in_channels),
+        "task": cfg.task, "num_classes": int(info.num_classes), "in_channels": int(info.in_channels),
         "classes": list(info.class_names), "palette": [list(map(int, c)) for c in info.palette],
         "normalization": {"mean": [float(v) for v in info.mean], "std": [float(v) for v in info.std]},
         "train": cfg.to_dict(),
@@ -116,7 +143,11 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
         torch.set_num_threads(threads)
     if trainer.is_global_zero:
         merge_metrics(run)
-        if report:
+        if report and cfg.task == "classification":
+            from fcnkit.training.classification import write_classification_report
+
+            write_classification_report(run)
+        elif report:
             from fcnkit.training.report import write_report
 
             write_report(run, dataset=data.val_set)
@@ -196,7 +227,24 @@ def _class_weights(cfg: TrainConfig, dataset, num_classes: int):
         return None
     from fcnkit.training.losses import class_weights_from_masks
 
-    return class_weights_from_masks((dataset[i]["mask"] for i in range(len(dataset))), num_classes, cfg.class_weights)
+    key = "label" if cfg.task == "classification" else "mask"  # a label counts as a one-pixel mask
+    return class_weights_from_masks((dataset[i][key].reshape(-1) for i in range(len(dataset))), num_classes, cfg.class_weights)
+
+
+def _check_model_task(cfg: TrainConfig) -> None:
+    from fcnkit.models.registry import list_models, model_info
+
+    task = model_info(cfg.model)["task"]
+    if task != cfg.task:
+        choices = ", ".join(list_models(cfg.task))
+        raise InputError(f"model '{cfg.model}' is a {task} model but the task is {cfg.task}; "
+                         f"use a {cfg.task} model ({choices}) or set --task {task}")
+
+
+def _check_data_task(cfg: TrainConfig, info) -> None:
+    if info.task != cfg.task:
+        fix = "pass --task classification (e.g. --model allconv_cls)" if info.task == "classification" else f"set --task {info.task}"
+        raise InputError(f"data '{cfg.data}' is a {info.task} dataset but the task is {cfg.task}; {fix}")
 
 
 def _devices(cfg: TrainConfig) -> dict:
