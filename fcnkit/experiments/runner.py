@@ -94,7 +94,8 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = dict(config, out=str(run_dir), overwrite=True, log_every_n_steps=1, device=device)
     start = time.perf_counter()
-    with (run_dir / "train.log").open("w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+    with (run_dir / "train.log").open("w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log), \
+            _lightning_logs_to(log):
         path = train(cfg, report=False)
     wall = time.perf_counter() - start
     train_rows, val_rows = read_metrics(path)
@@ -107,6 +108,25 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str
     return {"run": str(path), "iterations": int(last["iteration"]), "wall_seconds": wall,
             "train_seconds": last.get("seconds"), "parameters": total, "trainable_parameters": trainable,
             "train": train_rows, "val": val_rows, "final": val_rows[-1]}
+
+
+@contextlib.contextmanager
+def _lightning_logs_to(stream):
+    """Send Lightning's log records (GPU available..., `Trainer.fit` stopped...) to ``stream`` for a
+    while: its loggers hold handlers bound to the real stderr, which redirect_stderr does not move."""
+    import logging
+
+    saved = []
+    handler = logging.StreamHandler(stream)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers[:], logger.propagate))
+        logger.handlers, logger.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
 
 
 def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
