@@ -155,7 +155,7 @@ def _conclusion(arms: dict) -> str:
         text += " No such trade (mean accuracy not up, or pixel accuracy not down): " + ", ".join(others) + "."
     names = list(arms)
     same = [f"{a} and {b}" for i, a in enumerate(names) for b in names[i + 1:]
-            if all(x["final"] == y["final"] for x, y in zip(arms[a]["runs"], arms[b]["runs"]))]
+            if all(x["final"].get(k) == y["final"].get(k) for x, y in zip(arms[a]["runs"], arms[b]["runs"]) for k in SCORES)]
     if same:
         text += (" Identical scores in every seed: " + ", ".join(same) + " (class weights that are proportional give the "
                  "same training: the loss is divided by the total weight; with 2 classes median-frequency weights "
