@@ -1,0 +1,180 @@
+"""Experiment ``class-balance``: does balancing the classes trade pixel accuracy for mean accuracy?
+
+Four ways to treat rare classes, same model, optimiser and iterations, ``seeds`` seeds each::
+
+    none       plain pixelwise cross-entropy: every labelled pixel weighs 1
+    inverse    class weights 1 / frequency (training-set pixel counts), normalised   (class_weights)
+    median     median frequency balancing: weight_c = median(freq) / freq_c          (class_weights)
+    sampling   class-balanced SAMPLING (regime class-balanced, by: sampling): each pixel of class c
+               is kept in the loss with probability min_k(n_k) / n_c, so every class contributes the
+               same number of pixels in expectation; kept pixels weigh 1
+
+on ``digit-canvas`` (11 classes, background ~90% of the pixels) and ``nuclei`` (2 classes).
+Scores on the validation split after the last step: mean IU, mean (per-class) accuracy, pixel
+accuracy, and the change of each against ``none`` in percentage points: balancing is expected to
+raise mean accuracy (rare classes are found more often) at the price of pixel accuracy (the
+frequent class is given up more often).
+
+Writes ``results.json``, ``scores.png`` and ``summary.md``. Defaults: ~10-15 minutes on a 2-core CPU
+(``budget_minutes`` scales the iterations).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+from fcnkit.experiments import runner
+from fcnkit.experiments.plots import bars, new_figure, save
+
+__all__ = ["run", "ARMS", "DATASETS", "DEFAULTS", "SCORES"]
+
+ARMS: dict[str, dict[str, Any]] = {
+    "none": {"class_weights": "none"},
+    "inverse": {"class_weights": "inverse"},
+    "median": {"class_weights": "median"},
+    "sampling": {"regime": {"name": "class-balanced", "by": "sampling"}},
+}
+DATASETS = ("digit-canvas", "nuclei")
+SCORES = ("mean_iu", "mean_accuracy", "pixel_accuracy")
+LABELS = {"mean_iu": "mean IU", "mean_accuracy": "mean accuracy", "pixel_accuracy": "pixel accuracy"}
+REFERENCE_MINUTES = 20.0
+DEFAULTS: dict[str, Any] = {
+    "steps": 600,  # iterations per run at budget_minutes=20 (CPU)
+    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
+    "data": {"digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
+             "nuclei": {"data_options": {"tile": 64}}},
+}
+
+
+def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
+        datasets: list[str] | None = None, steps: int | None = None, overrides: dict[str, dict] | None = None,
+        threads: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
+    """Run the experiment; write results.json, scores.png, summary.md into ``out_dir``; return the results.
+
+    ``steps``: iterations per run (default ``DEFAULTS["steps"]`` scaled by ``budget_minutes / 20``);
+    ``overrides[dataset]``: train-config keys replacing the defaults; ``threads``: CPU threads per run.
+    """
+    seeds = runner.check_seeds(seeds)
+    chosen = runner.pick_datasets(datasets, DATASETS, "class-balance")
+    dev = runner.resolve_device(device)
+    steps = steps or runner.scaled(DEFAULTS["steps"], budget_minutes, REFERENCE_MINUTES, minimum=2)
+    threads = (threads or 1) if dev == "cpu" else None
+    settings = {}
+    for name in chosen:
+        cfg = {**copy.deepcopy(DEFAULTS["train"]), **copy.deepcopy(DEFAULTS["data"][name])}
+        cfg.update(copy.deepcopy((overrides or {}).get(name, {})))
+        cfg.update(data=name, max_steps=steps, epochs=max(1, steps), threads=threads)
+        settings[name] = cfg
+
+    def make_config(dataset: str, arm: str, seed: int) -> dict:
+        cfg = {**copy.deepcopy(settings[dataset]), **copy.deepcopy(ARMS[arm]), "seed": seed}
+        if "regime" in ARMS[arm]:
+            cfg["regime"] = {**cfg["regime"], "seed": seed}
+        return cfg
+
+    machine = runner.machine_info(dev)
+    runs = runner.run_arms(out_dir, chosen, list(ARMS), seeds, make_config, device=dev, progress=progress)
+    results = {
+        "experiment": "class-balance", "seeds": seeds, "budget_minutes": budget_minutes, "steps": steps,
+        "arms": ARMS, "settings": settings, "machine": machine,
+        "load_average_end": runner.machine_info(dev)["load_average"],
+        "datasets": {name: _summarise(runs[name]) for name in chosen},
+    }
+    runner.write_outputs(out_dir, results, summary(results), {"scores": lambda p: _plot(results, p)})
+    return results
+
+
+def _summarise(runs: dict[str, list[dict]]) -> dict:
+    arms = {}
+    for arm, seeds in runs.items():
+        arms[arm] = {
+            "scores": {k: runner.mean_std(r["final"].get(k) for r in seeds) for k in SCORES},
+            "cells_per_iteration": runner.mean_std(r["train"][-1].get("cells", 0) / r["iterations"] for r in seeds),
+            "train_seconds": runner.mean_std(r["train_seconds"] for r in seeds),
+            "runs": [{"seed": r["seed"], "run": r["run"], "iterations": r["iterations"], "wall_seconds": r["wall_seconds"],
+                      "train_seconds": r["train_seconds"], "final": r["final"], "val": r["val"],
+                      "train": [{k: x[k] for k in ("iteration", "loss", "seconds", "cells") if k in x} for x in r["train"]]}
+                     for r in seeds],
+        }
+    base = arms.get("none")
+    for arm, a in arms.items():
+        # change against no balancing, in percentage points, per seed pair (same seed = same init and order)
+        a["change_vs_none_pp"] = {} if base is None else {
+            k: runner.mean_std(100 * (r["final"].get(k) - b["final"].get(k)) for r, b in zip(a["runs"], base["runs"])
+                               if r["final"].get(k) is not None and b["final"].get(k) is not None)
+            for k in SCORES}
+    return {"arms": arms}
+
+
+def summary(results: dict) -> str:
+    """summary.md: a table per dataset and a conclusion phrased from the measured numbers."""
+    m = results["machine"]
+    first = next(iter(results["settings"].values()), {})
+    lines = ["# class-balance: none vs inverse vs median weighting vs class-balanced sampling", "",
+             f"Measured {m['date']} on {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, torch {m['torch']}, "
+             f"{first.get('threads') or m['threads']} thread(s) per run, load average {m['load_average']} at the start, "
+             f"{results['load_average_end']} at the end. Model {first.get('model')} {first.get('model_options')}, "
+             f"{first.get('optimizer')} lr {first.get('lr')}, batch {first.get('batch_size')}, {results['steps']} iterations, "
+             f"{results['seeds']} seed(s); scores on the validation split after the last step, mean ± std over seeds; "
+             "changes in percentage points (pp) against no balancing, paired by seed.", ""]
+    for name, block in results["datasets"].items():
+        arms = block["arms"]
+        lines += [f"## {name}", ""]
+        rows = []
+        for arm, a in arms.items():
+            change = a["change_vs_none_pp"]
+            rows.append([arm] + [runner.fmt_mean_std(a["scores"][k]) for k in SCORES]
+                        + [runner.fmt_mean_std(change.get(k, {}), 1) if arm != "none" else "-" for k in ("mean_accuracy", "pixel_accuracy")]
+                        + [f"{a['cells_per_iteration']['mean']:.0f}"])
+        lines += [runner.markdown_table(["arm"] + [LABELS[k] for k in SCORES]
+                                        + ["Δ mean acc. (pp)", "Δ pixel acc. (pp)", "loss cells/iter"], rows), ""]
+        lines += [_conclusion(arms), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _conclusion(arms: dict) -> str:
+    if "none" not in arms:
+        return "(No unbalanced arm: no comparison.)"
+    parts, traded = [], {}
+    for arm, a in arms.items():
+        if arm == "none":
+            continue
+        dm, dp = a["change_vs_none_pp"]["mean_accuracy"]["mean"], a["change_vs_none_pp"]["pixel_accuracy"]["mean"]
+        di = a["change_vs_none_pp"]["mean_iu"]["mean"]
+        if dm is None or dp is None:
+            continue
+        parts.append(f"{arm}: mean accuracy {dm:+.1f} pp, pixel accuracy {dp:+.1f} pp, mean IU {di:+.1f} pp")
+        if dm > 0 and dp < 0:
+            traded[arm] = f"{arm} ({-dp / dm:.2f} pp of pixel accuracy per pp of mean accuracy)"
+    text = "Against no balancing: " + "; ".join(parts) + "."
+    if traded:
+        text += " Traded pixel accuracy for mean accuracy: " + ", ".join(traded.values()) + "."
+    others = [arm for arm in arms if arm != "none" and arm not in traded]
+    if others:
+        text += " No such trade (mean accuracy not up, or pixel accuracy not down): " + ", ".join(others) + "."
+    names = list(arms)
+    same = [f"{a} and {b}" for i, a in enumerate(names) for b in names[i + 1:]
+            if all(x["final"].get(k) == y["final"].get(k) for x, y in zip(arms[a]["runs"], arms[b]["runs"]) for k in SCORES)]
+    if same:
+        text += (" Identical scores in every seed: " + ", ".join(same) + " (class weights that are proportional give the "
+                 "same training: the loss is divided by the total weight; with 2 classes median-frequency weights "
+                 "are proportional to inverse-frequency ones).")
+    if "sampling" in arms and arms["none"]["cells_per_iteration"]["mean"]:
+        kept = arms["sampling"]["cells_per_iteration"]["mean"] / arms["none"]["cells_per_iteration"]["mean"]
+        text += f" Class-balanced sampling kept {kept:.1%} of the labelled pixels in the loss."
+    best = max(arms, key=lambda k: arms[k]["scores"]["mean_iu"]["mean"] or -1.0)
+    return text + f" Highest mean IU: {best} ({runner.fmt_mean_std(arms[best]['scores']['mean_iu'])})."
+
+
+def _plot(results: dict, path: Path) -> None:
+    blocks = results["datasets"]
+    fig, axes = new_figure(1, len(blocks), size=(5.5, 3.8))
+    for ax, (name, block) in zip(axes[0], blocks.items()):
+        arms = block["arms"]
+        series = {arm: ([a["scores"][k]["mean"] for k in SCORES], [a["scores"][k]["std"] for k in SCORES]) for arm, a in arms.items()}
+        bars(ax, [LABELS[k] for k in SCORES], series, "validation score")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{name}: mean ± std of {results['seeds']} seed(s)")
+        ax.legend(fontsize=8, loc="lower right")
+    save(fig, path)
