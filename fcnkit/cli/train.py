@@ -30,7 +30,8 @@ _FLAGS = {
     "--device": ("device", "auto | cpu | cuda (auto: GPU when present)"),
     "--out": ("out", "run folder (default runs/<model>-<data>)"),
     "--resume": ("resume", "continue the run in this folder"),
-    "--regime": ("regime", "training regime (default whole)"),
+    "--regime": ("regime", "whole (default) | loss-sampling[:p=0.25,seed=0] | class-balanced[:by=sampling|inverse|median] "
+                              "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4]"),
     "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
 }
 

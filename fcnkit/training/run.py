@@ -22,6 +22,7 @@ from typing import Any
 
 from fcnkit.errors import InputError, MissingFileError
 from fcnkit.training.config import TrainConfig, save_config
+from fcnkit.training.quiet import quiet_lightning
 
 __all__ = ["train", "merge_metrics", "is_main_process"]
 
@@ -108,39 +109,40 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     }
     devices = _devices(cfg)
     trainer_devices = devices["devices"] * devices.get("num_nodes", 1)
-    trainer = L.Trainer(
-        accelerator={"auto": "auto", "cpu": "cpu", "cuda": "gpu"}[cfg.device],
-        **devices,
-        precision=cfg.precision,
-        max_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        logger=L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs"),
-        callbacks=[FcnkitCheckpoint(run, base), StepLog()],
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
-        num_sanity_val_steps=0,
-        # never more than the batches of an epoch, else Lightning logs no step loss (and warns)
-        log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(len(data.train_set) / (regime.batch_size(cfg.batch_size) * trainer_devices)))),
-        default_root_dir=str(run),
-        enable_model_summary=False,
-    )
-    if trainer.is_global_zero:
-        save_config(cfg, run / "config.yaml")
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    except (NonFiniteLossError, NonFiniteWeightsError) as exc:
-        _close_progress_bar(trainer)  # so the error starts on its own line
+    with quiet_lightning():  # no litlogger tips, no pytree deprecation (scoped, see quiet.py)
+        trainer = L.Trainer(
+            accelerator={"auto": "auto", "cpu": "cpu", "cuda": "gpu"}[cfg.device],
+            **devices,
+            precision=cfg.precision,
+            max_epochs=cfg.epochs,
+            max_steps=cfg.max_steps or -1,
+            logger=L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs"),
+            callbacks=[FcnkitCheckpoint(run, base), StepLog()],
+            plugins=[AtomicCheckpointIO()],
+            enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
+            num_sanity_val_steps=0,
+            # never more than the batches of an epoch, else Lightning logs no step loss (and warns)
+            log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(len(data.train_set) / (regime.batch_size(cfg.batch_size) * trainer_devices)))),
+            default_root_dir=str(run),
+            enable_model_summary=False,
+        )
         if trainer.is_global_zero:
-            merge_metrics(run)
-        what = f"loss became {exc.value} at step {exc.step}" if isinstance(exc, NonFiniteLossError) \
-            else f"weights became non-finite after step {exc.step}"
-        kept = f"{run / 'last'} holds the last good weights" if (run / "last").is_dir() else "no checkpoint was written before it"
-        raise InputError(f"training diverged: {what}; {kept}; lower --lr, use --precision 32, or check the data for NaN/inf") from None
-    finally:
-        torch.set_num_threads(threads)
+            save_config(cfg, run / "config.yaml")
+        threads = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        except (NonFiniteLossError, NonFiniteWeightsError) as exc:
+            _close_progress_bar(trainer)  # so the error starts on its own line
+            if trainer.is_global_zero:
+                merge_metrics(run)
+            what = f"loss became {exc.value} at step {exc.step}" if isinstance(exc, NonFiniteLossError) \
+                else f"weights became non-finite after step {exc.step}"
+            kept = f"{run / 'last'} holds the last good weights" if (run / "last").is_dir() else "no checkpoint was written before it"
+            raise InputError(f"training diverged: {what}; {kept}; lower --lr, use --precision 32, or check the data for NaN/inf") from None
+        finally:
+            torch.set_num_threads(threads)
     if trainer.is_global_zero:
         merge_metrics(run)
         if report and cfg.task == "classification":
