@@ -9,15 +9,7 @@ from fcnkit import convolutionalize, receptive_field
 from fcnkit.convert import ConvolutionalizedNet
 from fcnkit.errors import InputError
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: on a busy shared machine each op with 2 threads waits ~10 ms for the thread
-    pool (measured: a tiny conv 12 ms vs 0.01 ms; ResNet-152 at 224 26 s vs under 1 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_torchvision(name: str, dtype=torch.float64, **kw) -> nn.Module:

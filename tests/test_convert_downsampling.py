@@ -9,17 +9,8 @@ from torch import nn
 from fcnkit import replace_downsampling
 from fcnkit.errors import InputError
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny ops: one thread. With 2 threads on a busy machine each tiny conv waits ~10 ms for the
-    thread pool (measured), 1000x its compute. The 224x224 equivalence passes keep the default."""
-    if request.node.name.startswith("test_native_size"):
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 SIZES = [(131, 97), (64, 65), (37, 50)]  # odd sizes are where ceil/floor choices show
 

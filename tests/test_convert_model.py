@@ -11,12 +11,7 @@ from fcnkit.models import build_model
 from fcnkit.models.convolutionalized import aligned_upsample
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lerp_reference(scores, size, stride, offset):

@@ -11,12 +11,7 @@ from fcnkit.training.equivalence import cell_targets, equivalent_patch_batch, va
 from fcnkit.training.losses import pixelwise_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _allconv(**kw):

@@ -8,12 +8,7 @@ from fcnkit.errors import InputError
 from fcnkit.experiments.gradient_equivalence import run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_run_writes_results_plot_and_summary(tmp_path):

@@ -14,13 +14,7 @@ from fcnkit.inference.predict import TiledJob, parse_memory
 from fcnkit.inference.sources import ArraySource, open_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tiles: threads only add overhead (and contention on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv(c_in, c_out, k, s=1, p=0, d=1):

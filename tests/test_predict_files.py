@@ -18,13 +18,7 @@ MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 PALETTE = [[0, 0, 0], [200, 0, 0], [0, 200, 0]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small images: threads only add overhead (and contention on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(stride=1):

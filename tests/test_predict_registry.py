@@ -11,13 +11,7 @@ from fcnkit.cli import main as cli
 registry = pytest.importorskip("fcnkit.models.registry")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small images: threads only add overhead (and contention on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(name, **kw):

@@ -15,12 +15,7 @@ from fcnkit.training.regimes import (ClassBalanced, LossSampling, Patchwise, Who
                                      count_kept_cells, score_stride)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(b, h, w, k=3, seed=0):

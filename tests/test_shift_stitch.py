@@ -8,17 +8,8 @@ from fcnkit import convolutionalize
 from fcnkit.errors import InputError
 from fcnkit.inference.shift_stitch import shift_and_stitch
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny ops: one thread. With 2 threads on a busy machine each tiny conv waits ~10 ms for the
-    thread pool (measured), 1000x its compute. The 224x224 equivalence passes keep the default."""
-    if request.node.name.startswith("test_native_size"):
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 RF, STRIDE = 14, 4  # by hand: conv3 -> 3, pool2 -> 4 (stride 2), conv3 -> 8, pool2 -> 10 (stride 4), conv2 -> 14
 
