@@ -21,6 +21,7 @@ its final iteration.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import datetime
 import json
@@ -78,6 +79,20 @@ def scaled(value: float, budget_minutes: float | None, reference_minutes: float,
     if isinstance(budget_minutes, bool) or not isinstance(budget_minutes, (int, float)) or not budget_minutes > 0:
         raise InputError(f"--budget-minutes must be a number > 0, got {budget_minutes!r}; e.g. --budget-minutes 5")
     return max(minimum, int(round(value * budget_minutes / reference_minutes)))
+
+
+def step_settings(defaults: dict[str, Any], datasets: list[str], overrides: dict[str, dict] | None, *,
+                  steps: int, threads: int | None) -> dict[str, dict[str, Any]]:
+    """Per dataset, the train config of a fixed-iteration experiment: ``defaults["train"]``, then
+    ``defaults["data"][dataset]``, then the caller's ``overrides[dataset]``; every run ends at ``steps``."""
+    settings = {}
+    for name in datasets:
+        cfg = {**copy.deepcopy(defaults["train"]), **copy.deepcopy(defaults["data"][name])}
+        cfg.update(copy.deepcopy((overrides or {}).get(name, {})))
+        # max_steps ends every run; epochs only needs to be large enough never to end one first
+        cfg.update(data=name, max_steps=steps, epochs=max(1, steps), threads=threads)
+        settings[name] = cfg
+    return settings
 
 
 def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str = "cpu") -> dict[str, Any]:

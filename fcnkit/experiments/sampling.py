@@ -71,13 +71,7 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     dev = runner.resolve_device(device)
     steps = steps or runner.scaled(DEFAULTS["steps"], budget_minutes, REFERENCE_MINUTES, minimum=2)
     threads = (threads or 1) if dev == "cpu" else None
-    settings = {}
-    for name in chosen:
-        cfg = {**copy.deepcopy(DEFAULTS["train"]), **copy.deepcopy(DEFAULTS["data"][name])}
-        cfg.update(copy.deepcopy((overrides or {}).get(name, {})))
-        # max_steps ends every run; epochs only needs to be large enough never to end one first
-        cfg.update(data=name, max_steps=steps, epochs=max(1, steps), threads=threads)
-        settings[name] = cfg
+    settings = runner.step_settings(DEFAULTS, chosen, overrides, steps=steps, threads=threads)
 
     def make_config(dataset: str, arm: str, seed: int) -> dict:
         cfg = copy.deepcopy(settings[dataset])
