@@ -96,6 +96,34 @@ def test_downsampling_segmentation_end_to_end(tmp_path):
     assert p["maxpool"] == p["avgpool"] == p["strided-only"] < p["strided"]
 
 
+def test_downsampling_classification_end_to_end(tmp_path):
+    out = tmp_path / "ds"
+    downsampling.run(out, seeds=1, datasets=["digits"], device="cpu",
+                     overrides={"digits": {"max_steps": 2, "batch_size": 4}})
+    results, summary, _ = _files(out)
+    block = results["datasets"]["digits"]
+    assert block["score"] == "accuracy" and list(block["variants"]) == list(downsampling.VARIANTS)
+    for variant, v in block["variants"].items():
+        assert 0.0 <= v["score"]["mean"] <= 1.0
+        assert v["score"]["mean"] == pytest.approx(v["runs"][0]["final"]["accuracy"])
+        assert "task: classification" in (out / f"runs/digits/{variant}/seed0/config.yaml").read_text()
+
+
+def test_sampling_verdict_says_which_way_loss_sampling_differs():
+    from fcnkit.experiments.sampling_report import verdict
+
+    def arm(loss, std=0.001, t=1.0):
+        return {"final_loss": {"mean": loss, "std": std}, "time_to_target": {"reached": 3, "of": 3, "mean": t}}
+
+    block = {"arms": {"whole": arm(0.10), "loss-sampling p=0.5": arm(0.105, t=2.0), "loss-sampling p=0.25": arm(0.05, t=3.0)}}
+    v = verdict(block, tolerance=0.10)
+    assert v["same_per_iteration"] == {"loss-sampling p=0.5": True, "loss-sampling p=0.25": False}
+    assert v["sampled_direction"] == "lower" and v["whole_fastest"] is True and v["holds"] == (False, True)
+    block["arms"]["loss-sampling p=0.25"] = arm(0.2, t=0.5)
+    v = verdict(block, tolerance=0.10)
+    assert v["sampled_direction"] == "higher" and v["whole_fastest"] is False
+
+
 @pytest.mark.parametrize("task,name", [("segmentation", "allconv"), ("classification", "allconv_cls")])
 def test_downsampling_variants_differ_as_claimed(task, name):
     from fcnkit.models import build_model

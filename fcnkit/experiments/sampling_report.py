@@ -39,7 +39,11 @@ def verdict(block: dict, tolerance: float) -> dict:
         for name, a in arms.items() if name != "whole")
     sampled = [v for k, v in same.items() if k.startswith("loss-sampling")]
     holds = (all(sampled) if sampled else None, fastest)
-    return {"same_per_iteration": same, "whole_fastest": fastest, "holds": holds}
+    # where loss sampling differs per iteration: lower or higher final loss than whole images
+    lower = [arms[k]["final_loss"]["mean"] < w["final_loss"]["mean"] for k, v in same.items()
+             if k.startswith("loss-sampling") and not v]
+    direction = None if not lower else "lower" if all(lower) else "higher" if not any(lower) else "mixed"
+    return {"same_per_iteration": same, "whole_fastest": fastest, "holds": holds, "sampled_direction": direction}
 
 
 def summary(results: dict, tolerance: float | None = None) -> str:
@@ -81,9 +85,9 @@ def summary(results: dict, tolerance: float | None = None) -> str:
              f"s to mean IU {target:.3f} (seeds)" if target is not None else "s to target"], rows), ""]
         v = verdict(block, tolerance)
         lines += _conclusion(name, block, v, results["steps"], tolerance) + [""]
-        overall.append((name, v["holds"]))
+        overall.append((name, v["holds"], v.get("sampled_direction")))
     lines += ["## Verdict", ""]
-    for name, holds in overall:
+    for name, holds, direction in overall:
         if holds is None:
             lines.append(f"- {name}: no whole-image arm, nothing to compare with.")
             continue
@@ -93,7 +97,10 @@ def summary(results: dict, tolerance: float | None = None) -> str:
         elif same is False and not fastest:
             text = "does not hold: loss sampling converged differently per iteration, and whole images were not the fastest in wall time"
         else:
-            parts = [("same convergence per iteration: " + ("yes" if same else "no" if same is False else "n/a")),
+            why = {"lower": " (loss sampling reached a LOWER training loss per iteration: each iteration sees 1/p times the images)",
+                   "higher": " (loss sampling ended with a higher training loss per iteration)",
+                   "mixed": " (one p lower, one higher)"}.get(direction, "")
+            parts = [("same convergence per iteration: " + ("yes" if same else ("no" + why) if same is False else "n/a")),
                      "whole images fastest in wall time: " + ("yes" if fastest else "no")]
             text = "holds in part (" + "; ".join(parts) + ")"
         lines.append(f"- {name}: the paper's conclusion {text}.")
@@ -134,9 +141,11 @@ def _conclusion(name: str, block: dict, v: dict, steps: int, tolerance: float) -
         out.append(f"Wall time: whole images did not reach validation mean IU {target:.3f} in every seed.")
     per_iter = ", ".join(f"{arm} {a['train_seconds']['mean'] / a['iterations']:.3f} s"
                          for arm, a in arms.items() if a["train_seconds"]["mean"] is not None)
+    at_matched = [a["mean_iu_at_matched_time"] for a in arms.values()]
+    missing = any(v is None or (isinstance(v, dict) and v.get("mean") is None) for v in at_matched)
     out.append(f"Training time per iteration: {per_iter}. At {block['matched_seconds']:.1f} s of training (all the "
                f"fastest arm used) validation mean IU was " + ", ".join(f"{arm} {_f(a['mean_iu_at_matched_time'])}" for arm, a in arms.items())
-               + " (n/a: no validation yet by then).")
+               + (" (n/a: no validation yet by then)." if missing else "."))
     return [" ".join(out)]
 
 
