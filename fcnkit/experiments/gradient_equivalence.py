@@ -40,6 +40,7 @@ def run(out_dir, *, sizes=DEFAULT_SIZES, devices="cpu", repeats: int = 5, budget
 
     ``devices``: ``"cpu"``, ``"cuda"``, ``"auto"`` (CPU, plus CUDA when available) or a list.
     ``budget_minutes``: sizes not started within the budget (per device) are skipped and listed.
+    ``threads``: torch CPU threads (default 1).
     The model is ``allconv(output="coarse", padding="valid", norm="none", width, stages)``.
     """
     from fcnkit.models import build_model
@@ -55,8 +56,9 @@ def run(out_dir, *, sizes=DEFAULT_SIZES, devices="cpu", repeats: int = 5, budget
     if sizes and sizes[0] < model.receptive_field:
         raise InputError(f"size {sizes[0]} is below the model's receptive field {model.receptive_field}; use sizes >= {model.receptive_field}")
     old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    # one CPU thread unless asked (as the training experiments): on a shared 2-core machine two
+    # threads made the same timings 5-30x noisier (whole-image 256 px: 0.52 s vs 0.018 s, measured)
+    torch.set_num_threads(threads or 1)
     try:
         results = {
             "experiment": "gradient-equivalence",
