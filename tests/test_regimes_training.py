@@ -63,6 +63,12 @@ def _check_totals(rows):
         assert np.allclose(np.cumsum(steps), [r[f"total_{name}"] for r in rows])
 
 
+def test_sparse_logging_keeps_every_step_in_the_totals(tmp_path, squares):
+    # rows only on the steps Lightning writes (every 2nd), the running sums still count all 4 steps
+    rows = train_and_log(_cfg(tmp_path, "whole", log_every_n_steps=2))["train"]
+    assert [int(r["step"]) for r in rows] == [1, 3]
+    assert [r["total_images"] for r in rows] == [4, 8] and [r["step_images"] for r in rows] == [2, 2]
+
 def test_whole_logs_images_cells_flops_and_time_per_step(tmp_path, squares):
     out = train_and_log(_cfg(tmp_path, "whole"))
     rows = out["train"]
