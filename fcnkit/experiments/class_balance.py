@@ -104,12 +104,9 @@ def _summarise(runs: dict[str, list[dict]]) -> dict:
 
 def summary(results: dict) -> str:
     """summary.md: a table per dataset and a conclusion phrased from the measured numbers."""
-    m = results["machine"]
     first = next(iter(results["settings"].values()), {})
     lines = ["# class-balance: none vs inverse vs median weighting vs class-balanced sampling", "",
-             f"Measured {m['date']} on {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, torch {m['torch']}, "
-             f"{first.get('threads') or m['threads']} thread(s) per run, load average {m['load_average']} at the start, "
-             f"{results['load_average_end']} at the end. Model {first.get('model')} {first.get('model_options')}, "
+             f"{runner.measured_on(results)} Model {first.get('model')} {first.get('model_options')}, "
              f"{first.get('optimizer')} lr {first.get('lr')}, batch {first.get('batch_size')}, {results['steps']} iterations, "
              f"{results['seeds']} seed(s); scores on the validation split after the last step, mean ± std over seeds; "
              "changes in percentage points (pp) against no balancing, paired by seed.", ""]

@@ -118,12 +118,8 @@ def _summarise(dataset: str, cfg: dict, runs: dict[str, list[dict]]) -> dict:
 
 def summary(results: dict) -> str:
     """summary.md: a table per dataset and a conclusion phrased from the measured numbers."""
-    m = results["machine"]
     lines = ["# downsampling: max-pool vs strided conv vs strided-only vs average pool", "",
-             f"Measured {m['date']} on {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, torch {m['torch']}, "
-             f"{results['settings'][next(iter(results['settings']))].get('threads') or m['threads']} thread(s) per run, "
-             f"load average {m['load_average']} at the start, {results['load_average_end']} at the end; "
-             f"{results['seeds']} seed(s); mean ± std over seeds (sample std).", ""]
+             f"{runner.measured_on(results)} {results['seeds']} seed(s); mean ± std over seeds (sample std).", ""]
     for name, block in results["datasets"].items():
         cfg = results["settings"][name]
         score = block["score"]

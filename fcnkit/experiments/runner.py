@@ -196,6 +196,15 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
+def measured_on(results: dict) -> str:
+    """The 'Measured <date> on <device>, torch, threads, load at start and end.' sentence of a summary."""
+    m = results["machine"]
+    threads = next(iter(results.get("settings", {}).values()), {}).get("threads") or m["threads"]
+    gpu = f" ({m['gpu']})" if m.get("gpu") else ""
+    return (f"Measured {m['date']} on {m['device']}{gpu}, torch {m['torch']}, {threads} thread(s) per run, "
+            f"load average {m['load_average']} at the start, {results['load_average_end']} at the end.")
+
+
 def mean_std(values: Iterable[float | None]) -> dict[str, float | int | None]:
     """``{"mean", "std", "n"}`` over the finite values (sample std, ddof 1; 0 for one value)."""
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]

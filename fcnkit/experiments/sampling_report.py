@@ -50,13 +50,10 @@ def summary(results: dict, tolerance: float | None = None) -> str:
     from fcnkit.experiments.sampling import TOLERANCE
 
     tolerance = TOLERANCE if tolerance is None else tolerance
-    m = results["machine"]
     first = next(iter(results["settings"].values()), {})
     lines = [
         "# sampling: whole images vs loss sampling vs patchwise (FCN paper, Figure 5)", "",
-        f"Measured {m['date']} on {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, torch {m['torch']}, "
-        f"{first.get('threads') or m['threads']} thread(s) per run, load average {m['load_average']} at the start, "
-        f"{results['load_average_end']} at the end. {results['seeds']} seed(s) per arm; mean ± std over seeds.", "",
+        f"{runner.measured_on(results)} {results['seeds']} seed(s) per arm; mean ± std over seeds.", "",
         f"Every arm: model {first.get('model')} {first.get('model_options')}, {first.get('optimizer')} lr {first.get('lr')}, "
         f"{results['steps']} iterations. Whole images and patchwise: {first.get('batch_size')} images per iteration; "
         "loss sampling with probability p: ceil(batch / p) images per iteration (each stride-s score cell's loss "
