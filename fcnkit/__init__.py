@@ -6,7 +6,7 @@ imports Lightning. Modules: ``fcnkit.metrics``, ``fcnkit.models``, ``fcnkit.data
 """
 from __future__ import annotations
 
-import importlib
+from fcnkit.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -29,16 +29,4 @@ _SUBMODULES = {"metrics", "models", "data", "inference", "training", "geometry",
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"fcnkit.{name}")
-    raise AttributeError(f"module 'fcnkit' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

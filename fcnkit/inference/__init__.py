@@ -7,7 +7,7 @@ not shadowed by the function), so ``import fcnkit.inference.predict`` gives the 
 """
 from __future__ import annotations
 
-import importlib
+from fcnkit.utils.lazy import lazy_exports
 
 __all__ = ["open_image", "plan_tiles", "predict_files"]
 
@@ -17,8 +17,4 @@ _EXPORTS = {
     "predict_files": "fcnkit.inference.files",
 }
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'fcnkit.inference' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

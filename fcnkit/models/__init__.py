@@ -7,7 +7,7 @@ Names are loaded lazily, so importing this package does not import torchvision.
 """
 from __future__ import annotations
 
-import importlib
+from fcnkit.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "build_model": "fcnkit.models.registry",
@@ -22,14 +22,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fcnkit.models' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ the submodule name, so its function is ``fcnkit.training.evaluate.evaluate``.)
 """
 from __future__ import annotations
 
-import importlib
+from fcnkit.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "train": "fcnkit.training.run",
@@ -20,14 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fcnkit.training' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
