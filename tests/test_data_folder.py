@@ -173,7 +173,10 @@ def test_voc_layout(tmp_path):
     train = load_dataset(tmp_path)  # found under VOCdevkit/VOC2012
     assert len(train) == 2
     info = train.info
-    assert info.num_classes == 21 and info.class_names == VOC_CLASSES and info.in_channels == 3
+    # the labels present (0, 1, 15) decide: 16 classes, not PASCAL's 21 (issue 11)
+    assert info.num_classes == 16 and info.class_names[15] == "class_15" and info.in_channels == 3
+    info = load_dataset(tmp_path, num_classes=21).info  # PASCAL's own 21 classes get PASCAL's names
+    assert info.num_classes == 21 and info.class_names == VOC_CLASSES
     assert info.palette == voc_palette(21)
     val = load_dataset(root, "val")
     s = val[0]
@@ -181,5 +184,5 @@ def test_voc_layout(tmp_path):
     assert np.array_equal(s["mask"].numpy(), masks["2007_000039"])
     with pytest.raises(InputError, match="split='val'"):
         load_dataset(root, "test")
-    with pytest.raises(InputError, match="unknown option 'num_classes'"):
-        load_dataset(root, num_classes=3)
+    with pytest.raises(InputError, match="unknown option 'classes'"):
+        load_dataset(root, classes=3)

@@ -39,7 +39,9 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
     model, config = load_checkpoint(ckpt, map_location=dev)
     train = config.get("train") or {}
     if data is None:
-        data = train.get("data")
+        from fcnkit.app.datapath import training_data
+
+        data = training_data(train, ckpt)
         if data is None:
             raise InputError(f"{ckpt}: the checkpoint does not record its training data; pass --data NAME|PATH")
         if data_options is not None:

@@ -128,7 +128,9 @@ def write_report(run: str | os.PathLike, dataset=None, overlays: int = 6) -> Pat
 
         train = config.get("train", {})
         options = {**(train.get("data_options") or {}), **(train.get("val_data_options") or {})}
-        dataset = load_dataset(train["data"], split=train.get("val_split", "val"), **options)
+        from fcnkit.app.datapath import training_data
+
+        dataset = load_dataset(training_data(train, ckpt), split=train.get("val_split", "val"), **options)
     if overlays and len(dataset) and hasattr(dataset, "raw"):
         plot_predictions(model, dataset, config["palette"], run / "predictions.png", count=overlays)
         images.append(("Validation predictions (image | ground truth | prediction)", "predictions.png"))

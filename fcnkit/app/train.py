@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     data = task.datamodule(cfg, regime)
     info = data.info
     _check_data_task(cfg, info)
+    if is_main_process():  # one line at start: which classes, from where; a split too small to score
+        from fcnkit.app.datapath import data_summary
+
+        line, warnings = data_summary(str(cfg.data), data.train_set, data.val_set, cfg.val_split)
+        print(line, flush=True)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     model = _build_model(cfg, info)
     init_report = None
     if cfg.init_from and not cfg.resume:

@@ -51,7 +51,13 @@ def run_check(args) -> int:
         return 2
     splits = ", ".join(f"{s} {n}" for s, n in report.splits.items())
     print(f"ok: {report.num_images} images, {report.num_classes} classes ({report.kind} layout; {splits})")
+    _print_warnings(report.warnings)
     return 0
+
+
+def _print_warnings(warnings) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}")
 
 
 def run_info(args) -> int:

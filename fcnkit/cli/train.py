@@ -8,6 +8,8 @@ import argparse
 _FLAGS = {
     "--data": ("data", "dataset name ('fcnkit data list') or folder"),
     "--val-split": ("val_split", "split validated every epoch (default val)"),
+    "--val-fraction": ("val_fraction", "folder data without split lists: this fraction of images for val (seeded by --seed)"),
+    "--test-fraction": ("test_fraction", "folder data without split lists: this fraction of images for test"),
     "--task": ("task", "segmentation (default) | classification"),
     "--model": ("model", "model name ('fcnkit models'; default allconv, classification: allconv_cls)"),
     "--init-from": ("init_from", "initialise the model from this checkpoint or run folder (matching tensors)"),

@@ -40,6 +40,8 @@ class DatasetInfo:
     palette: list[list[int]] = field(default_factory=list)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    #: where the class list came from (e.g. "classes.txt"); empty for built-in datasets
+    class_source: str = ""
 
     def __post_init__(self):
         if not self.palette:

@@ -7,8 +7,9 @@ Problems found (each names the file at fault and the fix):
 - unreadable / corrupt / truncated image or mask (every file is fully decoded)
 - RGB (or other colour) mask: colours are not class indices
 - image/mask size mismatch
-- labels >= num_classes other than 255 (``num_classes``: the argument, else classes.txt, else 21
-  for VOC, else inferred as the loader does: largest training label + 1)
+- labels >= num_classes other than 255 (``num_classes``: the argument, else classes.txt (VOC also
+  labelmap.txt), else inferred as the loader does: largest training label + 1)
+- warnings (not problems): a validation/test split too small to score
 - masks holding only 0 and 255 (255 means ignore, so such a dataset would have nothing to learn)
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from fcnkit.constants import IGNORE_INDEX
 from fcnkit.data.io import read_image, read_mask
-from fcnkit.data.layouts import VOC_CLASSES, Pair, Problem, scan_layout
+from fcnkit.data.layouts import Pair, Problem, scan_layout, small_split_warnings
 from fcnkit.errors import InputError
 
 __all__ = ["Problem", "CheckReport", "check_dataset", "inspect_dataset"]
@@ -37,6 +38,8 @@ class CheckReport:
     num_images: int = 0
     num_classes: int | None = None
     splits: dict[str, int] = field(default_factory=dict)
+    #: not problems, but worth saying (e.g. a validation split too small to score)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -52,10 +55,9 @@ def _message(exc: InputError, path: Path) -> str:
 def _declared_classes(layout, num_classes: int | None, problems: list[Problem]) -> int | None:
     if num_classes is not None:
         return int(num_classes)
-    if layout.kind == "voc":
-        return len(VOC_CLASSES)
     if layout.classes_file is not None:
-        names = [ln for ln in layout.classes_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        names = [ln for ln in layout.classes_file.read_text(encoding="utf-8").splitlines()
+                 if ln.strip() and not ln.startswith("#")]
         if len(names) < 2:
             problems.append(Problem(str(layout.classes_file), f"lists {len(names)} class name(s); write one name per line, background first (at least 2)"))
             return None
@@ -90,6 +92,7 @@ def inspect_dataset(path: str | os.PathLike, num_classes: int | None = None) -> 
     pairs, dup_problems = _unique_pairs(layout)
     problems.extend(dup_problems)
     report.splits = {s: len(p) for s, p in layout.splits.items()}
+    report.warnings = small_split_warnings(layout)
     report.num_images = len(pairs)
     if not pairs:
         problems.append(Problem(str(layout.root), "empty dataset: no image/mask pairs found; add images/ and masks/ with matching file names"))

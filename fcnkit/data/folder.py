@@ -2,8 +2,11 @@
 
 What a folder dataset learns from its files, all from the TRAINING split so every split agrees:
 
-- ``num_classes``: the option ``num_classes``, else the lines of ``classes.txt``, else the largest
-  label over the training masks (ignoring 255) + 1. VOC: always 21.
+- ``num_classes``: the lines of ``classes.txt`` (VOC also: CVAT's ``labelmap.txt``), else the option
+  ``num_classes``, else the largest label over the training masks (ignoring 255) + 1. Names come from
+  the file, else ``class_0 ...``, except a VOC folder with exactly 21 classes: PASCAL's names.
+  ``info.class_source`` says which of these it was (``fcnkit train`` prints it).
+- options ``val_fraction``, ``test_fraction``, ``split_seed``: a seeded split (:mod:`.layouts`).
 - ``in_channels``: 1 if the first training image is grey (L, I;16, grey TIFF), else 3.
 - ``mean``/``std``: per channel over the training images after dtype scaling (at most the first
   :data:`MAX_STAT_IMAGES` in sorted order, so a large set does not stall on its first use).
@@ -55,7 +58,10 @@ def infer_num_classes(mask_paths) -> int:
 
 
 def _read_classes(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.name == "labelmap.txt":  # CVAT/Datumaro: "# label:color_rgb:parts:actions", "name:r,g,b::"
+        lines = [line.split(":")[0] for line in lines if not line.startswith("#")]
+    names = lines
     if len(names) < 2:
         raise InputError(f"{path}: lists {len(names)} class name(s); write one name per line, background first (at least 2)")
     return names
@@ -68,42 +74,45 @@ def _folder_info(root: str, kind: str, train: tuple[tuple[str, str, int], ...], 
     masks = [Path(msk) for _, msk, _ in train]
     if not images:
         raise InputError(f"{root}: the training split is empty, so classes and mean/std cannot be derived; add training images")
-    if kind == "voc":
-        names = list(VOC_CLASSES)
-        in_channels = 3
+    if classes_file:
+        names, source = _read_classes(Path(classes_file)), Path(classes_file).name
     else:
-        if classes_file:
-            names = _read_classes(Path(classes_file))
-        else:
-            k = num_classes if num_classes is not None else infer_num_classes(masks)
-            if k < 2:
-                raise InputError(
-                    f"{root}: the training masks hold only label 0 (255 = ignore); if 255 marks foreground, "
-                    "save it as 1, or list the classes in classes.txt"
-                )
-            names = [f"class_{i}" for i in range(k)]
-        in_channels = image_channels(read_image(images[0]))
+        k = num_classes if num_classes is not None else infer_num_classes(masks)
+        source = "num_classes" if num_classes is not None else f"the labels in the training masks (0..{k - 1})"
+        if k < 2:
+            raise InputError(
+                f"{root}: the training masks hold only label 0 (255 = ignore); if 255 marks foreground, "
+                "save it as 1, or list the classes in classes.txt"
+            )
+        # PASCAL's names only for PASCAL's 21 classes: a 2-class VOC export is not "aeroplane"
+        names = list(VOC_CLASSES) if kind == "voc" and k == len(VOC_CLASSES) else [f"class_{i}" for i in range(k)]
+    in_channels = 3 if kind == "voc" else image_channels(read_image(images[0]))
     if num_classes is not None and num_classes != len(names):
-        raise InputError(f"{root}: num_classes={num_classes} but classes.txt lists {len(names)} names; drop one of the two")
+        raise InputError(f"{root}: num_classes={num_classes} but {source} lists {len(names)} names; drop one of the two")
     mean, std = channel_stats((read_image(p) for p in images[:MAX_STAT_IMAGES]), in_channels)
     return DatasetInfo(
         name=root, task="segmentation", num_classes=len(names), in_channels=in_channels,
-        class_names=names, palette=voc_palette(len(names)), mean=mean, std=std,
+        class_names=names, palette=voc_palette(len(names)), mean=mean, std=std, class_source=source,
     )
 
 
 class FolderDataset(ArrayDataset):
     """Segmentation samples from a user folder (``folder`` or ``voc`` layout).
 
-    Option ``num_classes`` (folder layout) overrides the inferred number of classes.
+    Option ``num_classes`` overrides the inferred number of classes; ``val_fraction``,
+    ``test_fraction`` and ``split_seed`` split a folder without lists by seeded fractions.
     ``meta`` has ``name`` (the stem), ``image_path`` and ``mask_path``.
     """
 
     def __init__(self, root, split: str = "train", **options):
-        self.layout: Layout = scan_layout(root)
+        valid = {"num_classes": None, "val_fraction": None, "test_fraction": None, "split_seed": 0}
+        opts = resolve_options(str(root), options, valid)
+        for key in ("val_fraction", "test_fraction"):
+            value = opts[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+                raise InputError(f"{root}: {key}={value!r} must be a number in [0, 1), e.g. 0.2")
+        self.layout: Layout = scan_layout(root, opts["val_fraction"], opts["test_fraction"], int(opts["split_seed"] or 0))
         root_name = str(self.layout.root)
-        valid = {"num_classes": None} if self.layout.kind == "folder" else {}
-        opts = resolve_options(root_name, options, valid)
         self.split = check_split(split, root_name)
         self._num_classes = opts.get("num_classes")
         if self._num_classes is not None and (isinstance(self._num_classes, bool) or not isinstance(self._num_classes, int) or self._num_classes < 2):

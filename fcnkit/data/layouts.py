@@ -15,6 +15,11 @@ Two layouts are recognised:
 ``voc`` (PASCAL VOC, also found under ROOT/VOC2012 or ROOT/VOCdevkit/VOC2012)::
 
     JPEGImages/<stem>.jpg   SegmentationClass/<stem>.png   ImageSets/Segmentation/{train,val}.txt
+    classes.txt or labelmap.txt (CVAT/Datumaro export)   optional: the dataset's own class names
+
+Split fractions (``val_fraction``, ``test_fraction``, ``split_seed``) replace the hash split of a
+folder without lists or subfolders by a seeded random split of the sorted stems (see
+:func:`fraction_split`); a split too small to score is named by :func:`small_split_warnings`.
 
 :func:`scan_layout` returns every pair per split plus the problems seen while listing (image
 without mask, mask without image, duplicate stems, list entries without files), so that
@@ -28,12 +33,16 @@ from pathlib import Path
 
 from fcnkit.data.base import SPLITS
 from fcnkit.data.io import IMAGE_SUFFIXES
-from fcnkit.errors import MissingFileError
+from fcnkit.errors import InputError, MissingFileError
 
-__all__ = ["Pair", "Problem", "Layout", "scan_layout", "hash_split", "MASK_SUFFIXES", "VOC_CLASSES"]
+__all__ = ["Pair", "Problem", "Layout", "scan_layout", "hash_split", "fraction_split", "small_split_warnings",
+           "MASK_SUFFIXES", "VOC_CLASSES", "MIN_SCORED_IMAGES"]
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".gif")
 HASH_FRACTIONS = (80, 90)  # cumulative percent: train < 80 <= val < 90 <= test
+#: a validation/test split with fewer images gives scores too noisy to compare runs by
+MIN_SCORED_IMAGES = 5
+CLASS_FILES = ("classes.txt", "labelmap.txt")  # labelmap.txt: CVAT/Datumaro VOC exports ("name:r,g,b::")
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -77,6 +86,8 @@ class Layout:
             return f"{self.root / split}/"
         if self.split_source == "voc":
             return f"{self.root / 'ImageSets' / 'Segmentation' / (split + '.txt')}"
+        if self.split_source == "fractions":
+            return f"the seeded fraction split of {self.root / 'images'}/"
         return f"the hash split (80/10/10 by stem) of {self.root / 'images'}/"
 
 
@@ -84,6 +95,43 @@ def hash_split(stem: str) -> str:
     """The split of ``stem`` in the hash layout: sha1 of the UTF-8 stem, mod 100, 80/10/10."""
     bucket = int(hashlib.sha1(stem.encode("utf-8")).hexdigest()[:8], 16) % 100
     return "train" if bucket < HASH_FRACTIONS[0] else "val" if bucket < HASH_FRACTIONS[1] else "test"
+
+
+def fraction_split(stems, val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, str]:
+    """``{stem: split}``: the sorted stems shuffled with ``random.Random(seed)``; the first
+    ``round(val_fraction * n)`` go to val, the next ``round(test_fraction * n)`` to test (at least
+    one each when its fraction is > 0 and there are enough stems), the rest to train."""
+    import random
+
+    order = sorted(stems)
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 and n > 1 else 0
+    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 and n > 2 else 0
+    if n_val + n_test >= n:
+        raise InputError(f"val_fraction {val_fraction} + test_fraction {test_fraction} leave no training image "
+                         f"out of {n}; lower the fractions")
+    return {stem: "val" if i < n_val else "test" if i < n_val + n_test else "train" for i, stem in enumerate(order)}
+
+
+def small_split_warnings(layout: "Layout", splits=("val", "test")) -> list[str]:
+    """One line per split with 1..MIN_SCORED_IMAGES-1 images: its scores are noise, and the fix."""
+    out = []
+    for split in splits:
+        n = len(layout.splits.get(split, []))
+        if 0 < n < MIN_SCORED_IMAGES:
+            out.append(f"{layout.describe(split)}: the {split} split has only {n} image{'s' if n != 1 else ''}, too few "
+                       f"to score (fewer than {MIN_SCORED_IMAGES}); set --val-fraction/--test-fraction (e.g. 0.2) "
+                       f"or list more stems in {split}.txt")
+    return out
+
+
+def _class_file(*folders: Path) -> Path | None:
+    for folder in folders:
+        for name in CLASS_FILES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
 
 
 def _files(folder: Path, suffixes) -> dict[str, list[Path]]:
@@ -135,8 +183,8 @@ def _voc_root(root: Path) -> Path | None:
     return None
 
 
-def _scan_voc(root: Path) -> Layout:
-    layout = Layout("voc", root, "voc")
+def _scan_voc(root: Path, given: Path) -> Layout:
+    layout = Layout("voc", root, "voc", classes_file=_class_file(root, given))
     lists = root / "ImageSets" / "Segmentation"
     for split in SPLITS:
         list_file = lists / f"{split}.txt"
@@ -155,18 +203,36 @@ def _scan_voc(root: Path) -> Layout:
     return layout
 
 
-def scan_layout(root) -> Layout:
+def scan_layout(root, val_fraction: float | None = None, test_fraction: float | None = None,
+                split_seed: int = 0) -> Layout:
     """Pair the images and masks of the dataset folder ``root``; see the module docstring.
 
+    ``val_fraction``/``test_fraction`` (with ``split_seed``) ask for a seeded random split instead of
+    the hash split; a folder whose splits are given by lists or subfolders refuses them.
     Raises :class:`MissingFileError` when ``root`` is not a folder. An unknown layout is reported
     as a problem with the root as its file (``splits`` empty) so callers can show the fix.
     """
-    root = Path(root).expanduser()
+    layout = _scan(Path(root).expanduser())
+    if val_fraction is None and test_fraction is None:
+        return layout
+    if layout.split_source != "hash":
+        if layout.kind == "unknown":
+            return layout
+        raise InputError(f"{layout.describe('val')}: this dataset defines its splits ({layout.split_source}); "
+                         "drop --val-fraction/--test-fraction, or remove the split lists to split by fraction")
+    pairs = {p.stem: p for split_pairs in layout.splits.values() for p in split_pairs}
+    assignment = fraction_split(pairs, float(val_fraction or 0.0), float(test_fraction or 0.0), int(split_seed))
+    layout.splits = {s: [pairs[stem] for stem in sorted(pairs) if assignment[stem] == s] for s in SPLITS}
+    layout.split_source = "fractions"
+    return layout
+
+
+def _scan(root: Path) -> Layout:
     if not root.is_dir():
         raise MissingFileError(f"{root}: dataset folder not found; check the path")
     voc = _voc_root(root)
     if voc is not None:
-        return _scan_voc(voc)
+        return _scan_voc(voc, root)
     classes = root / "classes.txt"
     classes_file = classes if classes.is_file() else None
     if (root / "images").is_dir():

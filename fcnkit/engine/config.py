@@ -49,6 +49,11 @@ class TrainConfig:
 
     data: str | None = None  # dataset name (fcnkit data list) or folder
     data_options: dict = field(default_factory=dict)  # passed to load_dataset(**data_options)
+    # a dataset folder is stored absolute (a run works from any working directory) and relative to
+    # the run folder (a moved project still finds it); see resolved()
+    data_relative: str | None = None
+    val_fraction: float | None = None  # folder datasets: seeded split (data option, seed = seed)
+    test_fraction: float | None = None
     val_data_options: dict = field(default_factory=dict)  # override data_options for val/test (e.g. count)
     val_split: str = "val"
     model: str | None = None  # default: allconv (segmentation), allconv_cls (classification)
@@ -121,6 +126,11 @@ class TrainConfig:
         cfg.augment = list(AUGMENTATIONS) if cfg.augment is True else list(cfg.augment or [])
         if cfg.out is None:
             cfg.out = cfg.resume if cfg.resume else str(Path("runs") / f"{cfg.model}-{Path(str(cfg.data)).name}")
+        _absolute_data(cfg)
+        for key in ("val_fraction", "test_fraction"):
+            if getattr(cfg, key) is not None:
+                cfg.data_options.setdefault(key, getattr(cfg, key))
+                cfg.data_options.setdefault("split_seed", cfg.seed)
         # validate the regime now, so a typo fails before any data is read
         from fcnkit.training.regimes import build_regime
 
@@ -132,6 +142,22 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _absolute_data(cfg: TrainConfig) -> None:
+    """A dataset folder (made absolute by ``_check``) also gets ``data_relative``: to the run folder."""
+    if cfg.data_relative is None and Path(str(cfg.data)).is_absolute() and Path(str(cfg.data)).exists():
+        cfg.data_relative = os.path.relpath(cfg.data, Path(str(cfg.out)).resolve())
+
+
+def _data_path(value: str) -> str:
+    """A dataset FOLDER given relative to the working directory -> absolute; names stay names."""
+    from fcnkit.data.registry import list_datasets
+
+    path = Path(value).expanduser()
+    if value in list_datasets() or not path.exists():
+        return value  # a built-in name, or load_dataset says what is wrong
+    return str(path.resolve())
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -172,12 +198,13 @@ def _read_yaml(path: Path) -> dict:
 
 # --- value checks: (kind, extra) per key --------------------------------------------------------
 _INT_MIN = {"threads": 1, "epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1}
-_FLOAT_MIN = {"lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True)}  # (min, inclusive)
+_FLOAT_MIN = {"lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True),  # (min, inclusive)
+              "val_fraction": (0.0, True), "test_fraction": (0.0, True)}
 _CHOICES = {"optimizer": OPTIMIZERS, "class_weights": ("none", "inverse", "median"), "precision": PRECISIONS,
             "device": DEVICES, "task": ("segmentation", "classification"), "lr_schedule": LR_SCHEDULES}
-_OPTIONAL = {"threads", "data", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from",
+_OPTIONAL = {"threads", "data", "data_relative", "val_fraction", "test_fraction", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from",
              "model", "sizes"}
-_STRINGS = {"data", "weights", "out", "resume", "init_from", "model", "val_split"}
+_STRINGS = {"data", "data_relative", "weights", "out", "resume", "init_from", "model", "val_split"}
 _DICTS = {"data_options", "val_data_options", "model_options"}
 
 
@@ -202,8 +229,8 @@ def _check(key: str, value: Any, source: str) -> Any:
         low, inclusive = _FLOAT_MIN[key]
         if isinstance(value, bool) or not math.isfinite(number) or number < low or (number == low and not inclusive):
             raise InputError(f"{where} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}; fix the value")
-        if key == "momentum" and number >= 1:
-            raise InputError(f"{where} must be below 1, got {value!r}; use e.g. 0.9")
+        if key in ("momentum", "val_fraction", "test_fraction") and number >= 1:
+            raise InputError(f"{where} must be below 1, got {value!r}; use e.g. {0.9 if key == 'momentum' else 0.2}")
         return number
     if key in _CHOICES:
         text = str(value)
@@ -238,7 +265,7 @@ def _check(key: str, value: Any, source: str) -> Any:
     if key in _STRINGS:
         if isinstance(value, (dict, list, bool)):
             raise InputError(f"{where} must be a name or a path, got {value!r}")
-        return str(value)
+        return _data_path(str(value)) if key == "data" else str(value)
     raise AssertionError(f"config key {key} has no check")  # a bug: every field needs one
 
 
