@@ -12,6 +12,7 @@ number of classes::
     mean accuracy       (1/n_cl) sum_i n_ii / t_i
     mean IU             (1/n_cl) sum_i n_ii / (t_i + sum_j n_ji - n_ii)
     frequency-weighted  (sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)
+    Dice (F1), added    2 n_ii / (t_i + sum_j n_ji)   per class; mean Dice as mean IU
 
 As in the FCN reference scorer (``score.py``, ``np.nanmean``), a class whose ratio is undefined
 (0/0: absent from the ground truth for the accuracy; absent from ground truth AND prediction for
@@ -28,7 +29,7 @@ from fcnkit.constants import IGNORE_INDEX
 
 __all__ = ["confusion_matrix", "scores", "classification_scores", "SCORE_NAMES", "CLASSIFICATION_SCORE_NAMES"]
 
-SCORE_NAMES = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
+SCORE_NAMES = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "mean_dice")
 CLASSIFICATION_SCORE_NAMES = ("accuracy", "mean_accuracy")
 
 
@@ -57,7 +58,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 def scores(cm: torch.Tensor | np.ndarray) -> dict:
     """The four FCN scores and the per-class IU of a confusion matrix (rows = ground truth).
 
-    Returns ``{"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu": float, "iu": [float]}``;
+    Returns ``{"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "mean_dice": float, "iu": [float],
+    "dice": [float]}``;
     ``iu[i]`` is NaN for a class absent from both ground truth and prediction, and such classes
     are left out of the means. An empty matrix gives NaN everywhere.
     """
@@ -71,6 +73,7 @@ def scores(cm: torch.Tensor | np.ndarray) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         acc = diag / gt
         iu = diag / (gt + predicted - diag)
+        dice = 2 * diag / (gt + predicted)
     out = {
         "pixel_accuracy": float(diag.sum() / total) if total else math.nan,
         "mean_accuracy": _nanmean(acc),
@@ -78,6 +81,8 @@ def scores(cm: torch.Tensor | np.ndarray) -> dict:
         # a NaN IU belongs to a class with t_i = 0, whose weight is 0: drop it from the sum
         "fw_iu": float(np.nansum(gt * iu) / total) if total else math.nan,
         "iu": [float(v) for v in iu],
+        "mean_dice": _nanmean(dice),
+        "dice": [float(v) for v in dice],
     }
     return out
 

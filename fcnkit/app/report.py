@@ -18,7 +18,7 @@ from fcnkit.utils.atomic import atomic_path, atomic_write_text
 __all__ = ["write_report", "plot_curves", "plot_confusion", "plot_predictions", "pyplot", "save_figure"]
 
 _SCORES = (("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean accuracy"),
-           ("mean_iu", "mean IU"), ("fw_iu", "frequency-weighted IU"))
+           ("mean_iu", "mean IU"), ("fw_iu", "frequency-weighted IU"), ("mean_dice", "mean Dice"))
 
 
 def pyplot():

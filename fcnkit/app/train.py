@@ -74,6 +74,11 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     model = _build_model(cfg, info)
+    if cfg.weights and is_main_process():  # say what --weights put where (the load is strict)
+        backbone = getattr(model, "backbone", model)
+        n = len(backbone.state_dict())
+        print(f"weights {cfg.weights}: {n} tensors loaded into the {cfg.model_options.get('backbone', 'allconv')} "
+              f"backbone, 0 missing, 0 unexpected (a strict load; the head starts fresh)", flush=True)
     init_report = None
     if cfg.init_from and not cfg.resume:
         from fcnkit.app.init_from import init_from_checkpoint

@@ -26,8 +26,9 @@ def format_scores(result: dict, class_names=None) -> str:
         names = class_names or [str(i) for i in range(len(per_class))]
         lines.append("  per-class accuracy: " + ", ".join(f"{n}={'n/a' if v != v else f'{v:.3f}'}" for n, v in zip(names, per_class)))
         return "\n".join(lines)
-    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu"):
-        lines.append(f"  {key:<15} {result[key]:.4f}")
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "mean_dice"):
+        if key in result:
+            lines.append(f"  {key:<15} {result[key]:.4f}")
     iu = result.get("iu") or []
     names = class_names or [str(i) for i in range(len(iu))]
     lines.append("  per-class IU: " + ", ".join(f"{n}={'n/a' if v != v else f'{v:.3f}'}" for n, v in zip(names, iu)))

@@ -23,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
     task_w = max([len("task")] + [len(r["task"]) for r in rows])
     print(f"{'name':<{name_w}}  {'task':<{task_w}}  {'params':>11}  description")
     for r in rows:
-        print(f"{r['name']:<{name_w}}  {r['task']:<{task_w}}  {r['params']:>11,}  {r['description']}")
+        default = f" [default backbone: {r['backbone']}; --backbone to change]" if r.get("backbone") else ""
+        print(f"{r['name']:<{name_w}}  {r['task']:<{task_w}}  {r['params']:>11,}  {r['description']}{default}")
     return 0

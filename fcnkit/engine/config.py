@@ -38,7 +38,8 @@ __all__ = ["TrainConfig", "load_config", "save_config", "OPTIMIZERS", "PRECISION
 OPTIMIZERS = ("adam", "sgd", "heavy")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 DEVICES = ("auto", "cpu", "cuda")
-LR_SCHEDULES = ("none", "cosine")
+LR_SCHEDULES = ("none", "cosine", "poly")  # fcnkit.training.schedules (poly: power 0.9)
+LOGGERS = ("csv", "tensorboard")  # tensorboard: TensorBoard event files in RUN/logs/ besides the CSV
 AUGMENTATIONS = ("flip", "scale")  # RandomHorizontalFlip(0.5), RandomScale(0.75, 1.25) of fcnkit.data
 _DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "heavy": 1e-4}
 
@@ -66,7 +67,12 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float | None = None  # SGD momentum, default 0.9 (heavy: 0.99)
     weight_decay: float = 0.0
-    lr_schedule: str = "none"  # none (constant, as FCN) | cosine (per step, down to 0 at the last step)
+    lr_schedule: str = "none"  # none (constant, as FCN) | cosine | poly (per step, down to 0 at the last step)
+    warmup_steps: int = 0  # linear warmup over the first N optimizer steps (fcnkit.training.schedules)
+    val_every_n_steps: int | None = None  # validate (and write best/, last/) every N steps, not per epoch
+    logger: str = "csv"  # csv | tensorboard (both write metrics.csv; the lr is logged as lr-<optimizer>)
+    loss: str = "ce"  # ce | dice | focal | ce+dice (fcnkit.training.losses.segmentation_loss)
+    backbone: str | None = None  # fcn8s/16s/32s backbone (default allconv; see `fcnkit models`)
     class_weights: str = "none"  # none | inverse | median
     precision: str = "32"  # 32 | 16-mixed | bf16-mixed
     devices: int = 1  # > 1: DDP (one process per device; also under torchrun)
@@ -123,6 +129,13 @@ class TrainConfig:
         cfg.batch_size = 8 if cfg.batch_size is None else cfg.batch_size
         cfg.momentum = 0.9 if cfg.momentum is None else cfg.momentum
         cfg.lr = _DEFAULT_LR[cfg.optimizer] if cfg.lr is None else cfg.lr
+        if cfg.backbone is not None:
+            given = cfg.model_options.get("backbone", cfg.backbone)
+            if given != cfg.backbone:
+                raise InputError(f"backbone {cfg.backbone!r} and model_options backbone={given!r} disagree; give one")
+            cfg.model_options["backbone"] = cfg.backbone
+        if cfg.loss != "ce" and cfg.task != "segmentation":
+            raise InputError(f"loss {cfg.loss} is a segmentation loss; use loss: ce for task: classification")
         cfg.augment = list(AUGMENTATIONS) if cfg.augment is True else list(cfg.augment or [])
         if cfg.out is None:
             cfg.out = cfg.resume if cfg.resume else str(Path("runs") / f"{cfg.model}-{Path(str(cfg.data)).name}")
@@ -197,14 +210,15 @@ def _read_yaml(path: Path) -> dict:
 
 
 # --- value checks: (kind, extra) per key --------------------------------------------------------
-_INT_MIN = {"threads": 1, "epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1}
+_INT_MIN = {"warmup_steps": 0, "val_every_n_steps": 1, "threads": 1, "epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1}
 _FLOAT_MIN = {"lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True),  # (min, inclusive)
               "val_fraction": (0.0, True), "test_fraction": (0.0, True)}
 _CHOICES = {"optimizer": OPTIMIZERS, "class_weights": ("none", "inverse", "median"), "precision": PRECISIONS,
-            "device": DEVICES, "task": ("segmentation", "classification"), "lr_schedule": LR_SCHEDULES}
-_OPTIONAL = {"threads", "data", "data_relative", "val_fraction", "test_fraction", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from",
+            "device": DEVICES, "task": ("segmentation", "classification"), "lr_schedule": LR_SCHEDULES,
+            "logger": LOGGERS, "loss": ("ce", "dice", "focal", "ce+dice")}
+_OPTIONAL = {"val_every_n_steps", "backbone", "threads", "data", "data_relative", "val_fraction", "test_fraction", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from",
              "model", "sizes"}
-_STRINGS = {"data", "data_relative", "weights", "out", "resume", "init_from", "model", "val_split"}
+_STRINGS = {"backbone", "data", "data_relative", "weights", "out", "resume", "init_from", "model", "val_split"}
 _DICTS = {"data_options", "val_data_options", "model_options"}
 
 

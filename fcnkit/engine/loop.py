@@ -50,8 +50,10 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
             precision=cfg.precision,
             max_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
-            logger=L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs"),
-            callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor), StepLog()],
+            logger=_loggers(cfg, run),
+            callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor), StepLog(),
+                       *_lr_monitor(cfg)],
+            **_validation_interval(cfg),
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
             num_sanity_val_steps=0,
@@ -83,6 +85,29 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
     if trainer.is_global_zero:
         merge_metrics(run)
     return trainer
+
+
+def _loggers(cfg: TrainConfig, run: Path) -> list:
+    """The CSV logger always (metrics.csv, reports); ``logger: tensorboard`` adds TensorBoard event
+    files in the same RUN/logs/version_N/ folder (written by tensorboardX when tensorboard is absent)."""
+    loggers = [L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs")]
+    if getattr(cfg, "logger", "csv") == "tensorboard":
+        loggers.append(L.pytorch.loggers.TensorBoardLogger(save_dir=str(run), name="logs", default_hp_metric=False))
+    return loggers
+
+
+def _lr_monitor(cfg: TrainConfig) -> list:
+    """LearningRateMonitor (column ``lr-<Optimizer>``) when the lr changes; a constant lr is in config.yaml."""
+    if cfg.lr_schedule == "none" and not getattr(cfg, "warmup_steps", 0):
+        return []
+    return [L.pytorch.callbacks.LearningRateMonitor(logging_interval="step")]
+
+
+def _validation_interval(cfg: TrainConfig) -> dict:
+    """``val_every_n_steps``: validate every N training batches, across epoch ends (Lightning's
+    ``val_check_interval`` with ``check_val_every_n_epoch=None``); else once per epoch."""
+    n = getattr(cfg, "val_every_n_steps", None)
+    return {"val_check_interval": int(n), "check_val_every_n_epoch": None} if n else {}
 
 
 def distributed_devices(cfg: TrainConfig) -> dict:

@@ -9,7 +9,7 @@ what its loss is and which scores it reports::
                        confusion matrix += (logits, batch[target_key])
     on_validation_epoch_end
                        scores = self.score_fn(summed matrix)  -> val_<name> for name in score_names
-    configure_optimizers   adam | sgd (| heavy = sgd, momentum 0.99), cosine or constant lr
+    configure_optimizers   adam | sgd (| heavy = sgd, momentum 0.99), constant, cosine or poly lr, warmup
 
 The checkpoint callback reads ``last_scores`` and keeps the best ``monitor`` score.
 """
@@ -99,6 +99,8 @@ class FcnkitModule(L.LightningModule):
         result["confusion_matrix"] = cm.cpu().tolist()
         self.last_scores = result
         for name in self.score_names:
+            if name not in result:  # a score function that does not compute it (e.g. an older one)
+                continue
             value = result[name]
             # the same on every rank (computed from the summed matrix), so averaging over ranks
             # (sync_dist) changes nothing; it only tells Lightning the value is global
@@ -112,8 +114,17 @@ class FcnkitModule(L.LightningModule):
             optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:  # sgd and heavy (heavy = sgd with batch 1 and momentum 0.99, set by the config)
             optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        if cfg.lr_schedule == "none":
+        warmup = int(getattr(cfg, "warmup_steps", 0) or 0)
+        if cfg.lr_schedule == "none" and not warmup:
             return optimizer
+        if cfg.lr_schedule == "poly" or warmup:
+            # one pure function of the step (fcnkit.training.schedules), unit-tested on its own
+            from fcnkit.training.schedules import lr_factor
+
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: lr_factor(step, total, cfg.lr_schedule, warmup))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         # cosine over the steps this fit will take (epochs or max_steps, whichever ends first);
         # a resumed run keeps the schedule it started with (its state is in trainer.ckpt)
         steps = max(1, int(self.trainer.estimated_stepping_batches))

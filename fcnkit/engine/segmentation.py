@@ -15,7 +15,7 @@ from fcnkit.engine.config import TrainConfig
 from fcnkit.engine.module import FcnkitModule
 from fcnkit.errors import InputError
 from fcnkit.metrics import SCORE_NAMES, scores
-from fcnkit.training.losses import pixelwise_loss
+from fcnkit.training.losses import pixelwise_loss, segmentation_loss
 from fcnkit.training.regimes import Regime, WholeImage, count_kept_cells
 
 __all__ = ["SegmentationModule", "SegmentationDataModule", "AugmentedDataset"]
@@ -47,7 +47,10 @@ class SegmentationModule(FcnkitModule):
                 f"{tuple(mask.shape[-2:])} masks; use a model that upsamples to the input size "
                 "(for allconv, not output='coarse')"
             )
-        return pixelwise_loss(logits, mask, weight_map=weight_map, class_weights=self.class_weights)
+        name = getattr(self.config, "loss", "ce")
+        if name == "ce":
+            return pixelwise_loss(logits, mask, weight_map=weight_map, class_weights=self.class_weights)
+        return segmentation_loss(name, logits, mask, weight_map=weight_map, class_weights=self.class_weights)
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])

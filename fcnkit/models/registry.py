@@ -164,8 +164,20 @@ def model_table(task: str | None = None, *, num_classes: int = 21, in_channels: 
     for name in list_models(task):
         entry = _REGISTRY[name]
         params = count_parameters(name, num_classes=num_classes, in_channels=in_channels)
-        rows.append({"name": name, "task": entry.task, "params": params, "description": entry.description})
+        rows.append({"name": name, "task": entry.task, "params": params, "description": entry.description,
+                     "backbone": _default_backbone(entry)})
     return rows
+
+
+def _default_backbone(entry) -> str | None:
+    """The default of a builder's ``backbone`` keyword (None for models without one)."""
+    import inspect
+
+    builder = getattr(entry, "builder", None) or getattr(entry, "fn", None)
+    if builder is None:
+        return None
+    param = inspect.signature(builder).parameters.get("backbone")
+    return None if param is None or param.default is inspect.Parameter.empty else str(param.default)
 
 
 def check_choice(argument: str, value: Any, choices: Iterable[str]) -> str:

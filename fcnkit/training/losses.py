@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError
 
-__all__ = ["pixelwise_loss", "class_weights_from_masks", "CLASS_WEIGHT_MODES"]
+__all__ = ["pixelwise_loss", "class_weights_from_masks", "CLASS_WEIGHT_MODES", "LOSSES", "segmentation_loss",
+           "dice_loss", "focal_loss"]
 
 CLASS_WEIGHT_MODES = ("none", "inverse", "median")
 
@@ -116,3 +117,70 @@ def _per_image_counts(masks_or_counts, num_classes: int, ignore_index: int) -> n
     if not rows:
         raise InputError("class_weights: no training masks given; the training split is empty")
     return np.stack(rows)
+
+
+# --- the other losses users expect: Dice, focal, CE + Dice (issue 11) ---------------------------
+#: ``loss`` choices of the train config
+LOSSES = ("ce", "dice", "focal", "ce+dice")
+FOCAL_GAMMA = 2.0
+
+
+def _cell_weights(target, weight_map, ignore_index):
+    valid = target != ignore_index
+    weight = valid.to(torch.float32)
+    if weight_map is not None:
+        if weight_map.shape != target.shape:
+            raise ValueError(f"weight_map {tuple(weight_map.shape)} must have the target's shape {tuple(target.shape)}")
+        weight = weight * weight_map.to(device=target.device, dtype=torch.float32)
+    return valid, weight
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor | None = None,
+               class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
+               gamma: float = FOCAL_GAMMA) -> torch.Tensor:
+    """Focal loss (Lin et al., 2017): ``(1 - p_t) ** gamma * CE``, weighted and normalised exactly as
+    :func:`pixelwise_loss` (so ``gamma=0`` is that loss)."""
+    valid, weight = _cell_weights(target, weight_map, ignore_index)
+    safe = torch.where(valid, target, 0)
+    log_p = F.log_softmax(logits.float(), dim=1).gather(1, safe[:, None])[:, 0]
+    term = -((1 - log_p.exp()) ** gamma) * log_p
+    if class_weights is not None:
+        weight = weight * class_weights.to(device=logits.device, dtype=torch.float32)[safe]
+    return (term * weight).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor | None = None,
+              class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
+              smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss over the batch: ``1 - sum_c a_c D_c / sum_c a_c`` with per class
+    ``D_c = (2 sum w p_c y_c + smooth) / (sum w (p_c + y_c) + smooth)``, ``p`` the softmax, ``y`` the
+    one-hot target, ``w`` the cell weight (0 where ignored, times ``weight_map``) and ``a_c`` the class
+    weight (1 without ``class_weights``). Classes absent from both target and prediction score
+    ``D_c = 1`` thanks to ``smooth``, as in MONAI's ``DiceLoss(smooth_nr=smooth_dr=1)``."""
+    _, weight = _cell_weights(target, weight_map, ignore_index)
+    k = logits.shape[1]
+    prob = F.softmax(logits.float(), dim=1)
+    onehot = F.one_hot(torch.where(weight > 0, target, 0).clamp(0, k - 1), k).permute(0, 3, 1, 2).float()
+    w = weight[:, None]
+    dims = (0, 2, 3)
+    intersection = (w * prob * onehot).sum(dims)
+    total = (w * (prob + onehot)).sum(dims)
+    dice = (2 * intersection + smooth) / (total + smooth)
+    a = torch.ones(k, device=logits.device) if class_weights is None else class_weights.to(logits.device, torch.float32)
+    return 1 - (a * dice).sum() / a.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def segmentation_loss(name: str, logits: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor | None = None,
+                      class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """The loss ``name`` (one of :data:`LOSSES`); every one honours ``ignore_index``, the regime's
+    ``weight_map`` and ``class_weights``. ``ce+dice`` is the plain sum (as MONAI's DiceCELoss)."""
+    args = (logits, target, weight_map, class_weights, ignore_index)
+    if name == "ce":
+        return pixelwise_loss(*args)
+    if name == "dice":
+        return dice_loss(*args)
+    if name == "focal":
+        return focal_loss(*args)
+    if name == "ce+dice":
+        return pixelwise_loss(*args) + dice_loss(*args)
+    raise InputError(f"loss: unknown value '{name}'; use one of {', '.join(LOSSES)}")
