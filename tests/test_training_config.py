@@ -38,7 +38,7 @@ def test_unknown_key_suggests_nearest(tmp_path):
     ("precision", "16", "precision: unknown value '16'; use one of 32, 16-mixed, bf16-mixed"),
     ("device", "gpu", "use one of auto, cpu, cuda"),
     ("data_options", "size=3", "data_options must be a mapping"),
-    ("augment", "maybe", "unknown augmentation .maybe.; use true, false or a list of flip, scale"),
+    ("augment", "maybe", "unknown augmentation .maybe.; use true, false or a list of scale, crop, flip"),
     ("augment", ["flip", "scael"], "did you mean .scale."),
     ("overwrite", "maybe", "overwrite must be true or false"),
 ])

@@ -56,7 +56,9 @@ def add_parser(subparsers) -> None:
                    help="dataset option for the validation/test splits only, repeatable (e.g. count=300)")
     p.add_argument("--model-option", dest="model_options", action="append", metavar="KEY=VALUE", default=None,
                    help="model option, repeatable (e.g. width=8)")
-    p.add_argument("--augment", action="store_const", const=True, default=None, help="random flips/scales of image and mask")
+    p.add_argument("--augment", nargs="?", const=True, default=None, metavar="NAMES",
+                   help="augmentation (torchvision v2): alone = flip,scale; or a list of scale[:LO-HI], crop[:N], "
+                        "flip, vflip, rot90, color (e.g. --augment flip,rot90,crop:128), as in the YAML")
     p.add_argument("--overwrite", action="store_const", const=True, default=None,
                    help="start a fresh run in a folder that already holds one (removes its checkpoints)")
     p.set_defaults(func=run)

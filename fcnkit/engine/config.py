@@ -40,7 +40,7 @@ PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("none", "cosine", "poly")  # fcnkit.training.schedules (poly: power 0.9)
 LOGGERS = ("csv", "tensorboard")  # tensorboard: TensorBoard event files in RUN/logs/ besides the CSV
-AUGMENTATIONS = ("flip", "scale")  # RandomHorizontalFlip(0.5), RandomScale(0.75, 1.25) of fcnkit.data
+# augment: torchvision v2 augmentations, see fcnkit.data.augment (imported lazily: torchvision is heavy)
 _DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "heavy": 1e-4}
 
 
@@ -83,7 +83,7 @@ class TrainConfig:
     out: str | None = None  # run folder; default runs/<model>-<data>
     resume: str | None = None  # a run folder to continue (epoch, step, optimizer, best score)
     overwrite: bool = False  # allow a fresh run into a folder that holds one
-    augment: bool | list = False  # false | true (= [flip, scale]) | a list of flip, scale
+    augment: bool | list = False  # false | true (= [flip, scale]) | a list of fcnkit.data.augment's names
     regime: dict = field(default_factory=lambda: {"name": "whole"})
     log_every_n_steps: int = 10
     task: str = "segmentation"  # segmentation | classification
@@ -136,7 +136,9 @@ class TrainConfig:
             cfg.model_options["backbone"] = cfg.backbone
         if cfg.loss != "ce" and cfg.task != "segmentation":
             raise InputError(f"loss {cfg.loss} is a segmentation loss; use loss: ce for task: classification")
-        cfg.augment = list(AUGMENTATIONS) if cfg.augment is True else list(cfg.augment or [])
+        from fcnkit.data.augment import DEFAULT_AUGMENTATIONS
+
+        cfg.augment = list(DEFAULT_AUGMENTATIONS) if cfg.augment is True else list(cfg.augment or [])
         if cfg.out is None:
             cfg.out = cfg.resume if cfg.resume else str(Path("runs") / f"{cfg.model}-{Path(str(cfg.data)).name}")
         _absolute_data(cfg)
@@ -256,14 +258,9 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise InputError(f"{where} must be a mapping, got {value!r}; e.g. {key}: {{size: 64}}")
         return dict(value)
     if key == "augment" and not _is_bool_like(value):
-        names = [value] if isinstance(value, str) else value
-        if not isinstance(names, (list, tuple)):
-            raise InputError(f"{where} must be true, false or a list of {', '.join(AUGMENTATIONS)}, got {value!r}")
-        for name in names:
-            if name not in AUGMENTATIONS:
-                raise InputError(f"{where}: unknown augmentation {name!r}{did_you_mean(str(name), AUGMENTATIONS)}; "
-                                 f"use true, false or a list of {', '.join(AUGMENTATIONS)}")
-        return list(names)
+        from fcnkit.data.augment import check_augmentations
+
+        return check_augmentations(value, where)  # a list, or "flip,rot90,crop:128" (the CLI's text)
     if key in ("augment", "overwrite"):
         if not _is_bool_like(value):
             raise InputError(f"{where} must be true or false, got {value!r}")

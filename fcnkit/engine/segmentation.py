@@ -109,23 +109,40 @@ class SegmentationDataModule(L.LightningDataModule):
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
-    """Applies fcnkit.data's paired transforms (``t(sample, generator)``) to each training item.
+    """Applies :mod:`fcnkit.data.augment` (torchvision v2, image + ``tv_tensors.Mask``) to each item.
 
-    Each item gets a generator seeded from torch's global RNG, which ``seed_everything`` seeds
-    and the DataLoader reseeds per worker: runs are reproducible, epochs differ.
+    The image is augmented in [0, 1] from the dataset's raw array, then normalised with the
+    dataset's mean/std exactly as an unaugmented sample (``fcnkit.data.io.to_model_input``). Each
+    item draws a seed from torch's global RNG, which ``seed_everything`` seeds and the DataLoader
+    reseeds per worker: runs are reproducible, epochs differ.
     """
 
     def __init__(self, dataset, names: list[str]):
-        from fcnkit.data import Compose, RandomHorizontalFlip, RandomScale
+        from fcnkit.data.augment import build_augmentation
 
-        available = {"flip": lambda: RandomHorizontalFlip(0.5), "scale": lambda: RandomScale(0.75, 1.25)}
         self.dataset = dataset
         self.info = getattr(dataset, "info", None)
-        self.transform = Compose([available[name]() for name in names])
+        self.transform = build_augmentation(names)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
-        return self.transform(self.dataset[i], generator)
+        import numpy as np
+
+        from fcnkit.data.augment import augment
+        from fcnkit.data.io import to_channels, to_unit_float
+
+        seed = int(torch.randint(0, 2**62, ()))
+        item = self.dataset[i]
+        info = self.info
+        image, target = self.dataset.raw(i)
+        unit = torch.from_numpy(np.ascontiguousarray(to_channels(to_unit_float(np.asarray(image)), info.in_channels)))
+        mask = item.get("mask")
+        unit, mask = augment(self.transform, unit, mask, seed)
+        mean = torch.tensor(info.mean, dtype=torch.float32).reshape(-1, 1, 1)
+        std = torch.tensor(info.std, dtype=torch.float32).reshape(-1, 1, 1)
+        out = dict(item, image=((unit - mean) / std).to(torch.float32).contiguous())
+        if mask is not None:
+            out["mask"] = mask.contiguous()
+        return out
