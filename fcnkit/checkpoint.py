@@ -7,7 +7,7 @@ loads the weights strictly, so a checkpoint of another architecture is a clear e
 config.json is one :class:`CheckpointConfig` (the single definition of its keys)::
 
     format, version, model {name, kwargs}, task, num_classes, in_channels, classes, palette,
-    normalization {mean, std}, plus optional geometry, train, metrics, converted_from.
+    normalization {mean, std}, plus optional geometry, train, metrics, converted_from, input.
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ class CheckpointConfig:
     metrics: dict[str, Any] | None = None
     geometry: dict[str, list] | None = None
     converted_from: dict[str, Any] | None = None
+    #: what the training images were like: {dtype, p1, p99 (after dtype scaling), size [H, W], images}
+    input: dict[str, Any] | None = None
 
     @classmethod
     def from_info(cls, model: dict[str, Any], info: Any, **extra: Any) -> "CheckpointConfig":

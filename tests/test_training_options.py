@@ -113,7 +113,8 @@ def test_backbone_flag_and_models_listing(capsys):
     cfg = TrainConfig(data="digit-canvas", model="fcn8s", backbone="resnet18").resolved()
     assert cfg.model_options["backbone"] == "resnet18"
     with pytest.raises(InputError, match="disagree"):
-        TrainConfig(data="digit-canvas", model="fcn8s", backbone="vgg16", model_options={"backbone": "allconv"}).resolved()
+        TrainConfig(data="digit-canvas", model="fcn8s", backbone="vgg16",
+                    model_options={"backbone": "allconv"}).resolved()
     with pytest.raises(InputError, match="unknown value 'tversky'"):
         TrainConfig.from_dict({"loss": "tversky"})
     assert main(["models", "--task", "segmentation"]) == 0

@@ -1,4 +1,9 @@
-"""The ``fcnkit predict RUN_DIR INPUT... --out DIR`` job: images in, masks/overlays/probabilities out.
+"""The ``fcnkit predict RUN_DIR INPUT... [--out DIR]`` job: images in, masks/overlays/probabilities out.
+
+Inputs are files, folders (``recursive``) or glob patterns; each image's intensity is checked
+against the training data's and its size optionally changed (:mod:`fcnkit.app.predict_inputs`).
+``out_dir`` defaults to ``RUN/predictions``. One progress bar runs across the files (tiles of the
+current file in its postfix), with an ETA.
 
 Per input ``NAME.ext`` it writes, all or nothing (temporary files renamed at the end):
 
@@ -15,43 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from fcnkit.errors import InputError, MissingFileError
+from fcnkit.app.predict_inputs import expand_inputs
+from fcnkit.errors import InputError
 from fcnkit.inference.predict import TiledJob, eval_mode
 from fcnkit.inference.sources import open_image
 from fcnkit.inference.writers import PNG_MAX_PIXELS, Fanout, LabelSink, NpySink, write_labels, write_overlay
 from fcnkit.utils.device import model_device
 
-__all__ = ["predict_files", "expand_inputs"]
+__all__ = ["predict_files", "expand_inputs", "default_out"]
 
 SCRATCH_PIXELS = 1 << 24  # labels above 16 Mpx go to a memory-mapped scratch file
-
-
-def expand_inputs(inputs) -> list[Path]:
-    """Files as given; folders expand to the images directly inside them (sorted)."""
-    from fcnkit.data.io import IMAGE_SUFFIXES
-
-    out = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise MissingFileError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; point at image files")
-            out += found
-        elif not p.is_file():
-            raise MissingFileError(f"{p}: input image not found; check the path")
-        else:
-            out.append(p)
-    stems = {}
-    for p in out:
-        if p.stem in stems:
-            raise InputError(f"{p}: same name as {stems[p.stem]}, their outputs would collide; predict them into different --out folders")
-        stems[p.stem] = p
-    return out
 
 
 def _to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scratch) -> np.ndarray:
@@ -69,18 +52,24 @@ def _to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, sc
     return out
 
 
-def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
+def predict_files(run_dir, inputs, out_dir=None, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
                   overlap: float = 0.25, device=None, memory_budget=None, probabilities: bool = False,
-                  progress=False) -> list[dict]:
+                  progress=False, recursive: bool = False, intensity: str = "check", force: bool = False,
+                  scale: float | None = None, resize=None, warn=None) -> list[dict]:
     """Predict every input image with the checkpoint in ``run_dir``; returns one dict of paths per input.
 
     ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict`. An input that fails
-    (unreadable, wrong channels) raises before any of its outputs appear.
+    (unreadable, wrong channels, intensity far from the training data's) raises before any of its
+    outputs appear. ``intensity``: ``check`` (refuse a far range unless ``force``), ``match`` (map
+    the range onto the training's) or ``off``; ``scale``/``resize``: see
+    :func:`fcnkit.app.predict_inputs.target_size`; ``warn``: called with each warning line
+    (default: printed to stderr). ``progress``: True for one tqdm bar across files.
     """
     from fcnkit import checkpoint
+    from fcnkit.app.predict_inputs import MatchedSource, intensity_check, resized_source, target_size
     from fcnkit.data.io import voc_palette
 
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, recursive=recursive)
     checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
     model, config = checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
     if config.get("task", "segmentation") != "segmentation":
@@ -89,18 +78,63 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
     channels = int(config.get("in_channels", 3))
     mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
     palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
-    out_dir = Path(out_dir)
+    trained = config.get("input")
+    if intensity not in ("check", "match", "off"):
+        raise InputError(f"--intensity {intensity}: use check, match or off")
+    warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
+    out_dir = Path(out_dir) if out_dir is not None else default_out(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
+    bar = _bar(len(files)) if progress is True else None
     with eval_mode(model, model_device(model, device)):
         for path in files:
             source = open_image(path, channels, mean, std)
-            job = TiledJob(model, source, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
-            results.append(_one(job, source, path, out_dir, palette, probabilities))
+            affine, warning = intensity_check(str(path), source.array, trained, intensity, force)
+            if warning:
+                bar.write(f"warning: {warning}", file=sys.stderr) if bar is not None else warn(warning)
+            if affine is not None:
+                source = MatchedSource(source.array, channels, mean, std, affine)
+            size = target_size(source.shape[1:], scale, resize, trained)
+            model_input = resized_source(source, size) if size is not None else source
+            tiles = _tile_progress(bar, path) if bar is not None else progress
+            job = TiledJob(model, model_input, tile, halo, batch_size, blend, overlap, device, memory_budget, tiles)
+            results.append(_one(job, source, path, out_dir, palette, probabilities, model_input.shape[1:]))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     return results
 
 
-def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilities: bool) -> dict:
+def default_out(run_dir) -> Path:
+    """``RUN/predictions`` for a run folder; next to a checkpoint folder otherwise (never inside it)."""
+    from fcnkit.checkpoint import resolve_checkpoint
+
+    run = Path(run_dir)
+    return (run.parent if resolve_checkpoint(run) == run else run) / "predictions"
+
+
+def _bar(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="image", desc="predict", file=sys.stderr, dynamic_ncols=True)
+
+
+def _tile_progress(bar, path: Path):
+    def show(done: int, total: int) -> None:
+        bar.set_postfix_str(f"{path.name}: tiles {done}/{total}", refresh=True)
+
+    return show
+
+
+def _nearest_resize(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Labels on the model's (resized) grid -> ``size``, centre-aligned nearest neighbour."""
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * labels.shape[0] / size[0]).astype(np.int64), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * labels.shape[1] / size[1]).astype(np.int64), labels.shape[1] - 1)
+    return labels[rows][:, cols]
+
+
+def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilities: bool, model_size) -> dict:
     from fcnkit.utils.atomic import atomic_path
 
     _, h, w = source.shape
@@ -124,9 +158,12 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
 
             job.run(make_sink)
             labels = sinks["labels"].result
-            if labels.shape != (h, w):  # coarse or valid-padded output: map it onto the input grid
+            mh, mw = (int(v) for v in model_size)
+            if labels.shape != (mh, mw):  # coarse or valid-padded output: map it onto the model input's grid
                 g = job.geometry or job._geometry()
-                labels = _to_input_grid(labels, (h, w), g.stride, g.offset, scratch[1] if scratch else None)
+                labels = _to_input_grid(labels, (mh, mw), g.stride, g.offset, scratch[1] if scratch else None)
+            if (mh, mw) != (h, w):  # --scale/--resize: back to the input's size
+                labels = _nearest_resize(labels, (h, w))
             write_labels(tmp["mask"], labels, palette, tiff=big)
             factor = write_overlay(tmp["overlay"], source.array, labels, palette, max_pixels=PNG_MAX_PIXELS)
             del labels

@@ -92,7 +92,10 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
         from fcnkit.utils.jsonsafe import write_json
 
         write_json(init_report.to_dict(), run / "init_from.json")
-    checkpoint_config = CheckpointConfig.from_info(model_spec(model), info, train=cfg.to_dict()).to_dict()
+    from fcnkit.app.predict_inputs import input_stats  # dtype/range/size of the training images, for predict
+
+    checkpoint_config = CheckpointConfig.from_info(model_spec(model), info, train=cfg.to_dict(),
+                                                   input=input_stats(data.train_set)).to_dict()
     trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size)
     if trainer.is_global_zero and report:
         task.report(run, data)

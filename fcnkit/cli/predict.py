@@ -1,4 +1,4 @@
-"""``fcnkit predict RUN_DIR INPUT... --out DIR [--tile N|auto] ...``: parse, call, print."""
+"""``fcnkit predict RUN_DIR INPUT... [--out DIR] [--tile N|auto] ...``: parse, call, print."""
 from __future__ import annotations
 
 
@@ -17,6 +17,20 @@ def _halo(text: str):
     return text if text == "auto" else int(text)
 
 
+def _size(text: str):
+    if text == "train":
+        return text
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        if h > 0 and w > 0:
+            return h, w
+    except ValueError:
+        pass
+    import argparse
+
+    raise argparse.ArgumentTypeError(f"'{text}' is not a size; give HxW (e.g. 512x512) or 'train'")
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "predict", help="segment images with a trained model (masks, overlays, probabilities)",
@@ -24,8 +38,19 @@ def add_parser(subparsers) -> None:
                     "same result as whole-image inference with --blend crop, in bounded memory.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
-    p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files (PNG, JPEG, TIFF, ...) or folders of them")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (NAME_mask.png, NAME_overlay.png, ...)")
+    p.add_argument("inputs", metavar="INPUT", nargs="+",
+                   help="image files (PNG, JPEG, TIFF, ...), folders of them, or quoted glob patterns ('tiles/**/*.tif')")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (NAME_mask.png, NAME_overlay.png, ...); default RUN_DIR/predictions")
+    p.add_argument("--recursive", action="store_true", help="also search the sub-folders of folder inputs")
+    p.add_argument("--intensity", choices=("check", "match", "off"), default="check",
+                   help="check (default): refuse images whose range is far from the training images'; "
+                        "match: map their range onto the training range; off: no check")
+    p.add_argument("--force", action="store_true", help="predict images whose intensity is far from the training data's anyway")
+    p.add_argument("--scale", type=float, default=None, metavar="F",
+                   help="resample each image by F before the model (labels come back at the input's size)")
+    p.add_argument("--resize", type=_size, default=None, metavar="HxW|train",
+                   help="resample each image to HxW, or 'train' (the training images' median size), before the model")
     p.add_argument("--tile", type=_tile, default=None, metavar="N|auto",
                    help="tile size in pixels, or 'auto' (largest that fits --memory-budget); default: whole image")
     p.add_argument("--halo", type=_halo, default="auto", metavar="N|auto", help="tile margin (default: from the receptive field)")
@@ -50,7 +75,8 @@ def run(args) -> int:
     results = predict_files(
         args.run_dir, args.inputs, args.out, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
         blend=args.blend, overlap=args.overlap, device=device, memory_budget=args.memory_budget,
-        probabilities=args.probabilities, progress=not args.quiet,
+        probabilities=args.probabilities, progress=not args.quiet, recursive=args.recursive,
+        intensity=args.intensity, force=args.force, scale=args.scale, resize=args.resize,
     )
     for r in results:
         h, w = r["size"]
