@@ -11,6 +11,7 @@ from PIL import Image
 from fcnkit.data import load_dataset
 from fcnkit.data.io import voc_palette
 from fcnkit.data.layouts import VOC_CLASSES, hash_split
+from fcnkit.data.palette import distinct_palette
 from fcnkit.errors import InputError, MissingFileError
 
 
@@ -65,7 +66,7 @@ def test_folder_hash_split_contents_and_stats(tmp_path):
     # num_classes = largest training label (255 excluded) + 1
     top = max(int(written[s][1][written[s][1] != 255].max()) for s in picked["train"])
     assert info.num_classes == top + 1 and info.class_names == [f"class_{i}" for i in range(top + 1)]
-    assert info.palette == voc_palette(top + 1)
+    assert info.palette == distinct_palette(top + 1)  # colours that can be told apart (issue 11)
     pix = np.concatenate([written[s][0].reshape(-1, 3) for s in picked["train"]]).astype(np.float64) / 255
     np.testing.assert_allclose(info.mean, pix.mean(0), rtol=1e-6)  # pixels scaled in float32
     np.testing.assert_allclose(info.std, pix.std(0), rtol=1e-6)

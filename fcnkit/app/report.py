@@ -10,25 +10,14 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
-
+from fcnkit.app.report_figures import plot_confusion, plot_predictions, pyplot, save_figure
 from fcnkit.engine.runlog import read_epochs
-from fcnkit.utils.atomic import atomic_path, atomic_write_text
+from fcnkit.utils.atomic import atomic_write_text
 
 __all__ = ["write_report", "plot_curves", "plot_confusion", "plot_predictions", "pyplot", "save_figure"]
 
 _SCORES = (("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean accuracy"),
            ("mean_iu", "mean IU"), ("fw_iu", "frequency-weighted IU"), ("mean_dice", "mean Dice"))
-
-
-def pyplot():
-    """matplotlib.pyplot with the Agg backend (no display), chosen on first use, not at import."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # no display needed; chosen here, not at import
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -54,60 +43,13 @@ def plot_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike) -> Path
     return save_figure(fig, path, plt)
 
 
-def plot_confusion(cm, class_names, path: str | os.PathLike) -> Path:
-    """The confusion matrix normalised by row (each ground-truth class sums to 1)."""
-    plt = pyplot()
-    cm = np.asarray(cm, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
-    k = len(cm)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * k, 1.0 + 0.45 * k))
-    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    ax.set_xticks(range(k), class_names, rotation=90)
-    ax.set_yticks(range(k), class_names)
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("ground truth")
-    if k <= 25:
-        for i in range(k):
-            for j in range(k):
-                if norm[i, j] >= 0.01:
-                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return save_figure(fig, path, plt)
-
-
-def plot_predictions(model, dataset, palette, path: str | os.PathLike, count: int = 6, device="cpu") -> Path:
-    """A grid: image | ground truth overlay | prediction overlay, for the first ``count`` items."""
-    import torch
-
-    from fcnkit.data.io import overlay
-
-    plt = pyplot()
-    count = min(count, len(dataset))
-    fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.5 * count), squeeze=False)
-    model = model.to(device).eval()
-    for row in range(count):
-        image, mask = dataset.raw(row)
-        with torch.no_grad():
-            logits = model(dataset[row]["image"][None].to(device))
-        pred = logits[0].argmax(0).cpu().numpy()
-        for ax, (title, picture) in zip(axes[row], (("image", overlay(image, np.zeros_like(mask), palette)),
-                                                    ("ground truth", overlay(image, mask, palette)),
-                                                    ("prediction", overlay(image, pred, palette)))):
-            ax.imshow(picture, interpolation="nearest")
-            ax.set_title(title, fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    return save_figure(fig, path, plt)
-
-
-def write_report(run: str | os.PathLike, dataset=None, overlays: int = 6) -> Path:
+def write_report(run: str | os.PathLike, dataset=None, overlays: int = 6, test: bool = True) -> Path:
     """Write curves.png, confusion.png, predictions.png and report.md into ``run``; returns report.md.
 
-    Scores are the best checkpoint's validation scores (``best/config.json``, else ``last/``);
-    ``dataset`` (default: the run's validation split) feeds the prediction overlays.
+    Scores are the best checkpoint's validation scores (``best/config.json``, else ``last/``); a run
+    that never validated says so. ``dataset`` (default: the run's validation split) feeds the
+    ``overlays`` worst images by mean IU. With ``test``, the checkpoint is also scored on the
+    dataset's test split when it has one.
     """
     from fcnkit.checkpoint import load_checkpoint, resolve_checkpoint
 
@@ -122,51 +64,85 @@ def write_report(run: str | os.PathLike, dataset=None, overlays: int = 6) -> Pat
         images.append(("Training curves", "curves.png"))
     if metrics.get("confusion_matrix"):
         plot_confusion(metrics["confusion_matrix"], names, run / "confusion.png")
-        images.append(("Confusion matrix (rows: ground truth, normalised by row)", "confusion.png"))
+        images.append(("Confusion matrix (rows: ground truth; counts and normalised by row)", "confusion.png"))
+    train = config.get("train", {})
     if dataset is None:
+        from fcnkit.app.datapath import training_data
         from fcnkit.data import load_dataset
 
-        train = config.get("train", {})
         options = {**(train.get("data_options") or {}), **(train.get("val_data_options") or {})}
-        from fcnkit.app.datapath import training_data
-
         dataset = load_dataset(training_data(train, ckpt), split=train.get("val_split", "val"), **options)
+    worst: list = []
     if overlays and len(dataset) and hasattr(dataset, "raw"):
-        plot_predictions(model, dataset, config["palette"], run / "predictions.png", count=overlays)
-        images.append(("Validation predictions (image | ground truth | prediction)", "predictions.png"))
-    atomic_write_text(run / "report.md", _markdown(run, ckpt, config, metrics, names, images))
+        _, worst = plot_predictions(model, dataset, config["palette"], names, run / "predictions.png",
+                                    count=overlays)
+        errors = "; errors: false positives red, false negatives blue" if len(names) == 2 else ""
+        title = f"The {len(worst)} worst validation images by mean IU (image | ground truth | prediction{errors})"
+        images.append((title, "predictions.png"))
+    test_scores = _test_scores(ckpt, train) if test else None
+    text = _markdown(run, ckpt, config, metrics, names, images, worst, test_scores)
+    atomic_write_text(run / "report.md", text)
     return run / "report.md"
+
+
+def _test_scores(ckpt: Path, train: dict) -> dict | None:
+    """The checkpoint's scores on the test split, or None when the dataset has no (labelled) test split."""
+    from fcnkit.app.evaluate import evaluate
+    from fcnkit.errors import InputError
+
+    try:
+        return evaluate(ckpt, split="test", device="cpu")
+    except InputError:
+        return None
 
 
 def _fmt(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def _markdown(run: Path, ckpt: Path, config: dict, metrics: dict, names, images) -> str:
+def _markdown(run: Path, ckpt: Path, config: dict, metrics: dict, names, images, worst=(), test=None) -> str:
     train = config.get("train", {})
+    validated = isinstance(metrics.get("mean_iu"), float)
     lines = [
         f"# fcnkit run report: {run.name}", "",
         f"- model: `{config['model']['name']}` {config['model'].get('kwargs', {})}",
         f"- data: `{train.get('data')}` {train.get('data_options') or ''}",
         f"- checkpoint: `{ckpt.name}/` (epoch {metrics.get('epoch', 'n/a')}, step {metrics.get('step', 'n/a')})",
-        f"- optimizer: {train.get('optimizer')} lr={train.get('lr')} batch={train.get('batch_size')} epochs={train.get('epochs')}",
-        "", "## Validation scores", "", "| score | value |", "|---|---|",
+        f"- optimizer: {train.get('optimizer')} lr={train.get('lr')} ({train.get('lr_schedule', 'none')} schedule, "
+        f"warmup {train.get('warmup_steps', 0)}) batch={train.get('batch_size')} epochs={train.get('epochs')} "
+        f"max_steps={train.get('max_steps')} loss={train.get('loss', 'ce')}",
+        "",
     ]
-    lines += [f"| {label} | {_fmt(metrics.get(key))} |" for key, label in _SCORES]
-    lines += ["", "## Per-class IoU", "", "| class | IoU |", "|---|---|"]
-    iu = metrics.get("iu") or [None] * len(names)
-    lines += [f"| {name} | {_fmt(value)} |" for name, value in zip(names, iu)]
+    if not validated:
+        lines += ["## No validation", "",
+                  f"This run never validated: it stopped at step {metrics.get('step', 'n/a')}, before the first "
+                  "validation (which runs at the end of each epoch). There are no validation scores; train "
+                  "longer, or pass --val-every-n-steps N to validate within an epoch.", ""]
+    else:
+        lines += _score_tables("Validation scores", metrics, names)
+    if test is not None:
+        lines += _score_tables(f"Test scores ({test.get('images')} images)", test, names)
+    lines += ["## Classes", "", "| class | colour |", "|---|---|"]
+    lines += [f"| {name} | `#{r:02x}{g:02x}{b:02x}` |" for name, (r, g, b) in zip(names, config.get("palette", []))]
     lines.append("")
-    lines.append("n/a: class absent from both ground truth and prediction (left out of the means).")
+    if worst:
+        lines += ["## Worst validation images", "", "| image | mean IU |", "|---|---|"]
+        lines += [f"| {name} | {_fmt(iu if iu >= 0 else None)} |" for name, iu in worst]
+        lines.append("")
     for title, file in images:
         lines += ["", f"## {title}", "", f"![{title}]({file})"]
     return "\n".join(lines) + "\n"
 
 
-def save_figure(fig, path, plt) -> Path:
-    """Write ``fig`` as a PNG atomically and close it."""
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+def _score_tables(title: str, metrics: dict, names) -> list[str]:
+    lines = [f"## {title}", "", "| score | value |", "|---|---|"]
+    lines += [f"| {label} | {_fmt(metrics.get(key))} |" for key, label in _SCORES]
+    lines += ["", "| class | IoU | Dice |", "|---|---|---|"]
+    iu = metrics.get("iu") or [None] * len(names)
+    dice = metrics.get("dice") or [None] * len(names)
+    lines += [f"| {name} | {_fmt(a)} | {_fmt(b)} |" for name, a, b in zip(names, iu, dice)]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in iu):
+        lines.append("")
+        lines.append("n/a: class absent from both ground truth and prediction (left out of the means).")
+    lines.append("")
+    return lines

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from fcnkit.data.io import to_channels, to_model_input, to_unit_float, voc_palette
+from fcnkit.data.io import to_channels, to_model_input, to_unit_float
 from fcnkit.errors import InputError, did_you_mean
 
 __all__ = ["DatasetInfo", "ArrayDataset", "SPLITS", "check_split", "resolve_options", "channel_stats"]
@@ -44,8 +44,10 @@ class DatasetInfo:
     class_source: str = ""
 
     def __post_init__(self):
-        if not self.palette:
-            self.palette = voc_palette(self.num_classes)
+        if not self.palette:  # colours that can be told apart (fcnkit.data.palette)
+            from fcnkit.data.palette import distinct_palette
+
+            self.palette = distinct_palette(self.num_classes)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable copy (plain lists, ints and floats)."""

@@ -33,6 +33,7 @@ from fcnkit.data.base import (
     resolve_options,
 )
 from fcnkit.data.io import read_image, read_mask, voc_palette
+from fcnkit.data.palette import distinct_palette
 from fcnkit.data.layouts import VOC_CLASSES, Layout, Pair, scan_layout
 from fcnkit.errors import InputError
 
@@ -92,7 +93,9 @@ def _folder_info(root: str, kind: str, train: tuple[tuple[str, str, int], ...], 
     mean, std = channel_stats((read_image(p) for p in images[:MAX_STAT_IMAGES]), in_channels)
     return DatasetInfo(
         name=root, task="segmentation", num_classes=len(names), in_channels=in_channels,
-        class_names=names, palette=voc_palette(len(names)), mean=mean, std=std, class_source=source,
+        class_names=names, mean=mean,
+        # PASCAL's colours for PASCAL's classes (its masks use them), else colours that can be told apart
+        palette=voc_palette(len(names)) if names == list(VOC_CLASSES) else distinct_palette(len(names)), std=std, class_source=source,
     )
 
 
