@@ -58,3 +58,15 @@ def test_report_worst_images_test_scores_and_no_validation(tmp_path, squares_dat
     text = (short / "report.md").read_text()
     assert "This run never validated" in text and "## Validation scores" not in text
     assert "absent from both" not in text
+
+
+def test_experiments_flag_arms_at_chance_level():
+    from fcnkit.experiments.chance import chance_note
+
+    note = chance_note({"maxpool": 0.09, "strided": 0.30}, "mean_iu", "digit-canvas", "mean IU")
+    assert "Arms maxpool scored at chance level" in note and "0.091" in note and "11 classes" in note
+    every = chance_note({"a": 0.10, "b": 0.105}, "accuracy", "digits")
+    assert every.startswith("**Warning: Every arm") and "no arm can be called better" in every
+    assert chance_note({"a": 0.6, "b": 0.7}, "mean_iu", "nuclei") is None
+    assert chance_note({"a": 0.1}, "pixel_accuracy", "digits") is None  # no constant-prediction bound used
+    assert chance_note({"a": 0.1}, "mean_iu", "/some/folder") is None

@@ -123,6 +123,10 @@ def summary(results: dict) -> str:
         lines += [runner.markdown_table(["arm"] + [LABELS[k] for k in SCORES]
                                         + ["Δ mean acc. (pp)", "Δ pixel acc. (pp)", "loss cells/iter"], rows), ""]
         lines += [_conclusion(arms), ""]
+        from fcnkit.experiments.chance import chance_note
+
+        note = chance_note({arm: a["scores"]["mean_iu"]["mean"] for arm, a in arms.items()}, "mean_iu", name, "mean IU")
+        lines += [note, ""] if note else []
     return "\n".join(lines) + "\n"
 
 

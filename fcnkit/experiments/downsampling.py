@@ -135,6 +135,11 @@ def summary(results: dict) -> str:
         headers = ["variant", LABELS[score], "trainable params", "all params", "train s/epoch", "wall s/epoch"]
         lines += [runner.markdown_table(headers, rows), ""]
         lines += [_conclusion(block), ""]
+        from fcnkit.experiments.chance import chance_note
+
+        v = block["variants"]
+        note = chance_note({k: v[k]["score"]["mean"] for k in v}, score, name, LABELS[score])
+        lines += [note, ""] if note else []
     return "\n".join(lines)
 
 
