@@ -120,3 +120,19 @@ def test_backbone_flag_and_models_listing(capsys):
     assert main(["models", "--task", "segmentation"]) == 0
     out = capsys.readouterr().out
     assert "fcn8s" in out and "[default backbone: allconv" in out
+
+
+@pytest.mark.slow
+def test_weights_flag_says_what_it_loaded(tmp_path, squares_data, capsys):
+    from fcnkit.app.train import train
+    from fcnkit.models.registry import build_model
+
+    squares_data(train=4, val=4)
+    source = build_model("fcn8s", num_classes=2, in_channels=1)
+    torch.save(source.backbone.state_dict(), tmp_path / "backbone.pt")
+    n = len(source.backbone.state_dict())
+    run = train({"data": "squares", "model": "fcn8s", "backbone": "allconv", "weights": str(tmp_path / "backbone.pt"),
+                 "out": str(tmp_path / "run"), "max_steps": 1, "batch_size": 4, "device": "cpu"}, report=False)
+    out = capsys.readouterr().out
+    assert f"{n} tensors loaded into the allconv backbone, 0 missing, 0 unexpected" in out
+    assert (run / "last").is_dir()
