@@ -22,6 +22,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def predict_files(run_dir, inputs, out_dir=None, tile=None, halo="auto", batch_s
     bar = _bar(len(files)) if progress is True else None
     with eval_mode(model, model_device(model, device)):
         for path in files:
-            source = open_image(path, channels, mean, std)
+            source: Any = open_image(path, channels, mean, std)
             affine, warning = intensity_check(str(path), source.array, trained, intensity, force)
             if warning:
                 bar.write(f"warning: {warning}", file=sys.stderr) if bar is not None else warn(warning)

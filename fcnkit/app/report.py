@@ -69,9 +69,13 @@ def write_report(run: str | os.PathLike, dataset=None, overlays: int = 6, test: 
     if dataset is None:
         from fcnkit.app.datapath import training_data
         from fcnkit.data import load_dataset
+        from fcnkit.errors import InputError
 
         options = {**(train.get("data_options") or {}), **(train.get("val_data_options") or {})}
-        dataset = load_dataset(training_data(train, ckpt), split=train.get("val_split", "val"), **options)
+        data = training_data(train, ckpt)
+        if data is None:
+            raise InputError(f"{ckpt}: the checkpoint does not record its training data; pass dataset=")
+        dataset = load_dataset(data, split=train.get("val_split", "val"), **options)
     worst: list = []
     if overlays and len(dataset) and hasattr(dataset, "raw"):
         _, worst = plot_predictions(model, dataset, config["palette"], names, run / "predictions.png",

@@ -124,6 +124,11 @@ def error_map(image: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> np.ndarr
     return out
 
 
+def _rgb(colour) -> tuple[float, float, float]:
+    r, g, b = (float(v) / 255 for v in colour)
+    return r, g, b
+
+
 def plot_predictions(model, dataset, palette, class_names, path: str | os.PathLike, count: int = 6,
                      device="cpu") -> tuple[Path, list[tuple[str, float]]]:
     """The ``count`` worst images by mean IU (see the module docstring); returns the path and
@@ -153,9 +158,9 @@ def plot_predictions(model, dataset, palette, class_names, path: str | os.PathLi
             ax.imshow(picture, interpolation="nearest")
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-    handles = [Patch(facecolor=np.asarray(palette[c]) / 255, edgecolor="grey", label=str(class_names[c]))
+    handles = [Patch(facecolor=_rgb(palette[c]), edgecolor="grey", label=str(class_names[c]))
                for c in range(min(k, 50))]
     if binary:
-        handles += [Patch(facecolor=np.asarray(rgb) / 255, label=name) for name, rgb in ERROR_COLOURS.items()]
+        handles += [Patch(facecolor=_rgb(rgb), label=name) for name, rgb in ERROR_COLOURS.items()]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     return save_figure(fig, path, plt), shown

@@ -162,7 +162,7 @@ class TrainConfig:
 def _absolute_data(cfg: TrainConfig) -> None:
     """A dataset folder (made absolute by ``_check``) also gets ``data_relative``: to the run folder."""
     if cfg.data_relative is None and Path(str(cfg.data)).is_absolute() and Path(str(cfg.data)).exists():
-        cfg.data_relative = os.path.relpath(cfg.data, Path(str(cfg.out)).resolve())
+        cfg.data_relative = os.path.relpath(str(cfg.data), Path(str(cfg.out)).resolve())
 
 
 def _data_path(value: str) -> str:
