@@ -84,6 +84,10 @@ def summary(results: dict, tolerance: float | None = None) -> str:
              f"s to mean IU {target:.3f} (seeds)" if target is not None else "s to target"], rows), ""]
         v = verdict(block, tolerance)
         lines += _conclusion(name, block, v, results["steps"], tolerance) + [""]
+        from fcnkit.experiments.chance import chance_note
+
+        note = chance_note({arm: a["final_mean_iu"]["mean"] for arm, a in arms.items()}, "mean_iu", name, "mean IU")
+        lines += [note, ""] if note else []
         overall.append((name, v["holds"], v.get("sampled_direction")))
     lines += ["## Verdict", ""]
     for name, holds, direction in overall:
