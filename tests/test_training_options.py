@@ -103,6 +103,7 @@ def test_poly_warmup_lr_logged_val_every_n_steps_and_tensorboard(tmp_path, squar
     assert {0, 1, 2} <= set(lrs)
     events = list((run / "logs").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+    assert (events[0].parent / "metrics.csv").is_file()  # beside the CSV log, one version folder per start
 
 
 def test_backbone_flag_and_models_listing(capsys):

@@ -111,7 +111,8 @@ def summary(run_dir) -> str:
     best = run_dir / "best" / "config.json"
     if best.is_file():
         m = json.loads(best.read_text()).get("metrics", {})
-        scores = "  ".join(f"{k}={m[k]:.4f}" for k in ("accuracy", "pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
+        keys = ("accuracy", "pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "mean_dice")
+        scores = "  ".join(f"{k}={m[k]:.4f}" for k in keys
                            if isinstance(m.get(k), float))
         lines.append(f"best (epoch {m.get('epoch')}): {scores}")
     if (run_dir / "report.md").is_file():

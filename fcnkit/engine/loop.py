@@ -90,10 +90,13 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
 def _loggers(cfg: TrainConfig, run: Path) -> list:
     """The CSV logger always (metrics.csv, reports); ``logger: tensorboard`` adds TensorBoard event
     files in the same RUN/logs/version_N/ folder (written by tensorboardX when tensorboard is absent)."""
-    loggers = [L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs")]
-    if getattr(cfg, "logger", "csv") == "tensorboard":
-        loggers.append(L.pytorch.loggers.TensorBoardLogger(save_dir=str(run), name="logs", default_hp_metric=False))
-    return loggers
+    csv = L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs")
+    if getattr(cfg, "logger", "csv") != "tensorboard":
+        return [csv]
+    # the same version folder as the CSV log: one logs/version_N/ per (re)start, not two
+    tensorboard = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run), name="logs", version=csv.version,
+                                                      default_hp_metric=False)
+    return [csv, tensorboard]
 
 
 def _lr_monitor(cfg: TrainConfig) -> list:
