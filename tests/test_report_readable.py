@@ -58,6 +58,9 @@ def test_report_worst_images_test_scores_and_no_validation(tmp_path, squares_dat
     text = (short / "report.md").read_text()
     assert "This run never validated" in text and "## Validation scores" not in text
     assert "absent from both" not in text
+    from fcnkit.cli.train import summary
+
+    assert "no validation ran" in summary(short) and "--val-every-n-steps" in summary(short)
 
 
 def test_experiments_flag_arms_at_chance_level():

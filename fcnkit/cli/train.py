@@ -115,6 +115,9 @@ def summary(run_dir) -> str:
         scores = "  ".join(f"{k}={m[k]:.4f}" for k in keys
                            if isinstance(m.get(k), float))
         lines.append(f"best (epoch {m.get('epoch')}): {scores}")
+    elif (run_dir / "last").is_dir():
+        lines.append("no validation ran (training stopped before the first one, at the end of epoch 1): no scores "
+                     "and no best/; train longer or pass --val-every-n-steps N")
     if (run_dir / "report.md").is_file():
         lines.append(f"report: {run_dir / 'report.md'}")
     return "\n".join(lines)
