@@ -9,6 +9,7 @@ config.json is one :class:`CheckpointConfig` (the single definition of its keys)
     format, version, model {name, kwargs}, task, num_classes, in_channels, classes, palette,
     normalization {mean, std}, plus optional geometry, train, metrics, converted_from, input.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,12 +57,18 @@ class CheckpointConfig:
     input: dict[str, Any] | None = None
 
     @classmethod
-    def from_info(cls, model: dict[str, Any], info: Any, **extra: Any) -> "CheckpointConfig":
+    def from_info(cls, model: dict[str, Any], info: Any, **extra: Any) -> CheckpointConfig:
         """From a dataset's ``DatasetInfo`` (classes, palette, normalisation of the training set)."""
-        return cls(model=model, task=str(info.task), num_classes=int(info.num_classes),
-                   in_channels=int(info.in_channels), classes=[str(c) for c in info.class_names],
-                   palette=[[int(v) for v in c] for c in info.palette],
-                   normalization={"mean": [float(v) for v in info.mean], "std": [float(v) for v in info.std]}, **extra)
+        return cls(
+            model=model,
+            task=str(info.task),
+            num_classes=int(info.num_classes),
+            in_channels=int(info.in_channels),
+            classes=[str(c) for c in info.class_names],
+            palette=[[int(v) for v in c] for c in info.palette],
+            normalization={"mean": [float(v) for v in info.mean], "std": [float(v) for v in info.std]},
+            **extra,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object (optional fields left out when unset)."""
@@ -79,8 +86,9 @@ def model_spec(model: nn.Module) -> dict:
     return spec
 
 
-def save_checkpoint(directory: str | os.PathLike, model: nn.Module,
-                    config: CheckpointConfig | dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike, model: nn.Module, config: CheckpointConfig | dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` and ``config`` to the folder ``directory`` atomically (temp folder + rename).
 
     ``config["model"]`` defaults to the spec that ``build_model`` attached to the model.
@@ -103,7 +111,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """Accept a checkpoint folder or a run folder (then its ``best/``, else ``last/``)."""
     path = Path(path)
     if not path.exists():
-        raise MissingFileError(f"{path}: no such run or checkpoint folder; give a run folder made by 'fcnkit train' or a checkpoint folder")
+        raise MissingFileError(
+            f"{path}: no such run or checkpoint folder; give a run folder made by 'fcnkit train' or a checkpoint folder"
+        )
     if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
         return path
     for sub in ("best", "last"):

@@ -1,5 +1,6 @@
 """Issue 11: augmentation on torchvision v2 (tv_tensors.Mask): masks stay integer and aligned,
 reproducible per seed, the same names on the CLI and in YAML."""
+
 from __future__ import annotations
 
 import pytest
@@ -84,8 +85,11 @@ def test_names_on_cli_and_yaml_alike(tmp_path):
     assert from_cli == load_config(tmp_path / "c.yaml").resolved().augment == ["flip", "rot90", "crop:128"]
     assert parser.parse_args(["train", "--augment"]).augment is True
     assert TrainConfig.from_dict({"data": "d", "augment": True}).resolved().augment == ["flip", "scale"]
-    for bad, match in (("flip,spin", "did you mean|unknown augmentation"), ("crop:big", "crop:128"),
-                       ("flip:3", "takes no argument")):
+    for bad, match in (
+        ("flip,spin", "did you mean|unknown augmentation"),
+        ("crop:big", "crop:128"),
+        ("flip:3", "takes no argument"),
+    ):
         with pytest.raises(InputError, match=match):
             check_augmentations(bad)
 

@@ -1,4 +1,5 @@
 """fcnkit.metrics: hand-computed confusion matrix, and a numpy reference (FCN's score.py) on random data."""
+
 import math
 
 import numpy as np
@@ -60,6 +61,7 @@ def test_confusion_matrix_refuses_logits_and_bad_predictions():
 
 
 # --- reference: the FCN authors' score.py (fast_hist + nanmean), in plain numpy loops ---
+
 
 def _reference(pred, target, n):
     hist = np.zeros((n, n), dtype=np.int64)

@@ -1,4 +1,5 @@
 """Issue 11, own data: a VOC export with its own classes, split fractions, a run evaluated from anywhere."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,8 @@ def write_voc(root, n_train=6, n_val=5, size=16, classes=None, labelmap=None):
     for stem in stems:
         m = np.zeros((size, size), np.uint8)
         y, x = rng.integers(1, size - 7, 2)
-        m[y:y + 6, x:x + 6] = 1
-        m[y - 1, x:x + 6] = 255  # VOC's void border
+        m[y : y + 6, x : x + 6] = 1
+        m[y - 1, x : x + 6] = 255  # VOC's void border
         image = (rng.random((size, size, 3)) * 60 + (m == 1)[..., None] * 150).astype(np.uint8)
         Image.fromarray(image).save(root / "JPEGImages" / f"{stem}.jpg", quality=98)
         p = Image.fromarray(m, mode="P")
@@ -93,8 +94,18 @@ def test_voc_run_trains_two_classes_and_evaluates_from_anywhere(tmp_path, monkey
     project = tmp_path / "project"
     write_voc(project / "data", n_train=6, n_val=3, classes=["background", "nucleus"])
     monkeypatch.chdir(project)
-    run = train({"data": "data", "out": "runs/r", "max_steps": 2, "batch_size": 3, "seed": 0,
-                 "model_options": {"width": 4}, "device": "cpu"}, report=False)
+    run = train(
+        {
+            "data": "data",
+            "out": "runs/r",
+            "max_steps": 2,
+            "batch_size": 3,
+            "seed": 0,
+            "model_options": {"width": 4},
+            "device": "cpu",
+        },
+        report=False,
+    )
     out = capsys.readouterr()
     assert "2 classes (background, nucleus) from classes.txt" in out.out
     assert "only 3 images, too few to score" in out.err

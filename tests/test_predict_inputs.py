@@ -1,6 +1,7 @@
 """Issue 11, predict: intensity recorded at training and checked at predict (16-bit into an 8-bit
 model), --intensity match / --force, --scale/--resize, globs and recursive folders, default --out,
 one progress bar across files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,19 @@ def run(tmp_path):
 
     torch.manual_seed(0)
     model = build_model("allconv", num_classes=2, in_channels=1, width=4)
-    info = type("I", (), dict(task="segmentation", num_classes=2, in_channels=1, class_names=["bg", "fg"],
-                              palette=[[0, 0, 0], [255, 0, 0]], mean=[0.4], std=[0.2]))()
+    info = type(
+        "I",
+        (),
+        dict(
+            task="segmentation",
+            num_classes=2,
+            in_channels=1,
+            class_names=["bg", "fg"],
+            palette=[[0, 0, 0], [255, 0, 0]],
+            mean=[0.4],
+            std=[0.2],
+        ),
+    )()
     cfg = CheckpointConfig.from_info(model.fcnkit_spec, info, input=dict(TRAINED))
     save_checkpoint(tmp_path / "run" / "best", model, cfg)
     return tmp_path / "run"
@@ -39,7 +51,7 @@ def _write(tmp_path):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     Image.fromarray(eight).save(tmp_path / "in" / "a.png")
     Image.fromarray(eight[::-1]).save(tmp_path / "in" / "sub" / "b.png")
-    raw16 = (eight.astype(np.uint16) * 16)  # a 12-bit camera: 0..4095 in a uint16 TIFF
+    raw16 = eight.astype(np.uint16) * 16  # a 12-bit camera: 0..4095 in a uint16 TIFF
     tifffile.imwrite(tmp_path / "raw16.tif", raw16)
     return eight
 

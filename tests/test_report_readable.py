@@ -1,5 +1,6 @@
 """Issue 11, reports: a confusion matrix readable from 2 to 50 classes, a palette whose first 20
 colours differ, the worst images by IU with a legend and an FP/FN map, test scores, no validation said plainly."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,16 +46,33 @@ def test_report_worst_images_test_scores_and_no_validation(tmp_path, squares_dat
     from fcnkit.app.train import train
 
     squares_data(train=8, val=6)  # the fixture serves its val set for "test" too
-    run = train({"data": "squares", "out": str(tmp_path / "run"), "batch_size": 4, "epochs": 1,
-                 "model_options": {"width": 4}, "device": "cpu"})
+    run = train(
+        {
+            "data": "squares",
+            "out": str(tmp_path / "run"),
+            "batch_size": 4,
+            "epochs": 1,
+            "model_options": {"width": 4},
+            "device": "cpu",
+        }
+    )
     text = (run / "report.md").read_text()
     assert "## Validation scores" in text and "## Test scores (6 images)" in text and "mean Dice" in text
     assert "## Worst validation images" in text and text.count("| 0.") + text.count("| 1.0") >= 6
     assert "false positives red" in text and "| square | `#ff0000` |" in text
     w, h = Image.open(run / "predictions.png").size
     assert w > h / 3  # four columns (image, truth, prediction, errors)
-    short = train({"data": "squares", "out": str(tmp_path / "short"), "batch_size": 4, "epochs": 1, "max_steps": 1,
-                   "model_options": {"width": 4}, "device": "cpu"})
+    short = train(
+        {
+            "data": "squares",
+            "out": str(tmp_path / "short"),
+            "batch_size": 4,
+            "epochs": 1,
+            "max_steps": 1,
+            "model_options": {"width": 4},
+            "device": "cpu",
+        }
+    )
     text = (short / "report.md").read_text()
     assert "This run never validated" in text and "## Validation scores" not in text
     assert "absent from both" not in text

@@ -1,5 +1,6 @@
 """Where a checkpoint's training data is: the absolute folder it was trained on, else the same
 folder relative to the run (a project moved as a whole), else the name as written (built-ins)."""
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,13 @@ def data_summary(data_name: str, train_set, val_set, val_split: str = "val") -> 
     else:
         sizes = f"train {len(train_set)}, {val_split} {len(val_set)}"
         n = len(val_set)
-        warnings = ([f"data '{data_name}': the {val_split} split has only {n} images, too few to score "
-                     f"(fewer than {MIN_SCORED_IMAGES})"] if 0 < n < MIN_SCORED_IMAGES else [])
+        warnings = (
+            [
+                f"data '{data_name}': the {val_split} split has only {n} images, too few to score "
+                f"(fewer than {MIN_SCORED_IMAGES})"
+            ]
+            if 0 < n < MIN_SCORED_IMAGES
+            else []
+        )
     line = f"data {data_name}: {info.num_classes} classes ({shown}){source}; {sizes}"
     return line, warnings

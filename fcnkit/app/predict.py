@@ -16,6 +16,7 @@ Per input ``NAME.ext`` it writes, all or nothing (temporary files renamed at the
 Inputs are read lazily (memory-mapped TIFFs) and normalised tile by tile with the checkpoint's
 mean/std; labels of huge images live in a memory-mapped scratch file, never as logits.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,14 +50,30 @@ def _to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, sc
     else:
         out = np.empty(size, dtype=np.uint8)
     for y in range(0, size[0], 1024):
-        out[y:y + 1024] = labels[idx[0][y:y + 1024]][:, idx[1]]
+        out[y : y + 1024] = labels[idx[0][y : y + 1024]][:, idx[1]]
     return out
 
 
-def predict_files(run_dir, inputs, out_dir=None, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
-                  overlap: float = 0.25, device=None, memory_budget=None, probabilities: bool = False,
-                  progress=False, recursive: bool = False, intensity: str = "check", force: bool = False,
-                  scale: float | None = None, resize=None, warn=None) -> list[dict]:
+def predict_files(
+    run_dir,
+    inputs,
+    out_dir=None,
+    tile=None,
+    halo="auto",
+    batch_size: int = 1,
+    blend: str = "crop",
+    overlap: float = 0.25,
+    device=None,
+    memory_budget=None,
+    probabilities: bool = False,
+    progress=False,
+    recursive: bool = False,
+    intensity: str = "check",
+    force: bool = False,
+    scale: float | None = None,
+    resize=None,
+    warn=None,
+) -> list[dict]:
     """Predict every input image with the checkpoint in ``run_dir``; returns one dict of paths per input.
 
     ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict`. An input that fails
@@ -74,7 +91,9 @@ def predict_files(run_dir, inputs, out_dir=None, tile=None, halo="auto", batch_s
     checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
     model, config = checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
     if config.get("task", "segmentation") != "segmentation":
-        raise InputError(f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint")
+        raise InputError(
+            f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint"
+        )
     norm = config.get("normalization") or {}
     channels = int(config.get("in_channels", 3))
     mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
@@ -140,7 +159,10 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
 
     _, h, w = source.shape
     big = h * w > PNG_MAX_PIXELS
-    names = {"mask": out_dir / f"{path.stem}_mask.{'tif' if big else 'png'}", "overlay": out_dir / f"{path.stem}_overlay.png"}
+    names = {
+        "mask": out_dir / f"{path.stem}_mask.{'tif' if big else 'png'}",
+        "overlay": out_dir / f"{path.stem}_overlay.png",
+    }
     if probabilities:
         names["probabilities"] = out_dir / f"{path.stem}_prob.npy"
     scratch = []

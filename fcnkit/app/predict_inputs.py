@@ -13,6 +13,7 @@ resamples the image before the model (bilinear) and the labels back to the input
 Inputs: files, folders (``recursive`` for sub-folders) and glob patterns (``**`` allowed), so a
 quoted glob works where the shell does not expand it.
 """
+
 from __future__ import annotations
 
 import glob
@@ -25,8 +26,16 @@ import torch
 
 from fcnkit.errors import InputError, MissingFileError
 
-__all__ = ["expand_inputs", "input_stats", "image_stats", "intensity_check", "MatchedSource", "resized_source",
-           "target_size", "FAR_RATIO"]
+__all__ = [
+    "expand_inputs",
+    "input_stats",
+    "image_stats",
+    "intensity_check",
+    "MatchedSource",
+    "resized_source",
+    "target_size",
+    "FAR_RATIO",
+]
 
 #: the input's p99 (after dtype scaling) this many times below/above the training's is "far"
 FAR_RATIO = 4.0
@@ -39,8 +48,9 @@ def expand_inputs(inputs, recursive: bool = False) -> list[Path]:
     from fcnkit.data.io import IMAGE_SUFFIXES
 
     def images(paths):
-        return sorted(p for p in paths
-                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        return sorted(
+            p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
 
     out: list[Path] = []
     for item in inputs:
@@ -48,8 +58,9 @@ def expand_inputs(inputs, recursive: bool = False) -> list[Path]:
         if p.is_dir():
             found = images(p.rglob("*") if recursive else p.iterdir())
             if not found:
-                where = ("this folder or its sub-folders" if recursive
-                         else "this folder (--recursive searches sub-folders)")
+                where = (
+                    "this folder or its sub-folders" if recursive else "this folder (--recursive searches sub-folders)"
+                )
                 raise MissingFileError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in {where}; point at image files")
             out += found
         elif p.is_file():
@@ -65,8 +76,10 @@ def expand_inputs(inputs, recursive: bool = False) -> list[Path]:
     stems: dict[str, Path] = {}
     for p in unique:
         if p.stem in stems:
-            raise InputError(f"{p}: same name as {stems[p.stem]}, their outputs would collide; "
-                             "predict them into different --out folders")
+            raise InputError(
+                f"{p}: same name as {stems[p.stem]}, their outputs would collide; "
+                "predict them into different --out folders"
+            )
         stems[p.stem] = p
     return unique
 
@@ -97,14 +110,18 @@ def input_stats(dataset, max_images: int = 20) -> dict[str, Any] | None:
         stats.append(image_stats(image))
         sizes.append(image.shape[:2])
     dtypes = [s["dtype"] for s in stats]
-    return {"dtype": max(set(dtypes), key=dtypes.count), "p1": float(np.median([s["p1"] for s in stats])),
-            "p99": float(np.median([s["p99"] for s in stats])),
-            "size": [int(np.median([s[0] for s in sizes])), int(np.median([s[1] for s in sizes]))],
-            "images": len(stats)}
+    return {
+        "dtype": max(set(dtypes), key=dtypes.count),
+        "p1": float(np.median([s["p1"] for s in stats])),
+        "p99": float(np.median([s["p99"] for s in stats])),
+        "size": [int(np.median([s[0] for s in sizes])), int(np.median([s[1] for s in sizes]))],
+        "images": len(stats),
+    }
 
 
-def intensity_check(name: str, array: np.ndarray, trained: dict | None, mode: str = "check",
-                    force: bool = False) -> tuple[tuple[float, float] | None, str | None]:
+def intensity_check(
+    name: str, array: np.ndarray, trained: dict | None, mode: str = "check", force: bool = False
+) -> tuple[tuple[float, float] | None, str | None]:
     """``(affine, warning)`` for one input: ``affine = (a, b)`` maps its unit values ``u -> a u + b``
     (``mode="match"``), else None; ``warning`` a line to print, or None. A far range (module docstring)
     is an InputError unless ``force`` or ``mode="match"``."""
@@ -112,16 +129,20 @@ def intensity_check(name: str, array: np.ndarray, trained: dict | None, mode: st
         return None, None
     have = image_stats(array)
     far = have["p99"] * FAR_RATIO < trained["p99"] or have["p99"] > trained["p99"] * FAR_RATIO
-    what = (f"{have['dtype']} values at {have['p1']:.3g}..{have['p99']:.3g} of full scale, but the model was "
-            f"trained on {trained['dtype']} images at {trained['p1']:.3g}..{trained['p99']:.3g} (p1..p99)")
+    what = (
+        f"{have['dtype']} values at {have['p1']:.3g}..{have['p99']:.3g} of full scale, but the model was "
+        f"trained on {trained['dtype']} images at {trained['p1']:.3g}..{trained['p99']:.3g} (p1..p99)"
+    )
     if mode == "match":
         span = max(have["p99"] - have["p1"], 1e-12)
         a = (trained["p99"] - trained["p1"]) / span
         note = f"{name}: {what}; mapped onto the training range (--intensity match)"
         return (a, trained["p1"] - a * have["p1"]), note
     if far and not force:
-        raise InputError(f"{name}: {what}; predictions would be garbage. Pass --intensity match to map its range "
-                         "onto the training range, or --force to predict anyway")
+        raise InputError(
+            f"{name}: {what}; predictions would be garbage. Pass --intensity match to map its range "
+            "onto the training range, or --force to predict anyway"
+        )
     if far:
         return None, f"{name}: {what}; predicting anyway (--force), expect poor results"
     if have["dtype"] != trained["dtype"]:
@@ -141,7 +162,7 @@ class MatchedSource:
         from fcnkit.data.io import to_model_input, to_unit_float
 
         a, b = self.affine
-        unit = to_unit_float(np.asarray(self.array[rows[0]:rows[1], cols[0]:cols[1]]))
+        unit = to_unit_float(np.asarray(self.array[rows[0] : rows[1], cols[0] : cols[1]]))
         unit = unit * np.float32(a) + np.float32(b)
         return to_model_input(unit.astype(np.float32), self.channels, self.mean, self.std)
 

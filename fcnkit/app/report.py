@@ -4,6 +4,7 @@ Everything is read back from the run folder (metrics.csv, best/ or last/), so a 
 rebuilt for any run with ``write_report(RUN)``. matplotlib is imported, with the Agg backend,
 inside the functions only.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,13 @@ from fcnkit.utils.atomic import atomic_write_text
 
 __all__ = ["write_report", "plot_curves", "plot_confusion", "plot_predictions", "pyplot", "save_figure"]
 
-_SCORES = (("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean accuracy"),
-           ("mean_iu", "mean IU"), ("fw_iu", "frequency-weighted IU"), ("mean_dice", "mean Dice"))
+_SCORES = (
+    ("pixel_accuracy", "pixel accuracy"),
+    ("mean_accuracy", "mean accuracy"),
+    ("mean_iu", "mean IU"),
+    ("fw_iu", "frequency-weighted IU"),
+    ("mean_dice", "mean Dice"),
+)
 
 
 def plot_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -78,8 +84,7 @@ def write_report(run: str | os.PathLike, dataset=None, overlays: int = 6, test: 
         dataset = load_dataset(data, split=train.get("val_split", "val"), **options)
     worst: list = []
     if overlays and len(dataset) and hasattr(dataset, "raw"):
-        _, worst = plot_predictions(model, dataset, config["palette"], names, run / "predictions.png",
-                                    count=overlays)
+        _, worst = plot_predictions(model, dataset, config["palette"], names, run / "predictions.png", count=overlays)
         errors = "; errors: false positives red, false negatives blue" if len(names) == 2 else ""
         title = f"The {len(worst)} worst validation images by mean IU (image | ground truth | prediction{errors})"
         images.append((title, "predictions.png"))
@@ -108,7 +113,8 @@ def _markdown(run: Path, ckpt: Path, config: dict, metrics: dict, names, images,
     train = config.get("train", {})
     validated = isinstance(metrics.get("mean_iu"), float)
     lines = [
-        f"# fcnkit run report: {run.name}", "",
+        f"# fcnkit run report: {run.name}",
+        "",
         f"- model: `{config['model']['name']}` {config['model'].get('kwargs', {})}",
         f"- data: `{train.get('data')}` {train.get('data_options') or ''}",
         f"- checkpoint: `{ckpt.name}/` (epoch {metrics.get('epoch', 'n/a')}, step {metrics.get('step', 'n/a')})",
@@ -118,10 +124,14 @@ def _markdown(run: Path, ckpt: Path, config: dict, metrics: dict, names, images,
         "",
     ]
     if not validated:
-        lines += ["## No validation", "",
-                  f"This run never validated: it stopped at step {metrics.get('step', 'n/a')}, before the first "
-                  "validation (which runs at the end of each epoch). There are no validation scores; train "
-                  "longer, or pass --val-every-n-steps N to validate within an epoch.", ""]
+        lines += [
+            "## No validation",
+            "",
+            f"This run never validated: it stopped at step {metrics.get('step', 'n/a')}, before the first "
+            "validation (which runs at the end of each epoch). There are no validation scores; train "
+            "longer, or pass --val-every-n-steps N to validate within an epoch.",
+            "",
+        ]
     else:
         lines += _score_tables("Validation scores", metrics, names)
     if test is not None:

@@ -1,12 +1,13 @@
 """The report's figures that must stay readable for 2 to 50 classes (issue 11).
 
-    confusion.png     two panels, counts and row-normalised (each ground-truth row sums to 1); the
-                      figure grows with the number of classes (cells >= 0.3 inch) and the cell text
-                      shrinks with it, down to none above 25 classes
-    predictions.png   the k WORST validation images by their own mean IU: image | ground truth |
-                      prediction (| errors: false positives red, false negatives blue, for 2 classes),
-                      with a colour legend of the classes
+confusion.png     two panels, counts and row-normalised (each ground-truth row sums to 1); the
+                  figure grows with the number of classes (cells >= 0.3 inch) and the cell text
+                  shrinks with it, down to none above 25 classes
+predictions.png   the k WORST validation images by their own mean IU: image | ground truth |
+                  prediction (| errors: false positives red, false negatives blue, for 2 classes),
+                  with a colour legend of the classes
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,15 @@ import numpy as np
 
 from fcnkit.utils.atomic import atomic_path
 
-__all__ = ["pyplot", "save_figure", "plot_confusion", "plot_predictions", "per_image_iu", "worst_images",
-           "confusion_size"]
+__all__ = [
+    "pyplot",
+    "save_figure",
+    "plot_confusion",
+    "plot_predictions",
+    "per_image_iu",
+    "worst_images",
+    "confusion_size",
+]
 
 ERROR_COLOURS = {"false positive": (230, 25, 25), "false negative": (30, 90, 255)}
 
@@ -59,8 +67,10 @@ def plot_confusion(cm, class_names, path: str | os.PathLike) -> Path:
     label_size = 10 if k <= 10 else 8 if k <= 25 else 6
     text_size = 11 if k <= 4 else 9 if k <= 10 else 7 if k <= 25 else 0
     names = [str(n) if len(str(n)) <= 14 else str(n)[:13] + "…" for n in class_names]
-    for ax, values, title, vmax in ((axes[0], cm, "pixel counts", max(1.0, cm.max())),
-                                    (axes[1], norm, "normalised by row (recall)", 1.0)):
+    for ax, values, title, vmax in (
+        (axes[0], cm, "pixel counts", max(1.0, cm.max())),
+        (axes[1], norm, "normalised by row (recall)", 1.0),
+    ):
         im = ax.imshow(values, vmin=0, vmax=vmax, cmap="Blues")
         ax.set_xticks(range(k), names, rotation=90, fontsize=label_size)
         ax.set_yticks(range(k), names, fontsize=label_size)
@@ -74,8 +84,15 @@ def plot_confusion(cm, class_names, path: str | os.PathLike) -> Path:
                     v = values[i, j]
                     text = f"{v:.2f}" if values is norm else _count(v)
                     if v > 0:
-                        ax.text(j, i, text, ha="center", va="center", fontsize=text_size,
-                                color="white" if v > 0.5 * vmax else "black")
+                        ax.text(
+                            j,
+                            i,
+                            text,
+                            ha="center",
+                            va="center",
+                            fontsize=text_size,
+                            color="white" if v > 0.5 * vmax else "black",
+                        )
     return save_figure(fig, path, plt)
 
 
@@ -129,8 +146,9 @@ def _rgb(colour) -> tuple[float, float, float]:
     return r, g, b
 
 
-def plot_predictions(model, dataset, palette, class_names, path: str | os.PathLike, count: int = 6,
-                     device="cpu") -> tuple[Path, list[tuple[str, float]]]:
+def plot_predictions(
+    model, dataset, palette, class_names, path: str | os.PathLike, count: int = 6, device="cpu"
+) -> tuple[Path, list[tuple[str, float]]]:
     """The ``count`` worst images by mean IU (see the module docstring); returns the path and
     ``[(image name, mean IU)]`` in the order shown."""
     from matplotlib.patches import Patch
@@ -142,24 +160,29 @@ def plot_predictions(model, dataset, palette, class_names, path: str | os.PathLi
     worst = worst_images(model, dataset, k, count, device)
     binary = k == 2
     cols = 4 if binary else 3
-    fig, axes = plt.subplots(len(worst), cols, figsize=(2.6 * cols, 2.6 * len(worst) + 0.9), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(worst), cols, figsize=(2.6 * cols, 2.6 * len(worst) + 0.9), squeeze=False, layout="constrained"
+    )
     shown = []
     for row, (iu, i, pred) in enumerate(worst):
         image, mask = dataset.raw(i)
         mask = np.asarray(mask)
         name = str(dataset[i].get("meta", {}).get("name", i))
         shown.append((name, iu))
-        panels = [(f"{name} (IU {iu:.2f})" if iu >= 0 else name, overlay(image, np.zeros_like(mask), palette)),
-                  ("ground truth", overlay(image, mask, palette)), ("prediction", overlay(image, pred, palette))]
+        panels = [
+            (f"{name} (IU {iu:.2f})" if iu >= 0 else name, overlay(image, np.zeros_like(mask), palette)),
+            ("ground truth", overlay(image, mask, palette)),
+            ("prediction", overlay(image, pred, palette)),
+        ]
         if binary:
             panels.append(("errors", error_map(image, pred, mask)))
         for ax, (title, picture) in zip(axes[row], panels):
             ax.imshow(picture, interpolation="nearest")
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-    handles = [Patch(facecolor=_rgb(palette[c]), edgecolor="grey", label=str(class_names[c]))
-               for c in range(min(k, 50))]
+    handles = [
+        Patch(facecolor=_rgb(palette[c]), edgecolor="grey", label=str(class_names[c])) for c in range(min(k, 50))
+    ]
     if binary:
         handles += [Patch(facecolor=_rgb(rgb), label=name) for name, rgb in ERROR_COLOURS.items()]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)

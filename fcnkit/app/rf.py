@@ -1,4 +1,5 @@
 """``fcnkit rf``'s library side: resolve a registry name or a run folder and describe its geometry."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,6 +39,8 @@ def describe(name_or_dir: str, input_size=None, in_channels: int | None = None, 
     if probe:
         p = receptive_field(model, in_channels=channels, method="probe")
         same = (p.size, p.stride, p.offset) == (g.size, g.stride, g.offset)
-        text += (f"\nprobe            size {p.size}, stride {p.stride}, offset {p.offset}"
-                 f" ({'agrees' if same else 'DIFFERS'})")
+        text += (
+            f"\nprobe            size {p.size}, stride {p.stride}, offset {p.offset}"
+            f" ({'agrees' if same else 'DIFFERS'})"
+        )
     return text

@@ -4,6 +4,7 @@ Each subcommand lives in ``fcnkit/cli/<name>.py`` with ``add_parser(subparsers)`
 itself and sets ``func``. Bad input (:class:`fcnkit.errors.FcnkitError`) becomes one line on
 stderr and exit code 2; anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -18,6 +18,7 @@ jitter means the same for 8- and 16-bit data. Reproducible: :func:`augment` runs
 ``torch.random.fork_rng`` seeded with the given seed, so one seed gives one result, and the global
 RNG is left as it was.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,8 +32,15 @@ from torchvision.transforms.v2._utils import query_size
 from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, did_you_mean
 
-__all__ = ["AUGMENTATIONS", "DEFAULT_AUGMENTATIONS", "check_augmentations", "build_augmentation", "augment",
-           "RandomRot90", "RandomScaleFactor"]
+__all__ = [
+    "AUGMENTATIONS",
+    "DEFAULT_AUGMENTATIONS",
+    "check_augmentations",
+    "build_augmentation",
+    "augment",
+    "RandomRot90",
+    "RandomScaleFactor",
+]
 
 AUGMENTATIONS = ("scale", "crop", "flip", "vflip", "rot90", "color")  # also the order they run in
 DEFAULT_AUGMENTATIONS = ("flip", "scale")
@@ -88,8 +96,10 @@ def check_augmentations(value: Any, where: str = "augment") -> list[str]:
     for name in names:
         base, arg = _split(name)
         if base not in AUGMENTATIONS:
-            raise InputError(f"{where}: unknown augmentation {name!r}{did_you_mean(base, AUGMENTATIONS)}; "
-                             f"use true, false or a list of {', '.join(AUGMENTATIONS)} (e.g. flip,rot90,crop:128)")
+            raise InputError(
+                f"{where}: unknown augmentation {name!r}{did_you_mean(base, AUGMENTATIONS)}; "
+                f"use true, false or a list of {', '.join(AUGMENTATIONS)} (e.g. flip,rot90,crop:128)"
+            )
         _build_one(base, arg, where)  # a bad argument fails now, not in a data loader worker
         out.append(f"{base}:{arg}" if arg else base)
     return out
@@ -111,8 +121,12 @@ def _build_one(base: str, arg: str, where: str):
         raise InputError(f"{where}: {base}:{arg} is not valid; e.g. {example}") from None
     if arg:
         raise InputError(f"{where}: {base} takes no argument, got {base}:{arg}")
-    return {"flip": lambda: v2.RandomHorizontalFlip(0.5), "vflip": lambda: v2.RandomVerticalFlip(0.5),
-            "rot90": RandomRot90, "color": lambda: v2.ColorJitter(brightness=0.2, contrast=0.2)}[base]()
+    return {
+        "flip": lambda: v2.RandomHorizontalFlip(0.5),
+        "vflip": lambda: v2.RandomVerticalFlip(0.5),
+        "rot90": RandomRot90,
+        "color": lambda: v2.ColorJitter(brightness=0.2, contrast=0.2),
+    }[base]()
 
 
 def build_augmentation(names) -> v2.Compose:

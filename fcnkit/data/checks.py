@@ -12,6 +12,7 @@ Problems found (each names the file at fault and the fix):
 - warnings (not problems): a validation/test split too small to score
 - masks holding only 0 and 255 (255 means ignore, so such a dataset would have nothing to learn)
 """
+
 from __future__ import annotations
 
 import os
@@ -49,17 +50,25 @@ class CheckReport:
 def _message(exc: InputError, path: Path) -> str:
     text = str(exc)
     prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _declared_classes(layout, num_classes: int | None, problems: list[Problem]) -> int | None:
     if num_classes is not None:
         return int(num_classes)
     if layout.classes_file is not None:
-        names = [ln for ln in layout.classes_file.read_text(encoding="utf-8").splitlines()
-                 if ln.strip() and not ln.startswith("#")]
+        names = [
+            ln
+            for ln in layout.classes_file.read_text(encoding="utf-8").splitlines()
+            if ln.strip() and not ln.startswith("#")
+        ]
         if len(names) < 2:
-            problems.append(Problem(str(layout.classes_file), f"lists {len(names)} class name(s); write one name per line, background first (at least 2)"))
+            problems.append(
+                Problem(
+                    str(layout.classes_file),
+                    f"lists {len(names)} class name(s); write one name per line, background first (at least 2)",
+                )
+            )
             return None
         return len(names)
     return None  # inferred from the training masks below
@@ -72,7 +81,12 @@ def _unique_pairs(layout) -> tuple[list[tuple[str, Pair]], list[Problem]]:
         for pair in split_pairs:
             if pair.image in seen:
                 if seen[pair.image] != split:
-                    problems.append(Problem(str(pair.image), f"in both the '{seen[pair.image]}' and '{split}' splits; a sample must be in one split only"))
+                    problems.append(
+                        Problem(
+                            str(pair.image),
+                            f"in both the '{seen[pair.image]}' and '{split}' splits; a sample must be in one split only",
+                        )
+                    )
                 continue
             seen[pair.image] = split
             pairs.append((split, pair))
@@ -95,10 +109,19 @@ def inspect_dataset(path: str | os.PathLike, num_classes: int | None = None) -> 
     report.warnings = small_split_warnings(layout)
     report.num_images = len(pairs)
     if not pairs:
-        problems.append(Problem(str(layout.root), "empty dataset: no image/mask pairs found; add images/ and masks/ with matching file names"))
+        problems.append(
+            Problem(
+                str(layout.root),
+                "empty dataset: no image/mask pairs found; add images/ and masks/ with matching file names",
+            )
+        )
         return report
     if not layout.splits.get("train"):
-        problems.append(Problem(layout.describe("train"), "the training split is empty; add training images (or fix the split lists)"))
+        problems.append(
+            Problem(
+                layout.describe("train"), "the training split is empty; add training images (or fix the split lists)"
+            )
+        )
     declared = _declared_classes(layout, num_classes, problems)
 
     labels: list[tuple[str, Path, np.ndarray]] = []  # (split, mask file, unique labels)
@@ -115,28 +138,51 @@ def inspect_dataset(path: str | os.PathLike, num_classes: int | None = None) -> 
         if mask is None:
             continue
         if image is not None and image.shape[:2] != mask.shape:
-            problems.append(Problem(
-                str(pair.mask),
-                f"mask is {mask.shape[0]}x{mask.shape[1]} but its image {pair.image.name} is "
-                f"{image.shape[0]}x{image.shape[1]}; resize the mask with NEAREST to the image size",
-            ))
+            problems.append(
+                Problem(
+                    str(pair.mask),
+                    f"mask is {mask.shape[0]}x{mask.shape[1]} but its image {pair.image.name} is "
+                    f"{image.shape[0]}x{image.shape[1]}; resize the mask with NEAREST to the image size",
+                )
+            )
         labels.append((split, pair.mask, np.unique(mask)))
 
     k = declared
     if k is None:
-        train_max = [int(u[u != IGNORE_INDEX].max()) for s, _, u in labels if s == "train" and (u != IGNORE_INDEX).any()]
+        train_max = [
+            int(u[u != IGNORE_INDEX].max()) for s, _, u in labels if s == "train" and (u != IGNORE_INDEX).any()
+        ]
         k = max(train_max) + 1 if train_max else None
     report.num_classes = k
     if declared is None and k is not None and k < 2:
-        problems.append(Problem(str(layout.root), "the training masks hold only label 0, so there is nothing to learn; label the objects 1, 2, ... (255 = ignore)"))
+        problems.append(
+            Problem(
+                str(layout.root),
+                "the training masks hold only label 0, so there is nothing to learn; label the objects 1, 2, ... (255 = ignore)",
+            )
+        )
     if k is not None:
         for _, file, u in labels:
             bad = u[(u < 0) | ((u >= k) & (u != IGNORE_INDEX))]
             if bad.size:
                 shown = ", ".join(str(int(v)) for v in bad[:5])
-                problems.append(Problem(str(file), f"labels {shown} are outside 0..{k - 1} (255 = ignore); fix the mask or declare more classes (classes.txt / --num-classes)"))
-    if labels and all(set(u.tolist()) <= {0, IGNORE_INDEX} for _, _, u in labels) and any((u == IGNORE_INDEX).any() for _, _, u in labels):
-        problems.append(Problem(str(layout.root), "every mask holds only 0 and 255, but 255 means ignore; if 255 marks the foreground, save it as 1"))
+                problems.append(
+                    Problem(
+                        str(file),
+                        f"labels {shown} are outside 0..{k - 1} (255 = ignore); fix the mask or declare more classes (classes.txt / --num-classes)",
+                    )
+                )
+    if (
+        labels
+        and all(set(u.tolist()) <= {0, IGNORE_INDEX} for _, _, u in labels)
+        and any((u == IGNORE_INDEX).any() for _, _, u in labels)
+    ):
+        problems.append(
+            Problem(
+                str(layout.root),
+                "every mask holds only 0 and 255, but 255 means ignore; if 255 marks the foreground, save it as 1",
+            )
+        )
     return report
 
 

@@ -17,6 +17,7 @@ training files and their modification times, so an edited dataset is re-read.
 VOC has no public test masks: ``split="test"`` needs ``ImageSets/Segmentation/test.txt`` with
 masks present; otherwise it is an :class:`InputError` that says to use ``val``.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -33,8 +34,8 @@ from fcnkit.data.base import (
     resolve_options,
 )
 from fcnkit.data.io import read_image, read_mask, voc_palette
-from fcnkit.data.palette import distinct_palette
 from fcnkit.data.layouts import VOC_CLASSES, Layout, Pair, scan_layout
+from fcnkit.data.palette import distinct_palette
 from fcnkit.errors import InputError
 
 __all__ = ["FolderDataset", "MAX_STAT_IMAGES", "infer_num_classes", "image_channels"]
@@ -64,17 +65,22 @@ def _read_classes(path: Path) -> list[str]:
         lines = [line.split(":")[0] for line in lines if not line.startswith("#")]
     names = lines
     if len(names) < 2:
-        raise InputError(f"{path}: lists {len(names)} class name(s); write one name per line, background first (at least 2)")
+        raise InputError(
+            f"{path}: lists {len(names)} class name(s); write one name per line, background first (at least 2)"
+        )
     return names
 
 
 @lru_cache(maxsize=32)
-def _folder_info(root: str, kind: str, train: tuple[tuple[str, str, int], ...], classes_file: str | None,
-                 num_classes: int | None) -> DatasetInfo:
+def _folder_info(
+    root: str, kind: str, train: tuple[tuple[str, str, int], ...], classes_file: str | None, num_classes: int | None
+) -> DatasetInfo:
     images = [Path(img) for img, _, _ in train]
     masks = [Path(msk) for _, msk, _ in train]
     if not images:
-        raise InputError(f"{root}: the training split is empty, so classes and mean/std cannot be derived; add training images")
+        raise InputError(
+            f"{root}: the training split is empty, so classes and mean/std cannot be derived; add training images"
+        )
     if classes_file:
         names, source = _read_classes(Path(classes_file)), Path(classes_file).name
     else:
@@ -89,13 +95,21 @@ def _folder_info(root: str, kind: str, train: tuple[tuple[str, str, int], ...], 
         names = list(VOC_CLASSES) if kind == "voc" and k == len(VOC_CLASSES) else [f"class_{i}" for i in range(k)]
     in_channels = 3 if kind == "voc" else image_channels(read_image(images[0]))
     if num_classes is not None and num_classes != len(names):
-        raise InputError(f"{root}: num_classes={num_classes} but {source} lists {len(names)} names; drop one of the two")
+        raise InputError(
+            f"{root}: num_classes={num_classes} but {source} lists {len(names)} names; drop one of the two"
+        )
     mean, std = channel_stats((read_image(p) for p in images[:MAX_STAT_IMAGES]), in_channels)
     return DatasetInfo(
-        name=root, task="segmentation", num_classes=len(names), in_channels=in_channels,
-        class_names=names, mean=mean,
+        name=root,
+        task="segmentation",
+        num_classes=len(names),
+        in_channels=in_channels,
+        class_names=names,
+        mean=mean,
         # PASCAL's colours for PASCAL's classes (its masks use them), else colours that can be told apart
-        palette=voc_palette(len(names)) if names == list(VOC_CLASSES) else distinct_palette(len(names)), std=std, class_source=source,
+        palette=voc_palette(len(names)) if names == list(VOC_CLASSES) else distinct_palette(len(names)),
+        std=std,
+        class_source=source,
     )
 
 
@@ -112,13 +126,19 @@ class FolderDataset(ArrayDataset):
         opts = resolve_options(str(root), options, valid)
         for key in ("val_fraction", "test_fraction"):
             value = opts[key]
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1
+            ):
                 raise InputError(f"{root}: {key}={value!r} must be a number in [0, 1), e.g. 0.2")
-        self.layout: Layout = scan_layout(root, opts["val_fraction"], opts["test_fraction"], int(opts["split_seed"] or 0))
+        self.layout: Layout = scan_layout(
+            root, opts["val_fraction"], opts["test_fraction"], int(opts["split_seed"] or 0)
+        )
         root_name = str(self.layout.root)
         self.split = check_split(split, root_name)
         self._num_classes = opts.get("num_classes")
-        if self._num_classes is not None and (isinstance(self._num_classes, bool) or not isinstance(self._num_classes, int) or self._num_classes < 2):
+        if self._num_classes is not None and (
+            isinstance(self._num_classes, bool) or not isinstance(self._num_classes, int) or self._num_classes < 2
+        ):
             raise InputError(f"{root_name}: num_classes={self._num_classes!r} must be an integer >= 2")
         layout = self.layout
         if layout.kind == "unknown":
@@ -128,7 +148,9 @@ class FolderDataset(ArrayDataset):
         self._refuse_problems()
         if not self.pairs:
             if layout.kind == "voc" and self.split == "test":
-                raise InputError(f"{layout.describe('test')}: VOC has no test masks; use split='val' (or add test.txt with masks)")
+                raise InputError(
+                    f"{layout.describe('test')}: VOC has no test masks; use split='val' (or add test.txt with masks)"
+                )
             raise InputError(
                 f"{layout.describe(self.split)}: split '{self.split}' of {layout.root} is empty; add images to it, "
                 "or list stems in train.txt/val.txt/test.txt (or use train/ val/ test/ subfolders)"
@@ -169,7 +191,9 @@ class FolderDataset(ArrayDataset):
         bad = (mask < 0) | ((mask >= k) & (mask != IGNORE_INDEX))
         if bad.any():
             values = sorted(set(np.unique(mask[bad]).tolist()))[:5]
-            raise InputError(f"{pair.mask}: labels {values} are outside 0..{k - 1} (255 = ignore); fix the mask or raise num_classes / classes.txt")
+            raise InputError(
+                f"{pair.mask}: labels {values} are outside 0..{k - 1} (255 = ignore); fix the mask or raise num_classes / classes.txt"
+            )
         return image, mask
 
     def _meta(self, index: int) -> dict:

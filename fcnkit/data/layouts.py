@@ -25,6 +25,7 @@ folder without lists or subfolders by a seeded random split of the sorted stems 
 without mask, mask without image, duplicate stems, list entries without files), so that
 :mod:`fcnkit.data.checks` can report all of them and the loader can refuse with the first one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,18 @@ from fcnkit.data.base import SPLITS
 from fcnkit.data.io import IMAGE_SUFFIXES
 from fcnkit.errors import InputError, MissingFileError
 
-__all__ = ["Pair", "Problem", "Layout", "scan_layout", "hash_split", "fraction_split", "small_split_warnings",
-           "MASK_SUFFIXES", "VOC_CLASSES", "MIN_SCORED_IMAGES"]
+__all__ = [
+    "Pair",
+    "Problem",
+    "Layout",
+    "scan_layout",
+    "hash_split",
+    "fraction_split",
+    "small_split_warnings",
+    "MASK_SUFFIXES",
+    "VOC_CLASSES",
+    "MIN_SCORED_IMAGES",
+]
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".gif")
 HASH_FRACTIONS = (80, 90)  # cumulative percent: train < 80 <= val < 90 <= test
@@ -44,8 +55,27 @@ HASH_FRACTIONS = (80, 90)  # cumulative percent: train < 80 <= val < 90 <= test
 MIN_SCORED_IMAGES = 5
 CLASS_FILES = ("classes.txt", "labelmap.txt")  # labelmap.txt: CVAT/Datumaro VOC exports ("name:r,g,b::")
 VOC_CLASSES = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 
 
@@ -109,20 +139,24 @@ def fraction_split(stems, val_fraction: float, test_fraction: float, seed: int =
     n_val = max(1, round(val_fraction * n)) if val_fraction > 0 and n > 1 else 0
     n_test = max(1, round(test_fraction * n)) if test_fraction > 0 and n > 2 else 0
     if n_val + n_test >= n:
-        raise InputError(f"val_fraction {val_fraction} + test_fraction {test_fraction} leave no training image "
-                         f"out of {n}; lower the fractions")
+        raise InputError(
+            f"val_fraction {val_fraction} + test_fraction {test_fraction} leave no training image "
+            f"out of {n}; lower the fractions"
+        )
     return {stem: "val" if i < n_val else "test" if i < n_val + n_test else "train" for i, stem in enumerate(order)}
 
 
-def small_split_warnings(layout: "Layout", splits=("val", "test")) -> list[str]:
+def small_split_warnings(layout: Layout, splits=("val", "test")) -> list[str]:
     """One line per split with 1..MIN_SCORED_IMAGES-1 images: its scores are noise, and the fix."""
     out = []
     for split in splits:
         n = len(layout.splits.get(split, []))
         if 0 < n < MIN_SCORED_IMAGES:
-            out.append(f"{layout.describe(split)}: the {split} split has only {n} image{'s' if n != 1 else ''}, too few "
-                       f"to score (fewer than {MIN_SCORED_IMAGES}); set --val-fraction/--test-fraction (e.g. 0.2) "
-                       f"or list more stems in {split}.txt")
+            out.append(
+                f"{layout.describe(split)}: the {split} split has only {n} image{'s' if n != 1 else ''}, too few "
+                f"to score (fewer than {MIN_SCORED_IMAGES}); set --val-fraction/--test-fraction (e.g. 0.2) "
+                f"or list more stems in {split}.txt"
+            )
     return out
 
 
@@ -149,12 +183,17 @@ def _pair_folder(images: Path, masks: Path, problems: list[Problem]) -> dict[str
     pairs = {}
     for stem, paths in imgs.items():
         if len(paths) > 1:
-            problems.append(Problem(str(paths[1]), f"two images with stem '{stem}' ({paths[0].name}, {paths[1].name}); keep one"))
+            problems.append(
+                Problem(str(paths[1]), f"two images with stem '{stem}' ({paths[0].name}, {paths[1].name}); keep one")
+            )
         mask_paths = [m for m in msks.get(stem, []) if m.suffix.lower() in MASK_SUFFIXES]
         if not mask_paths:
             jpeg = msks.get(stem)
-            hint = (f"{jpeg[0].name} is lossy JPEG, which corrupts class indices; save it as PNG"
-                    if jpeg else f"add {masks / (stem + '.png')} or remove the image")
+            hint = (
+                f"{jpeg[0].name} is lossy JPEG, which corrupts class indices; save it as PNG"
+                if jpeg
+                else f"add {masks / (stem + '.png')} or remove the image"
+            )
             problems.append(Problem(str(paths[0]), f"image has no mask; {hint}"))
             continue
         if len(mask_paths) > 1:
@@ -162,7 +201,9 @@ def _pair_folder(images: Path, masks: Path, problems: list[Problem]) -> dict[str
         pairs[stem] = Pair(stem, paths[0], mask_paths[0])
     for stem, paths in msks.items():
         if stem not in imgs:
-            problems.append(Problem(str(paths[0]), f"mask has no image; add {images / stem}.<png|jpg|tif> or remove the mask"))
+            problems.append(
+                Problem(str(paths[0]), f"mask has no image; add {images / stem}.<png|jpg|tif> or remove the mask")
+            )
     return pairs
 
 
@@ -195,16 +236,26 @@ def _scan_voc(root: Path, given: Path) -> Layout:
             img, msk = root / "JPEGImages" / f"{stem}.jpg", root / "SegmentationClass" / f"{stem}.png"
             missing = [p for p in (img, msk) if not p.is_file()]
             for p in missing:
-                layout.problems.append(Problem(str(p), f"listed in {list_file.name} but missing; add it or remove '{stem}' from {list_file}"))
+                layout.problems.append(
+                    Problem(
+                        str(p), f"listed in {list_file.name} but missing; add it or remove '{stem}' from {list_file}"
+                    )
+                )
             if not missing:
                 layout.splits[split].append(Pair(stem, img, msk))
     if not (lists / "train.txt").is_file():
-        layout.problems.append(Problem(str(lists / "train.txt"), "missing: a VOC folder needs ImageSets/Segmentation/train.txt (and val.txt) listing image stems"))
+        layout.problems.append(
+            Problem(
+                str(lists / "train.txt"),
+                "missing: a VOC folder needs ImageSets/Segmentation/train.txt (and val.txt) listing image stems",
+            )
+        )
     return layout
 
 
-def scan_layout(root, val_fraction: float | None = None, test_fraction: float | None = None,
-                split_seed: int = 0) -> Layout:
+def scan_layout(
+    root, val_fraction: float | None = None, test_fraction: float | None = None, split_seed: int = 0
+) -> Layout:
     """Pair the images and masks of the dataset folder ``root``; see the module docstring.
 
     ``val_fraction``/``test_fraction`` (with ``split_seed``) ask for a seeded random split instead of
@@ -218,8 +269,10 @@ def scan_layout(root, val_fraction: float | None = None, test_fraction: float | 
     if layout.split_source != "hash":
         if layout.kind == "unknown":
             return layout
-        raise InputError(f"{layout.describe('val')}: this dataset defines its splits ({layout.split_source}); "
-                         "drop --val-fraction/--test-fraction, or remove the split lists to split by fraction")
+        raise InputError(
+            f"{layout.describe('val')}: this dataset defines its splits ({layout.split_source}); "
+            "drop --val-fraction/--test-fraction, or remove the split lists to split by fraction"
+        )
     pairs = {p.stem: p for split_pairs in layout.splits.values() for p in split_pairs}
     assignment = fraction_split(pairs, float(val_fraction or 0.0), float(test_fraction or 0.0), int(split_seed))
     layout.splits = {s: [pairs[stem] for stem in sorted(pairs) if assignment[stem] == s] for s in SPLITS}
@@ -239,7 +292,12 @@ def _scan(root: Path) -> Layout:
         layout = Layout("folder", root, "hash", classes_file=classes_file)
         pairs = _pair_folder(root / "images", root / "masks", layout.problems)
         if not (root / "masks").is_dir():
-            layout.problems.append(Problem(str(root / "masks"), "missing: put one mask per image in masks/ (same stem, index PNG, 255 = ignore)"))
+            layout.problems.append(
+                Problem(
+                    str(root / "masks"),
+                    "missing: put one mask per image in masks/ (same stem, index PNG, 255 = ignore)",
+                )
+            )
         lists = {s: root / f"{s}.txt" for s in SPLITS}
         if any(p.is_file() for p in lists.values()):
             layout.split_source = "lists"
@@ -249,7 +307,12 @@ def _scan(root: Path) -> Layout:
                     if stem in pairs:
                         layout.splits[split].append(pairs[stem])
                     else:
-                        layout.problems.append(Problem(str(list_file), f"'{stem}' has no image/mask pair in images/ and masks/; fix the name or remove the line"))
+                        layout.problems.append(
+                            Problem(
+                                str(list_file),
+                                f"'{stem}' has no image/mask pair in images/ and masks/; fix the name or remove the line",
+                            )
+                        )
         else:
             layout.splits = {s: [] for s in SPLITS}
             for stem, pair in pairs.items():
@@ -263,13 +326,20 @@ def _scan(root: Path) -> Layout:
                 layout.splits[split] = []
                 continue
             if not (sub / "masks").is_dir():
-                layout.problems.append(Problem(str(sub / "masks"), "missing: put one mask per image in masks/ (same stem, index PNG, 255 = ignore)"))
+                layout.problems.append(
+                    Problem(
+                        str(sub / "masks"),
+                        "missing: put one mask per image in masks/ (same stem, index PNG, 255 = ignore)",
+                    )
+                )
             layout.splits[split] = list(_pair_folder(sub / "images", sub / "masks", layout.problems).values())
         return layout
     layout = Layout("unknown", root, "none", splits={s: [] for s in SPLITS})
-    layout.problems.append(Problem(
-        str(root),
-        "unknown dataset layout; expected images/ + masks/ (optionally train/ val/ test/ subfolders holding them) "
-        "or a PASCAL VOC folder (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)",
-    ))
+    layout.problems.append(
+        Problem(
+            str(root),
+            "unknown dataset layout; expected images/ + masks/ (optionally train/ val/ test/ subfolders holding them) "
+            "or a PASCAL VOC folder (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)",
+        )
+    )
     return layout

@@ -7,6 +7,7 @@ apart; digits 0/8 of digit-canvas, classes 1 and 9, are dark red (128, 0, 0) and
 CIE76 delta E from an sRGB grid, Kelly's and tab20's colours); its first 20 colours are at least
 :data:`MIN_DISTANCE` apart (a test checks it). Classes beyond 20 get golden-ratio hues.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -14,9 +15,25 @@ import colorsys
 __all__ = ["distinct_palette", "DISTINCT", "MIN_DISTANCE", "lab", "min_distance"]
 
 DISTINCT = [
-    (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 255, 255), (255, 102, 204), (255, 204, 0), (0, 153, 255),
-    (0, 102, 0), (0, 0, 102), (196, 156, 148), (204, 255, 153), (153, 0, 51), (153, 102, 255), (153, 102, 0),
-    (0, 102, 102), (255, 0, 255), (204, 255, 0), (135, 86, 146), (0, 255, 153),
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (0, 255, 255),
+    (255, 102, 204),
+    (255, 204, 0),
+    (0, 153, 255),
+    (0, 102, 0),
+    (0, 0, 102),
+    (196, 156, 148),
+    (204, 255, 153),
+    (153, 0, 51),
+    (153, 102, 255),
+    (153, 102, 0),
+    (0, 102, 102),
+    (255, 0, 255),
+    (204, 255, 0),
+    (135, 86, 146),
+    (0, 255, 153),
 ]
 #: the smallest CIE76 delta E between two of the first 20 colours of distinct_palette (VOC's: 8.8)
 MIN_DISTANCE = 40.0
@@ -37,6 +54,7 @@ def distinct_palette(num_classes: int) -> list[list[int]]:
 
 def lab(rgb) -> tuple[float, float, float]:
     """CIE L*a*b* (D65) of an sRGB triple 0..255, for perceptual distances (CIE76 delta E)."""
+
     def linear(c: float) -> float:
         c /= 255.0
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
@@ -56,5 +74,4 @@ def lab(rgb) -> tuple[float, float, float]:
 def min_distance(palette) -> float:
     """The smallest CIE76 delta E between two colours of ``palette``."""
     points = [lab(c) for c in palette]
-    return min(sum((a - b) ** 2 for a, b in zip(p, q)) ** 0.5
-               for i, p in enumerate(points) for q in points[i + 1:])
+    return min(sum((a - b) ** 2 for a, b in zip(p, q)) ** 0.5 for i, p in enumerate(points) for q in points[i + 1 :])

@@ -4,6 +4,7 @@
 checkpoint callback (best/, last/, trainer.ckpt), the per-step log, threads, and divergence turned
 into one line. It knows nothing of run folders' other files or of reports (those are the job's).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,14 @@ from fcnkit.errors import InputError
 __all__ = ["fit", "distributed_devices", "TRAINER_CKPT"]
 
 
-def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run: Path,
-        checkpoint_config: dict[str, Any], batch_size: int) -> L.Trainer:
+def fit(
+    module: FcnkitModule,
+    data: L.LightningDataModule,
+    cfg: TrainConfig,
+    run: Path,
+    checkpoint_config: dict[str, Any],
+    batch_size: int,
+) -> L.Trainer:
     """Train ``module`` on ``data`` into the run folder ``run``; returns the finished Trainer.
 
     ``checkpoint_config`` is the config.json of every checkpoint written (without ``metrics``);
@@ -51,8 +58,7 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
             max_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
             logger=_loggers(cfg, run),
-            callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor), StepLog(),
-                       *_lr_monitor(cfg)],
+            callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor), StepLog(), *_lr_monitor(cfg)],
             **_validation_interval(cfg),
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
@@ -74,12 +80,19 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
             _close_progress_bar(trainer)  # so the error starts on its own line
             if trainer.is_global_zero:
                 merge_metrics(run)
-            what = (f"loss became {exc.value} at step {exc.step}" if isinstance(exc, NonFiniteLossError)
-                    else f"weights became non-finite after step {exc.step}")
-            kept = (f"{run / 'last'} holds the last good weights" if (run / "last").is_dir()
-                    else "no checkpoint was written before it")
-            raise InputError(f"training diverged: {what}; {kept}; lower --lr, use --precision 32, "
-                             "or check the data for NaN/inf") from None
+            what = (
+                f"loss became {exc.value} at step {exc.step}"
+                if isinstance(exc, NonFiniteLossError)
+                else f"weights became non-finite after step {exc.step}"
+            )
+            kept = (
+                f"{run / 'last'} holds the last good weights"
+                if (run / "last").is_dir()
+                else "no checkpoint was written before it"
+            )
+            raise InputError(
+                f"training diverged: {what}; {kept}; lower --lr, use --precision 32, or check the data for NaN/inf"
+            ) from None
         finally:
             torch.set_num_threads(threads)
     if trainer.is_global_zero:
@@ -94,8 +107,9 @@ def _loggers(cfg: TrainConfig, run: Path) -> list:
     if getattr(cfg, "logger", "csv") != "tensorboard":
         return [csv]
     # the same version folder as the CSV log: one logs/version_N/ per (re)start, not two
-    tensorboard = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run), name="logs", version=csv.version,
-                                                      default_hp_metric=False)
+    tensorboard = L.pytorch.loggers.TensorBoardLogger(
+        save_dir=str(run), name="logs", version=csv.version, default_hp_metric=False
+    )
     return [csv, tensorboard]
 
 

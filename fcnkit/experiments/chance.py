@@ -5,6 +5,7 @@ A constant prediction of any one class reaches at most ``1/K`` mean IU (IU of th
 accuracy on balanced classification data. An arm whose score is within :data:`MARGIN` of that has
 learnt nothing a constant could not, typically because the budget was too short.
 """
+
 from __future__ import annotations
 
 __all__ = ["chance_score", "chance_note", "MARGIN"]
@@ -35,7 +36,9 @@ def chance_note(scores: dict[str, float | None], score: str, dataset: str, label
     if not low:
         return None
     who = "Every arm" if len(low) == len(scores) else "Arms " + ", ".join(low)
-    return (f"**Warning: {who} scored at chance level** ({label or score} <= {chance:.3f} + {MARGIN}, what a "
-            f"constant prediction of one of the {k} classes can reach): "
-            + ("no arm can be called better; " if len(low) == len(scores) else "")
-            + "train longer (a larger budget) before comparing.")
+    return (
+        f"**Warning: {who} scored at chance level** ({label or score} <= {chance:.3f} + {MARGIN}, what a "
+        f"constant prediction of one of the {k} classes can reach): "
+        + ("no arm can be called better; " if len(low) == len(scores) else "")
+        + "train longer (a larger budget) before comparing."
+    )

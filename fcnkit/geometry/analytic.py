@@ -1,4 +1,5 @@
 """Run a model under the :class:`~fcnkit.geometry.trace.Tracer` and turn the trace into a Geometry."""
+
 from __future__ import annotations
 
 import torch
@@ -120,7 +121,9 @@ def analytic_geometry(model: nn.Module, in_channels: int = 3, input_size=None) -
             out = select_output(out)
             state = tracer.state(out)
         if not isinstance(out, torch.Tensor) or state is None:
-            raise InputError(f"{label}: its output does not depend on the input; pass a network that maps images to score maps")
+            raise InputError(
+                f"{label}: its output does not depend on the input; pass a network that maps images to score maps"
+            )
         if out.dim() < 3:
             raise InputError(
                 f"{label}: output has shape {list(out.shape)} (no spatial grid); pass a fully convolutional model "

@@ -26,6 +26,7 @@ Memory: tiles are read from the source lazily, batched to the device, and their 
 handed to a sink as it finishes (``writers.py``); ``tile="auto"`` picks the largest tile whose
 estimated activations fit ``memory_budget``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,8 +98,10 @@ def auto_tile(model, geometry, image_size, channels: int, budget: int, batch_siz
     smallest = 2 * max(geometry.halo()) + align if blend == "crop" else align
     if side < smallest:
         need = per_px * batch_size * smallest**2
-        raise InputError(f"memory budget {budget / 2**20:.0f} MiB fits no tile of this model (>= {need / 2**20:.0f} MiB for "
-                         f"{smallest}x{smallest} tiles, batch {batch_size}); raise --memory-budget or lower --batch-size")
+        raise InputError(
+            f"memory budget {budget / 2**20:.0f} MiB fits no tile of this model (>= {need / 2**20:.0f} MiB for "
+            f"{smallest}x{smallest} tiles, batch {batch_size}); raise --memory-budget or lower --batch-size"
+        )
     return side
 
 
@@ -118,8 +121,19 @@ class _Progress:
 class TiledJob:
     """One image through one model: the plan, the tile runs, and the hand-off to a sink."""
 
-    def __init__(self, model, image, tile=None, halo="auto", batch_size=1, blend="crop", overlap=0.25,
-                 device=None, memory_budget=None, progress=False):
+    def __init__(
+        self,
+        model,
+        image,
+        tile=None,
+        halo="auto",
+        batch_size=1,
+        blend="crop",
+        overlap=0.25,
+        device=None,
+        memory_budget=None,
+        progress=False,
+    ):
         if blend not in BLENDS:
             raise InputError(f"blend={blend!r} is not known; use one of {', '.join(BLENDS)}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -155,7 +169,9 @@ class TiledJob:
             g = receptive_field(self.model, in_channels=self.source.shape[0])
             for j, a in zip(g.stride, g.align):
                 if (Fraction(a) / Fraction(j)).denominator != 1:
-                    raise InputError(f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None")
+                    raise InputError(
+                        f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None"
+                    )
             self.geometry = g
         return self.geometry
 
@@ -166,16 +182,20 @@ class TiledJob:
 
             y = select_output(self.model(x.to(self.device, non_blocking=True)))
         if not isinstance(y, torch.Tensor) or y.dim() != 4:
-            raise InputError(f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; predict needs a segmentation model")
+            raise InputError(
+                f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; predict needs a segmentation model"
+            )
         return y.cpu()
 
     def run(self, make_sink):
         """Run every tile; ``make_sink((K, H_out, W_out))`` builds the sink once the output size is known."""
         tiles = list(self.plan)
         last = self._run([tiles[-1]])[0]  # the last tile ends at the image end: it fixes the output size
-        shape = (last.shape[0],
-                 origin_cell(tiles[-1].rows, self.stride[0]) + last.shape[1],
-                 origin_cell(tiles[-1].cols, self.stride[1]) + last.shape[2])
+        shape = (
+            last.shape[0],
+            origin_cell(tiles[-1].rows, self.stride[0]) + last.shape[1],
+            origin_cell(tiles[-1].cols, self.stride[1]) + last.shape[2],
+        )
         self.out_dtype = last.dtype
         sink = make_sink(shape)
         agg = make_aggregator(sink, self.plan, shape, self.stride, self.offset)
@@ -206,8 +226,19 @@ def eval_mode(model: nn.Module, device: torch.device):
         model.train(was)
 
 
-def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
-            overlap: float = 0.25, device=None, memory_budget=None, out=None, progress=False) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    image,
+    tile=None,
+    halo="auto",
+    batch_size: int = 1,
+    blend: str = "crop",
+    overlap: float = 0.25,
+    device=None,
+    memory_budget=None,
+    out=None,
+    progress=False,
+) -> torch.Tensor:
     """Logits ``[K, H_out, W_out]`` of ``model`` on ``image``, whole or tiled (module docstring: when exact).
 
     Args:

@@ -29,6 +29,7 @@ than one value per channel at stride 32: batch size > 1 or inputs larger than 32
 Default backbone: ``"allconv"``, by far the cheapest (about 0.9 M parameters; vgg16 has 134 M,
 resnet50 24 M); pass ``backbone="vgg16"`` for the paper's network.
 """
+
 from __future__ import annotations
 
 import os
@@ -93,7 +94,9 @@ class FCN(nn.Module):
         return self.upscore(score, (h, w))
 
 
-def _fcn(skips: int, num_classes: int, in_channels: int, backbone: str, learn_upsampling: bool, backbone_weights) -> FCN:
+def _fcn(
+    skips: int, num_classes: int, in_channels: int, backbone: str, learn_upsampling: bool, backbone_weights
+) -> FCN:
     net = build_backbone(backbone, in_channels=in_channels, weights=backbone_weights)
     return FCN(net, num_classes, skips=skips, learn_upsampling=learn_upsampling)
 
@@ -104,7 +107,12 @@ _BACKBONE_DOC = """``backbone``: "allconv" (default, cheapest), "vgg16" (the pap
     kept in ``fcnkit_spec``."""
 
 
-@register("fcn32s", task="segmentation", description="FCN-32s: backbone (allconv|vgg16|resnet18|resnet50) + 1x1 score + 32x upsampling", init_only=("backbone_weights",))
+@register(
+    "fcn32s",
+    task="segmentation",
+    description="FCN-32s: backbone (allconv|vgg16|resnet18|resnet50) + 1x1 score + 32x upsampling",
+    init_only=("backbone_weights",),
+)
 def fcn32s(
     *,
     num_classes: int,
@@ -116,7 +124,12 @@ def fcn32s(
     return _fcn(0, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
 
 
-@register("fcn16s", task="segmentation", description="FCN-16s: FCN-32s + skip from stride 16 (backbone as fcn32s)", init_only=("backbone_weights",))
+@register(
+    "fcn16s",
+    task="segmentation",
+    description="FCN-16s: FCN-32s + skip from stride 16 (backbone as fcn32s)",
+    init_only=("backbone_weights",),
+)
 def fcn16s(
     *,
     num_classes: int,
@@ -128,7 +141,12 @@ def fcn16s(
     return _fcn(1, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
 
 
-@register("fcn8s", task="segmentation", description="FCN-8s: FCN-16s + skip from stride 8 (backbone as fcn32s)", init_only=("backbone_weights",))
+@register(
+    "fcn8s",
+    task="segmentation",
+    description="FCN-8s: FCN-16s + skip from stride 8 (backbone as fcn32s)",
+    init_only=("backbone_weights",),
+)
 def fcn8s(
     *,
     num_classes: int,

@@ -12,6 +12,7 @@ in ``torch.optim.lr_scheduler.LambdaLR`` and stepped once per optimizer step::
 The factor reaches 0 at ``t = T`` (the last step) and stays 0 after it (a resumed run that trains
 longer than planned keeps lr 0 rather than going negative).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ LR_SCHEDULES = ("none", "cosine", "poly")
 POLY_POWER = 0.9
 
 
-def lr_factor(step: int, total_steps: int, schedule: str = "none", warmup_steps: int = 0,
-              power: float = POLY_POWER) -> float:
+def lr_factor(
+    step: int, total_steps: int, schedule: str = "none", warmup_steps: int = 0, power: float = POLY_POWER
+) -> float:
     """The multiplier of the base learning rate at optimizer step ``step`` (0-based); see the module doc."""
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr schedule {schedule!r}; use one of {', '.join(LR_SCHEDULES)}")

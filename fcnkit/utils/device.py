@@ -1,4 +1,5 @@
 """Device resolution, defined once: every job, experiment and the predictor use it."""
+
 from __future__ import annotations
 
 import torch
