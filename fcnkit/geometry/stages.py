@@ -19,6 +19,7 @@ and input geometries (for a one-stage net it is the classic ``(receptive field -
 """
 from __future__ import annotations
 
+import itertools
 import math
 import weakref
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from torch import nn
 from fcnkit.geometry.axis import Axis
 from fcnkit.geometry.trace import Tracer, _tensors
 
-__all__ = ["OpRecord", "OpGraph", "Stage", "op_graph", "stage_splits", "stage_halo", "cached_geometry", "X"]
+__all__ = ["OpGraph", "OpRecord", "Stage", "X", "cached_geometry", "op_graph", "stage_halo", "stage_splits"]
 
 X = (-1, 0)  # the input image as a "producer": op -1, output 0
 
@@ -144,7 +145,7 @@ def stage_splits(graph: OpGraph, align: int, max_density: float) -> list[Stage]:
     cuts = sorted(p + 1 for _, p in best.values())
     bounds = [0] + cuts + [n]
     stages = []
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         inputs = tuple(dict.fromkeys(key for op in ops[start:stop] for key in op.inputs if key == X or key[0] < start))
         outputs = tuple((k, j) for k in range(start, stop) for j in range(len(ops[k].axes))
                         if last_use.get((k, j), -1) >= stop)
@@ -179,7 +180,7 @@ def stage_halo(graph: OpGraph, outputs, inputs, align: int) -> tuple[int, int]:
     return tuple(halo)
 
 
-_GEOMETRY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_GEOMETRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cached_geometry(model: nn.Module, in_channels: int):

@@ -44,7 +44,7 @@ from fcnkit.inference.sources import as_source
 from fcnkit.inference.tiling import BLENDS, TilePlan, origin_cell, plan_tiles
 from fcnkit.inference.writers import NpySink, TensorSink
 
-__all__ = ["predict", "TiledJob", "parse_memory", "auto_tile"]
+__all__ = ["TiledJob", "auto_tile", "parse_memory", "predict"]
 
 CPU_BUDGET = 512 << 20  # default activation budget for tile="auto" on the CPU (torch itself takes ~0.5 GB)
 
@@ -156,9 +156,9 @@ class TiledJob:
 
     def _geometry(self):
         if self.geometry is None:
-            from fcnkit.geometry import receptive_field
+            from fcnkit.geometry.stages import cached_geometry
 
-            g = receptive_field(self.model, in_channels=self.source.shape[0])
+            g = cached_geometry(self.model, self.source.shape[0])  # traced once per model
             for j, a in zip(g.stride, g.align):
                 if (Fraction(a) / Fraction(j)).denominator != 1:
                     raise InputError(f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None")
@@ -211,8 +211,43 @@ def _eval_mode(model: nn.Module, device: torch.device):
         model.train(was)
 
 
+def _runner(job: TiledJob, staged: bool, halo):
+    """The staged executor for an exact tiled job when possible, else the single-level job itself."""
+    if not staged or halo != "auto" or job.plan.blend != "crop" or len(job.plan) < 2:
+        return job
+    from fcnkit.inference.staged import staged_job
+
+    sj = staged_job(job.model, job.source, job.plan.tile, job.device, progress=None)
+    return job if sj is None else _StagedOrSingle(sj, job)
+
+
+class _StagedOrSingle:
+    """Runs the staged job; if the model turns out not to replay stage by stage, says so once and
+    runs the single-level job instead (sinks are made again, so nothing half-written stays)."""
+
+    def __init__(self, staged, single: TiledJob):
+        self.staged, self.single = staged, single
+        staged.progress = _Progress(len(staged), single.progress) if single.progress else None
+
+    def run(self, make_sink):
+        from fcnkit.inference.staged import CannotStage, _say_once
+
+        self.active = self.staged
+        try:
+            return self.staged.run(make_sink)
+        except CannotStage as exc:
+            _say_once(self.single.model, str(exc))
+            self.active = self.single
+            return self.single.run(make_sink)
+
+    @property
+    def out_dtype(self):
+        return self.active.out_dtype
+
+
 def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
-            overlap: float = 0.25, device=None, memory_budget=None, out=None, progress=False) -> torch.Tensor:
+            overlap: float = 0.25, device=None, memory_budget=None, out=None, progress=False,
+            staged: bool = True) -> torch.Tensor:
     """Logits ``[K, H_out, W_out]`` of ``model`` on ``image``, whole or tiled (module docstring: when exact).
 
     Args:
@@ -233,11 +268,16 @@ def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1
         out: a ``.npy`` path: logits are streamed into it (atomically) and the returned tensor is
             memory-mapped from it, for outputs larger than memory.
         progress: True to print ``tiles done/total`` to stderr, or a callable ``(done, total)``.
+        staged: with ``blend="crop"`` and ``halo="auto"``, run the network in stages split where the
+            resolution drops, each tiled over its own input with its own halo (``staged.py``; same
+            logits, less halo recomputation); False = single-level tiling. Models that cannot be
+            staged fall back to single-level tiling, with one warning per model.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"predict needs a torch.nn.Module, got {type(model).__name__}")
     with _eval_mode(model, _device(model, device)):
-        job = TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
+        job = _runner(TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress),
+                      staged, halo)
         if out is None:
             return job.run(lambda shape: TensorSink(shape, job.out_dtype)).result
         from fcnkit.utils.atomic import atomic_path

@@ -21,6 +21,7 @@ and returns ``None`` (the caller uses single-level tiling).
 """
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 import warnings
@@ -37,10 +38,10 @@ from fcnkit.geometry.trace import _tensors
 from fcnkit.inference.aggregate import CropAggregator
 from fcnkit.inference.tiling import core_cells, origin_cell, plan_tiles
 
-__all__ = ["StagedJob", "staged_job", "CannotStage", "MMAP_BYTES"]
+__all__ = ["MMAP_BYTES", "CannotStage", "StagedJob", "staged_job"]
 
 MMAP_BYTES = 256 << 20
-_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SAID: set = set()
 
 
@@ -123,12 +124,8 @@ class _Replay(TorchFunctionMode):
         return out
 
     def _feed(self, key, meta: torch.Tensor) -> torch.Tensor:
-        real = self.feeds.get(key)
-        if real is None:
-            return meta
-        if tuple(real.shape) != tuple(meta.shape):
-            raise CannotStage(f"stored activation {key} has shape {list(real.shape)}, the tile needs {list(meta.shape)}")
-        return real
+        crop = self.feeds.get(key)
+        return meta if crop is None else crop(tuple(meta.shape))
 
 
 def _plan(model, in_channels: int):
@@ -236,21 +233,22 @@ class StagedJob:
         return sum(len(p) for p in self.plans)
 
     # -- one tile of one stage --------------------------------------------------------------
-    def _crop(self, key, t, shape):
-        if key == X:
-            return self.source.read((t.rows.start, t.rows.stop), (t.cols.start, t.cols.stop))[None]
-        idx = []
-        for axis, span, n in zip(self.graph.axes(key), (t.rows, t.cols), shape):
-            stop = None if span.stop == n else _cell(span.stop, axis.jump)
-            idx.append(slice(_cell(span.start, axis.jump), stop))
-        return self.stores[key][..., idx[0], idx[1]].clone()  # clone: in-place ops must not touch the store
+    def _crop(self, key, t, need: tuple[int, ...]) -> torch.Tensor:
+        """The stored activation ``key`` for tile ``t``: from the tile's first cell, as many cells as
+        the tile's own forward makes (a clone: in-place operations must not touch the store)."""
+        store, idx = self.stores[key], []
+        for axis, span, n, total in zip(self.graph.axes(key), (t.rows, t.cols), need[-2:], store.shape[-2:]):
+            a = _cell(span.start, axis.jump)
+            if a + n > total or tuple(store.shape[:-2]) != tuple(need[:-2]):
+                raise CannotStage(f"stored activation {key} ({list(store.shape)}) has no {list(need)} block at cell {a}")
+            idx.append(slice(a, a + n))
+        return store[..., idx[0], idx[1]].clone().to(self.device)
 
     def _run_tile(self, i: int, t):
         stage, last = self.stages[i], i == len(self.stages) - 1
-        shape = self.source.shape[1:]
-        feeds = {key: self._crop(key, t, shape).to(self.device) for key in stage.inputs if key != X}
+        feeds = {key: functools.partial(self._crop, key, t) for key in stage.inputs if key != X}
         if i == 0 or X in stage.inputs:
-            x = self._crop(X, t, shape).to(self.device, self.dtype)
+            x = self.source.read((t.rows.start, t.rows.stop), (t.cols.start, t.cols.stop))[None].to(self.device, self.dtype)
         else:
             x = torch.empty(1, self.source.shape[0], t.rows.size, t.cols.size, device="meta", dtype=self.dtype)
         mode = _Replay(self.graph.ops, stage, feeds, last)
@@ -263,7 +261,7 @@ class StagedJob:
             pass
         except CannotStage:
             raise
-        except Exception as exc:  # noqa: BLE001 - e.g. a model that refuses this tile's size
+        except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise CannotStage(f"a {t.rows.size}x{t.cols.size} tile of stage {i} fails ({first})") from exc
         if last:
