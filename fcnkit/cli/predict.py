@@ -37,6 +37,7 @@ def add_parser(subparsers) -> None:
                    help="for --tile auto: activation memory, e.g. 512M or 2G (default 512M on CPU, half the free GPU memory)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_prob.npy (float32 [K, H, W])")
+    p.add_argument("--zarr", action="store_true", help="also write NAME_mask.ome.zarr (OME-Zarr label pyramid, for viewers)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -50,11 +51,12 @@ def run(args) -> int:
     results = predict_files(
         args.run_dir, args.inputs, args.out, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
         blend=args.blend, overlap=args.overlap, device=device, memory_budget=args.memory_budget,
-        probabilities=args.probabilities, progress=not args.quiet,
+        probabilities=args.probabilities, progress=not args.quiet, zarr=args.zarr,
     )
     for r in results:
         h, w = r["size"]
         extra = f", probabilities {r['probabilities']}" if "probabilities" in r else ""
+        extra += f", {r['zarr']}" if "zarr" in r else ""
         shrunk = f" (1/{r['overlay_factor']} scale)" if r["overlay_factor"] > 1 else ""
         print(f"{r['input']}: {w}x{h}, {r['tiles']} tile{'s' if r['tiles'] != 1 else ''} -> {r['mask']}, "
               f"{r['overlay']}{shrunk}{extra}")

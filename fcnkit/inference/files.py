@@ -20,11 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from fcnkit.errors import InputError, MissingFileError
-from fcnkit.inference.predict import TiledJob, _eval_mode, _device
+from fcnkit.inference.predict import TiledJob, _device, _eval_mode, _runner
 from fcnkit.inference.sources import open_image
-from fcnkit.inference.writers import PNG_MAX_PIXELS, Fanout, LabelSink, NpySink, write_labels, write_overlay
+from fcnkit.inference.writers import (
+    PNG_MAX_PIXELS,
+    Fanout,
+    LabelSink,
+    NpySink,
+    write_labels,
+    write_overlay,
+)
 
-__all__ = ["predict_files", "expand_inputs"]
+__all__ = ["expand_inputs", "predict_files"]
 
 SCRATCH_PIXELS = 1 << 24  # labels above 16 Mpx go to a memory-mapped scratch file
 
@@ -70,11 +77,12 @@ def _to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, sc
 
 def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
                   overlap: float = 0.25, device=None, memory_budget=None, probabilities: bool = False,
-                  progress=False) -> list[dict]:
+                  progress=False, zarr: bool = False) -> list[dict]:
     """Predict every input image with the checkpoint in ``run_dir``; returns one dict of paths per input.
 
-    ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict`. An input that fails
-    (unreadable, wrong channels) raises before any of its outputs appear.
+    ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict` (exact tiling is staged).
+    ``zarr=True`` also writes ``NAME_mask.ome.zarr`` (an OME-Zarr label pyramid). An input that
+    fails (unreadable, wrong channels) raises before any of its outputs appear.
     """
     from fcnkit import checkpoint
     from fcnkit.data.io import voc_palette
@@ -95,7 +103,10 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
         for path in files:
             source = open_image(path, channels, mean, std)
             job = TiledJob(model, source, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
+            job = _runner(job, True, halo)
             results.append(_one(job, source, path, out_dir, palette, probabilities))
+            if zarr:
+                _write_zarr_mask(results[-1], palette)
     return results
 
 
@@ -134,3 +145,21 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
             with contextlib.suppress(OSError):
                 os.unlink(s)
     return {"input": path, **names, "size": (h, w), "tiles": len(job.plan), "overlay_factor": factor}
+
+
+def _write_zarr_mask(result: dict, palette) -> None:
+    """``NAME_mask.ome.zarr`` next to ``NAME_mask.png|tif``, from that label image (atomic folder)."""
+    from PIL import Image
+
+    from fcnkit.inference.zarr_io import open_lazy, write_label_pyramid
+    from fcnkit.utils.atomic import atomic_dir
+
+    mask = Path(result["mask"])
+    target = mask.with_name(mask.stem + ".ome.zarr")
+    labels = open_lazy(mask) if mask.suffix == ".tif" else None  # the tiled TIFF, chunk by chunk
+    if labels is None:
+        with Image.open(mask) as img:
+            labels = np.asarray(img)  # palette indices
+    with atomic_dir(target) as tmp:
+        write_label_pyramid(tmp, labels, palette, name=mask.stem)
+    result["zarr"] = target

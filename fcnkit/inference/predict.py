@@ -244,6 +244,9 @@ class _StagedOrSingle:
     def out_dtype(self):
         return self.active.out_dtype
 
+    def __getattr__(self, name):  # plan, geometry, ... of the single-level job (the same image and model)
+        return getattr(self.single, name)
+
 
 def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
             overlap: float = 0.25, device=None, memory_budget=None, out=None, progress=False,

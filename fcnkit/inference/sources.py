@@ -76,9 +76,14 @@ class ArraySource:
 
 
 def open_image(path: str | os.PathLike, channels: int, mean, std) -> ArraySource:
-    """A lazy source for an image file: TIFFs memory-mapped where possible, others decoded once (raw)."""
+    """A lazy source for an image file: TIFFs memory-mapped where possible, compressed/tiled TIFFs and
+    zarr/OME-Zarr folders read chunk by chunk (``zarr_io.open_lazy``), others decoded once (raw)."""
     from fcnkit.data.io import read_image
+    from fcnkit.inference.zarr_io import open_lazy
 
+    lazy = open_lazy(path)
+    if lazy is not None:
+        return ArraySource(lazy, channels, mean, std, name=str(path))
     return ArraySource(read_image(path, mmap=True), channels, mean, std, name=str(path))
 
 
