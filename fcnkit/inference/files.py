@@ -22,16 +22,9 @@ import numpy as np
 from fcnkit.errors import InputError, MissingFileError
 from fcnkit.inference.predict import TiledJob, _device, _eval_mode, _runner
 from fcnkit.inference.sources import open_image
-from fcnkit.inference.writers import (
-    PNG_MAX_PIXELS,
-    Fanout,
-    LabelSink,
-    NpySink,
-    write_labels,
-    write_overlay,
-)
+from fcnkit.inference.writers import PNG_MAX_PIXELS, Fanout, LabelSink, NpySink, write_labels, write_overlay
 
-__all__ = ["expand_inputs", "predict_files"]
+__all__ = ["predict_files", "expand_inputs"]
 
 SCRATCH_PIXELS = 1 << 24  # labels above 16 Mpx go to a memory-mapped scratch file
 
