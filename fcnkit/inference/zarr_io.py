@@ -26,7 +26,7 @@ import torch
 
 from fcnkit.errors import InputError
 
-__all__ = ["open_lazy", "LazyArray", "ZarrSink", "write_label_pyramid", "CHUNK"]
+__all__ = ["open_lazy", "LazyArray", "ZarrSink", "write_label_pyramid", "finish_label_pyramid", "CHUNK"]
 
 CHUNK = 512
 _TIFF = (".tif", ".tiff")
@@ -153,15 +153,25 @@ def write_label_pyramid(path: str | os.PathLike, labels, palette=None, chunk: in
 
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     h, w = labels.shape
-    band = max(chunk, (1 << 24) // max(w, 1) // chunk * chunk)  # rows per write: ~16 Mpx, whole chunks
     level = root.create_array("0", shape=(h, w), chunks=(chunk, chunk), dtype="uint8")
-    for y in range(0, h, band):
-        level[y:y + band] = np.asarray(labels[y:y + band], dtype=np.uint8)
-    n = 1
+    for y in range(0, h, _band(w, chunk)):
+        level[y:y + _band(w, chunk)] = np.asarray(labels[y:y + _band(w, chunk)], dtype=np.uint8)
+    return finish_label_pyramid(root, palette, chunk, name)
+
+
+def _band(width: int, chunk: int) -> int:
+    return max(chunk, (1 << 24) // max(width, 1) // chunk * chunk)  # rows per write: ~16 Mpx, whole chunks
+
+
+def finish_label_pyramid(root, palette=None, chunk: int = CHUNK, name: str = "labels") -> int:
+    """Add the halved levels ``1, 2, ...`` below an existing level ``"0"`` of the zarr group ``root``
+    and the OME-Zarr metadata; returns the number of levels."""
+    level, n = root["0"], 1
     while max(level.shape) > chunk:
         prev = level
         hh, ww = (prev.shape[0] + 1) // 2, (prev.shape[1] + 1) // 2
-        level = root.create_array(str(n), shape=(hh, ww), chunks=(chunk, chunk), dtype="uint8")
+        level = root.create_array(str(n), shape=(hh, ww), chunks=(chunk, chunk), dtype="uint8", overwrite=True)
+        band = _band(ww, chunk)
         for y in range(0, hh, band):
             level[y:y + band] = np.asarray(prev[2 * y:2 * (y + band):2, ::2])
         n += 1
