@@ -38,6 +38,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_prob.npy (float32 [K, H, W])")
     p.add_argument("--zarr", action="store_true", help="also write NAME_mask.ome.zarr (OME-Zarr label pyramid, for viewers)")
+    p.add_argument("--cluster", default=None, metavar="local[:N]|tcp://HOST:PORT",
+                   help="run the chunks on dask.distributed (a local cluster of N processes, or a running scheduler); "
+                        "writes NAME_mask.ome.zarr; a re-run resumes")
+    p.add_argument("--chunk", type=int, default=1024, metavar="N", help="with --cluster: output chunk = tile core (default 1024)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -48,6 +52,14 @@ def run(args) -> int:
     from fcnkit.inference.files import predict_files
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.cluster:
+        from fcnkit.app.cluster_predict import predict_on_cluster
+
+        tile = None if args.tile in (None, "auto") else args.tile
+        for r in predict_on_cluster(args.run_dir, args.inputs, args.out, cluster=args.cluster, tile=tile,
+                                    chunk=args.chunk, device=device):
+            print(f"{r['input']}: {r['chunks']} chunks ({r['skipped']} already done) -> {r['mask']}")
+        return 0
     results = predict_files(
         args.run_dir, args.inputs, args.out, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
         blend=args.blend, overlap=args.overlap, device=device, memory_budget=args.memory_budget,
