@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fcnkit.errors import InputError
 
-__all__ = ["predict_on_cluster", "connect"]
+__all__ = ["connect", "predict_on_cluster"]
 
 
 @contextlib.contextmanager
@@ -41,9 +41,9 @@ def connect(cluster: str):
     import os
 
     workers = int(n) if n else (os.cpu_count() or 1)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
-        with Client(lc) as client:
-            yield client
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        yield client
 
 
 def _plan(model, source, image: Path, chunk: int, tile, channels, mean, std, store: Path, logits: bool):

@@ -23,7 +23,7 @@ import torch
 
 from fcnkit.inference.tiling import Span, core_cells, origin_cell
 
-__all__ = ["ModelPlugin", "ChunkTask", "chunk_spans", "run_chunk", "done_chunks", "out_chunk", "PLUGIN", "DONE"]
+__all__ = ["DONE", "PLUGIN", "ChunkTask", "ModelPlugin", "chunk_spans", "done_chunks", "out_chunk", "run_chunk"]
 
 PLUGIN = "fcnkit-model"
 DONE = ".fcnkit-done"

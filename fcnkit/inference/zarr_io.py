@@ -18,6 +18,7 @@ pyramid, every level half the previous one (nearest: a label stays a label), wit
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch
 
 from fcnkit.errors import InputError
 
-__all__ = ["open_lazy", "LazyArray", "ZarrSink", "write_label_pyramid", "finish_label_pyramid", "CHUNK"]
+__all__ = ["CHUNK", "LazyArray", "ZarrSink", "finish_label_pyramid", "open_lazy", "write_label_pyramid"]
 
 CHUNK = 512
 _TIFF = (".tif", ".tiff")
@@ -107,11 +108,9 @@ def open_lazy(path: str | os.PathLike):
         return None
     import tifffile
 
-    try:
+    with contextlib.suppress(Exception):  # compressed or tiled: not memory-mappable, read through aszarr
         tifffile.memmap(path, mode="r")
         return None  # uncompressed and contiguous: memory-mapped by read_image
-    except Exception:  # noqa: BLE001 - compressed or tiled: read through aszarr
-        pass
     import zarr
 
     try:
