@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fcnkit import predict
+from fcnkit.errors import InputError
 from fcnkit.geometry.stages import cached_geometry
 from fcnkit.inference.sources import as_source
 from fcnkit.inference.staged import staged_job
@@ -100,3 +101,9 @@ def test_staged_false_and_geometry_cached():
     a = predict(model, x, tile=544)
     b = predict(model, x, tile=544, staged=False)
     assert (a - b).abs().max().item() <= 1e-10
+    with torch.no_grad():
+        whole = model(x[None])[0]
+    small = predict(model, x, tile=128)  # single-level tiling refuses 128 (a 256 halo leaves no core)
+    assert (small - whole).abs().max().item() <= 1e-10
+    with pytest.raises(InputError, match="leaves no core"):
+        predict(model, x, tile=128, staged=False)

@@ -211,13 +211,17 @@ def _eval_mode(model: nn.Module, device: torch.device):
         model.train(was)
 
 
-def _runner(job: TiledJob, staged: bool, halo):
-    """The staged executor for an exact tiled job when possible, else the single-level job itself."""
-    if not staged or halo != "auto" or job.plan.blend != "crop" or len(job.plan) < 2:
+def _runner(job: TiledJob, staged: bool, halo, tile=None):
+    """The staged executor for an exact tiled job when possible, else the single-level job itself.
+    ``tile``: the caller's tile when it is smaller than the single-level job's (staged halos are smaller)."""
+    if not staged or halo != "auto" or job.plan.blend != "crop":
+        return job
+    t = (tile, tile) if isinstance(tile, int) and not isinstance(tile, bool) else job.plan.tile
+    if all(a >= b for a, b in zip(t, job.source.shape[1:])):
         return job
     from fcnkit.inference.staged import staged_job
 
-    sj = staged_job(job.model, job.source, job.plan.tile, job.device, progress=None)
+    sj = staged_job(job.model, job.source, t, job.device, progress=None)
     return job if sj is None else _StagedOrSingle(sj, job)
 
 
@@ -273,14 +277,24 @@ def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1
         progress: True to print ``tiles done/total`` to stderr, or a callable ``(done, total)``.
         staged: with ``blend="crop"`` and ``halo="auto"``, run the network in stages split where the
             resolution drops, each tiled over its own input with its own halo (``staged.py``; same
-            logits, less halo recomputation); False = single-level tiling. Models that cannot be
-            staged fall back to single-level tiling, with one warning per model.
+            logits, less halo recomputation; tiles smaller than single-level tiling allows are fine,
+            one tile per forward); False = single-level tiling. Models that cannot be staged fall
+            back to single-level tiling (with the tile raised to its minimum), one warning per model.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"predict needs a torch.nn.Module, got {type(model).__name__}")
     with _eval_mode(model, _device(model, device)):
-        job = _runner(TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress),
-                      staged, halo)
+        single = tile
+        if staged and blend == "crop" and halo == "auto" and isinstance(tile, int) and not isinstance(tile, bool) and tile > 0:
+            from fcnkit.geometry.stages import cached_geometry
+
+            image = as_source(image)  # staged halos are smaller: a tile too small for single-level tiling is fine
+            g = cached_geometry(model, image.shape[0])
+            single = max(tile, 2 * max(g.halo()) + max(g.align))
+        job = _runner(TiledJob(model, image, single, halo, batch_size, blend, overlap, device, memory_budget, progress),
+                      staged, halo, tile)
+        if single != tile and isinstance(job, TiledJob):  # not staged after all: the tile is too small, say so
+            job = TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
         if out is None:
             return job.run(lambda shape: TensorSink(shape, job.out_dtype)).result
         from fcnkit.utils.atomic import atomic_path
