@@ -107,3 +107,17 @@ def test_staged_false_and_geometry_cached():
     assert (small - whole).abs().max().item() <= 1e-10
     with pytest.raises(InputError, match="leaves no core"):
         predict(model, x, tile=128, staged=False)
+
+
+def test_a_third_party_trunk_is_staged_exactly():
+    import torchvision
+
+    torch.manual_seed(0)
+    trunk = nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:-2]).eval().double()
+    x = torch.randn(3, 97, 203, dtype=torch.float64)
+    with torch.no_grad():
+        whole = trunk(x[None])[0]
+    job = staged_job(trunk, as_source(x), (64, 64), None)
+    assert job is not None and len(job.stages) >= 3
+    staged = job.run(lambda shape: TensorSink(shape, torch.float64)).result
+    assert staged.shape == whole.shape and (staged - whole).abs().max().item() <= 1e-10

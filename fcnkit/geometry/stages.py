@@ -50,6 +50,7 @@ class OpRecord:
 class OpGraph:
     ops: tuple[OpRecord, ...]
     pixels: int  # traced input pixels (numel / pixels = elements per input pixel)
+    output: tuple[int, int] = X  # the key of the model's score map (``select_output`` of the result)
 
     def axes(self, key) -> tuple[Axis, Axis]:
         return (Axis(), Axis()) if key == X else self.ops[key[0]].axes[key[1]]
@@ -111,7 +112,10 @@ def op_graph(model: nn.Module, in_channels: int, size: tuple[int, int]) -> tuple
     rec.watch(x, State((Axis(), Axis())))
     with rec, torch.no_grad():
         out = functional_call(model, state, (x,))
-    return OpGraph(tuple(rec.ops), size[0] * size[1]), out
+    from fcnkit.geometry.analytic import select_output
+
+    key = rec.made.get(id(select_output(out)), (len(rec.ops) - 1, 0))
+    return OpGraph(tuple(rec.ops), size[0] * size[1], key), out
 
 
 def _whole(v: Fraction) -> bool:

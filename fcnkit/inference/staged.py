@@ -218,7 +218,7 @@ class StagedJob:
         dmax = max(s.density for s in stages)
         self.plans = []
         for s in stages:
-            keys = s.outputs if s is not stages[-1] else [(len(graph.ops) - 1, 0)]
+            keys = s.outputs if s is not stages[-1] else [graph.output]
             halo = stage_halo(graph, keys, s.inputs, self.align)
             scale = math.sqrt(dmax / max(s.density, 1e-9))
             side = tuple(max(int(t * scale) // self.align * self.align, 2 * hh + self.align, smallest)
