@@ -26,8 +26,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python benchmarks/dense_inference.py
 	$(BIN)/python benchmarks/tiled_inference.py
+	$(BIN)/python benchmarks/staged_inference.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

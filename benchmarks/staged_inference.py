@@ -7,7 +7,8 @@ This shared machine's speed varies 2-3x between runs, so every ratio comes from 
 the methods alternate (whole, staged, single, whole, staged, single, ...): each row gives the median
 time over the repeats divided by the median whole-image time of the same run, with the spread
 (min-max of the per-repeat ratios), and the largest |difference| to the whole-image logits.
-Threads: ``--threads`` (default 1). Peak memory is not measured here (one process for all methods);
+With MONAI installed (``pip install .[bench]``) its Gaussian-blended ``sliding_window_inference``
+(roi 512, overlap 0.25) is timed alongside. Threads: ``--threads`` (default 1). Peak memory is not measured here (one process for all methods);
 ``tiled_inference.py`` measures it per method in fresh processes.
 """
 from __future__ import annotations
@@ -49,6 +50,13 @@ def main(argv=None) -> None:
                 f"staged, tile {args.tile}": lambda m=model, x=x: predict(m, x, tile=args.tile),
                 f"single-level, tile {args.tile}": lambda m=model, x=x: predict(m, x, tile=args.tile, staged=False),
             }
+            try:  # MONAI's blended sliding window, side by side (pip install .[bench])
+                from monai.inferers import sliding_window_inference
+
+                methods["MONAI gaussian, roi 512, overlap 0.25"] = lambda m=model, x=x: sliding_window_inference(
+                    x[None], (512, 512), 1, m, overlap=0.25, mode="gaussian")[0]
+            except ImportError:
+                pass
             predict(model, x[:, :256, :256], tile=args.tile)  # trace + cache the geometry outside the timing
             times = {k: [] for k in methods}
             diffs = {}
