@@ -27,8 +27,8 @@ __all__ = ["connect", "predict_on_cluster"]
 
 @contextlib.contextmanager
 def connect(cluster: str):
-    """A ``distributed.Client`` for ``local[:N]`` (a LocalCluster of N processes x 1 thread; N = CPU
-    count by default) or ``tcp://HOST:PORT`` (a running scheduler)."""
+    """A ``distributed.Client`` for ``local[:N]`` (a LocalCluster of N processes x 1 thread; N = the
+    number of GPUs, else of CPU cores, by default) or ``tcp://HOST:PORT`` (a running scheduler)."""
     from distributed import Client, LocalCluster
 
     if cluster.startswith(("tcp://", "tls://", "ucx://")):
@@ -40,7 +40,10 @@ def connect(cluster: str):
         raise InputError(f"--cluster {cluster!r} is not understood; use local, local:N or tcp://HOST:PORT")
     import os
 
-    workers = int(n) if n else (os.cpu_count() or 1)
+    import torch
+
+    gpus = torch.cuda.device_count()
+    workers = int(n) if n else (gpus or os.cpu_count() or 1)  # default: one worker per GPU, else per core
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             Client(lc) as client:
         yield client

@@ -48,7 +48,12 @@ class ModelPlugin(_Base):
         from fcnkit.checkpoint import load_checkpoint
 
         torch.set_num_threads(self.threads)
-        self.model, self.config = load_checkpoint(self.run_dir, map_location=self.device)
+        device = self.device
+        count = torch.cuda.device_count() if device == "cuda" else 0
+        if count > 1:  # one GPU per worker: local workers are named 0..N-1 (others: spread by name)
+            name = str(getattr(worker, "name", 0))
+            device = f"cuda:{(int(name) if name.isdigit() else sum(map(ord, name))) % count}"
+        self.model, self.config = load_checkpoint(self.run_dir, map_location=device)
         self.model.eval()
         self.loads += 1
 
