@@ -42,6 +42,10 @@ def main(argv=None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fcnkit-dask-bench-"))
     torch.manual_seed(0)
     model = build_model("fcn8s", num_classes=3, backbone=args.backbone).eval()
+    with torch.no_grad():  # FCN's score layers start at zero: random weights instead
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.01)
     config = {"task": "segmentation", "num_classes": 3, "in_channels": 3,
               "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
     run = save_checkpoint(tmp / "run" / "best", model, config).parent

@@ -28,10 +28,21 @@ ONE_STAGE = {"allconv": "its full-resolution skip taps live to the end: no cut i
 def build(name, **kw):
     torch.manual_seed(0)
     model = build_model(name, num_classes=3, **kw).eval().double()
-    for m in model.modules():  # non-trivial BatchNorm statistics
+    randomise(model)
+    return model
+
+
+def randomise(model):
+    """Non-trivial BatchNorm statistics, and random weights where FCN initialises to zero (the score
+    layers): otherwise every logit is 0 and equalities hold trivially."""
+    for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.5)
             m.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.1)
     return model
 
 
@@ -48,6 +59,7 @@ def test_staged_equals_whole_fp64(name, kw):
         x = torch.randn(3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             whole = model(x[None])[0]
+        assert whole.std() > 1e-3  # non-trivial logits
         job = staged_job(model, as_source(x), (64, 64), None)
         if name in ONE_STAGE and not kw:
             assert job is None  # single-level tiling (exact) is what predict runs
