@@ -289,8 +289,10 @@ def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1
             from fcnkit.geometry.stages import cached_geometry
 
             image = as_source(image)  # staged halos are smaller: a tile too small for single-level tiling is fine
-            g = cached_geometry(model, image.shape[0])
-            single = max(tile, 2 * max(g.halo()) + max(g.align))
+            if tile < max(image.shape[1:]):
+                with contextlib.suppress(InputError):  # an untraceable model: TiledJob says so below
+                    g = cached_geometry(model, image.shape[0])
+                    single = max(tile, 2 * max(g.halo()) + max(g.align))
         job = _runner(TiledJob(model, image, single, halo, batch_size, blend, overlap, device, memory_budget, progress),
                       staged, halo, tile)
         if single != tile and isinstance(job, TiledJob):  # not staged after all: the tile is too small, say so
