@@ -133,3 +133,16 @@ def test_a_third_party_trunk_is_staged_exactly():
     assert job is not None and len(job.stages) >= 3
     staged = job.run(lambda shape: TensorSink(shape, torch.float64)).result
     assert staged.shape == whole.shape and (staged - whole).abs().max().item() <= 1e-10
+
+
+def test_memory_mapped_stores_give_the_same_logits(monkeypatch):
+    import fcnkit.inference.staged as staged
+
+    monkeypatch.setattr(staged, "MMAP_BYTES", 0)  # every stage output on disk, pages dropped per tile
+    model = build("fcn8s")
+    x = torch.randn(3, 161, 230, dtype=torch.float64)
+    with torch.no_grad():
+        whole = model(x[None])[0]
+    job = staged_job(model, as_source(x), (64, 64), None)
+    out = job.run(lambda shape: TensorSink(shape, torch.float64)).result
+    assert (out - whole).abs().max().item() <= 1e-10 and job._tmp is None  # the scratch folder is gone

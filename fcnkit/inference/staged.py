@@ -15,7 +15,8 @@ Each stage's tiles keep only cells whose inputs lie inside the tile (the same co
 A stage runs the model's own ``forward`` on the tile under a replay mode: operations before the
 stage run on the meta device (shapes only, no compute), operations whose outputs the stage reads
 return the stored crop, the stage's operations compute, and the pass stops after its last one.
-Stores larger than ``MMAP_BYTES`` are memory-mapped files in a temporary folder.
+Stores larger than ``MMAP_BYTES`` are memory-mapped files in a temporary folder, their pages
+dropped from resident memory after each tile.
 If the model cannot be traced or replayed this way, :func:`staged_job` says so once per model
 and returns ``None`` (the caller uses single-level tiling).
 """
@@ -36,11 +37,12 @@ from torch.overrides import TorchFunctionMode
 from fcnkit.geometry.stages import X, op_graph, stage_halo, stage_splits
 from fcnkit.geometry.trace import _tensors
 from fcnkit.inference.aggregate import CropAggregator
+from fcnkit.inference.sources import drop_pages
 from fcnkit.inference.tiling import core_cells, origin_cell, plan_tiles
 
 __all__ = ["MMAP_BYTES", "CannotStage", "StagedJob", "staged_job"]
 
-MMAP_BYTES = 256 << 20
+MMAP_BYTES = 64 << 20
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SAID: set = set()
 
@@ -227,6 +229,7 @@ class StagedJob:
         p = next(model.parameters(), None)
         self.dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
         self.stores: dict = {}
+        self._mapped: dict = {}  # key -> numpy memmap of the stores kept on disk
         self._tmp = None
 
     def __len__(self) -> int:
@@ -242,7 +245,10 @@ class StagedJob:
             if a + n > total or tuple(store.shape[:-2]) != tuple(need[:-2]):
                 raise CannotStage(f"stored activation {key} ({list(store.shape)}) has no {list(need)} block at cell {a}")
             idx.append(slice(a, a + n))
-        return store[..., idx[0], idx[1]].clone().to(self.device)
+        out = store[..., idx[0], idx[1]].clone().to(self.device)
+        if key in self._mapped:
+            drop_pages(self._mapped[key])
+        return out
 
     def _run_tile(self, i: int, t):
         stage, last = self.stages[i], i == len(self.stages) - 1
@@ -282,6 +288,7 @@ class StagedJob:
             self._tmp = tempfile.TemporaryDirectory(prefix="fcnkit-stages-")
         arr = np.lib.format.open_memmap(f"{self._tmp.name}/{key[0]}_{key[1]}.npy", mode="w+",
                                         dtype=torch.empty(0, dtype=like.dtype).numpy().dtype, shape=shape)
+        self._mapped[key] = arr
         return torch.from_numpy(arr)
 
     def _keep(self, key, t, y: torch.Tensor) -> None:
@@ -292,6 +299,8 @@ class StagedJob:
             box.append((n0, n1, n0 - origin_cell(span, jump)))
         (r0, r1, a), (c0, c1, b) = box
         store[..., r0:r1, c0:c1] = y[..., a:a + r1 - r0, b:b + c1 - c0]
+        if key in self._mapped:  # written blocks go to disk, not into our resident memory
+            drop_pages(self._mapped[key])
 
     # -- the whole job ------------------------------------------------------------------------
     def run(self, make_sink):
@@ -335,6 +344,7 @@ class StagedJob:
                 return sink
         finally:
             self.stores.clear()
+            self._mapped.clear()
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
@@ -344,3 +354,4 @@ class StagedJob:
         later = {key for s in self.stages[i + 1:] for key in s.inputs}
         for key in [k for k in self.stores if k not in later]:
             del self.stores[key]
+            self._mapped.pop(key, None)
