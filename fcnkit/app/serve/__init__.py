@@ -1,0 +1,107 @@
+"""``fcnkit serve``: a local web viewer for predictions and receptive fields.
+
+The server (Starlette + uvicorn) serves only the runs and images it was started with, plus
+uploads it keeps in its own cache folder; the page (``static/``: one HTML file, one script, one
+style sheet, no build step and no third-party front-end code) draws the image and the predicted
+mask on canvases, tile by tile, and asks the server for the class probabilities and the
+receptive field of the output cell under the cursor. See :mod:`fcnkit.app.serve.routes` for the
+HTTP API.
+"""
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import sys
+from pathlib import Path
+
+from fcnkit.app.serve.catalog import Catalog, Limits, find_mask, load_run
+from fcnkit.errors import InputError
+
+__all__ = ["build_catalog", "make_app", "serve", "split_inputs", "Limits"]
+
+
+def split_inputs(paths) -> tuple[list[Path], list[Path]]:
+    """``RUN_DIR [RUN_DIR2] [IMAGES...]`` -> (runs, images): folders holding a checkpoint are runs,
+    other folders expand to their images; at most two runs, and the first argument is one."""
+    from fcnkit.checkpoint import CONFIG
+    from fcnkit.inference.files import expand_inputs  # moves to fcnkit/app with issue 9
+
+    runs, images = [], []
+    for p in map(Path, paths):
+        is_run = p.is_dir() and any((p / s / CONFIG).is_file() for s in (".", "best", "last"))
+        (runs if is_run and not images else images).append(p)
+    if not runs:
+        raise InputError(f"{paths[0] if paths else 'RUN_DIR'}: not a run or checkpoint folder; "
+                         "give a run folder made by 'fcnkit train' first, then images")
+    if len(runs) > 2:
+        raise InputError(f"{runs[2]}: at most two runs can be compared; give one or two run folders")
+    return runs, expand_inputs(images) if images else []
+
+
+def build_catalog(runs, images=(), masks_dir=None, cache_dir=None, device: str = "cpu",
+                  limits: Limits | None = None) -> Catalog:
+    """Load the runs and check the images (and their masks); a bad one raises before serving."""
+    from fcnkit.app.serve.catalog import default_cache_dir
+
+    if masks_dir is not None and not Path(masks_dir).is_dir():
+        raise InputError(f"--masks {masks_dir}: not a folder; give the folder holding the masks (same file names)")
+    loaded = {str(i): load_run(r, i, device) for i, r in enumerate(runs)}
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    catalog = Catalog(runs=loaded, cache_dir=cache, limits=limits or Limits())
+    for path in images:
+        catalog.add_file(path, find_mask(Path(path), Path(masks_dir) if masks_dir else None))
+    return catalog
+
+
+def make_app(catalog: Catalog, host: str = "127.0.0.1", tile="auto", memory_budget=None):
+    """The Starlette app; a loopback ``host`` answers only requests addressed to a loopback name."""
+    from fcnkit.app.serve.predictions import Predictor
+    from fcnkit.app.serve.routes import LOOPBACK, make_app as _make_app
+
+    allowed = LOOPBACK if _is_loopback(host) else None
+    return _make_app(catalog, Predictor(catalog, tile=tile, memory_budget=memory_budget), allowed_hosts=allowed)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="auto", memory_budget=None,
+          keep_cache: bool = True, on_ready=None) -> None:
+    """Run the viewer until interrupted. ``keep_cache=False`` deletes the cache folder at exit
+    (only for a folder this server created)."""
+    import uvicorn
+
+    if not 0 <= port < 65536:
+        raise InputError(f"--port {port}: not a TCP port; give 1024..65535 (or 0 for any free port)")
+    app = make_app(catalog, host, tile, memory_budget)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        _announce(server, on_ready)
+    try:
+        server.run()
+    finally:
+        if not keep_cache:
+            shutil.rmtree(catalog.cache_dir, ignore_errors=True)
+    if not server.started:
+        raise InputError(f"cannot listen on {host}:{port} (in use or not allowed); choose another --port")
+
+
+def _announce(server, on_ready) -> None:
+    """Call ``on_ready(url)`` once the socket listens (uvicorn has no hook: wrap its startup)."""
+    startup = server.startup
+
+    async def wrapped(sockets=None):
+        await startup(sockets=sockets)
+        if server.started:
+            sock = server.servers[0].sockets[0].getsockname()
+            host = f"[{sock[0]}]" if ":" in sock[0] else sock[0]
+            on_ready(f"http://{host}:{sock[1]}/")
+        else:
+            print("fcnkit: the server did not start", file=sys.stderr)
+
+    server.startup = wrapped
