@@ -17,7 +17,7 @@ from pathlib import Path
 from fcnkit.app.serve.catalog import Catalog, Limits, find_mask, load_run
 from fcnkit.errors import InputError
 
-__all__ = ["build_catalog", "make_app", "serve", "split_inputs", "Limits"]
+__all__ = ["build_catalog", "make_app", "make_server", "serve", "split_inputs", "Limits"]
 
 
 def split_inputs(paths) -> tuple[list[Path], list[Path]]:
@@ -69,10 +69,10 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def serve(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="auto", memory_budget=None,
-          keep_cache: bool = True, on_ready=None) -> None:
-    """Run the viewer until interrupted. ``keep_cache=False`` deletes the cache folder at exit
-    (only for a folder this server created)."""
+def make_server(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="auto", memory_budget=None,
+                on_ready=None):
+    """A ``uvicorn.Server`` for the viewer (``server.run()`` blocks; ``server.should_exit = True`` stops it).
+    ``on_ready(url)`` is called once the socket listens (``port=0``: any free port)."""
     import uvicorn
 
     if not 0 <= port < 65536:
@@ -82,6 +82,14 @@ def serve(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="aut
     server = uvicorn.Server(config)
     if on_ready is not None:
         _announce(server, on_ready)
+    return server
+
+
+def serve(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="auto", memory_budget=None,
+          keep_cache: bool = True, on_ready=None) -> None:
+    """Run the viewer until interrupted. ``keep_cache=False`` deletes the cache folder at exit
+    (give it only for a folder this server created)."""
+    server = make_server(catalog, host, port, tile, memory_budget, on_ready)
     try:
         server.run()
     finally:

@@ -130,7 +130,7 @@ class Predictor:
 
         k = len(run.classes)
         truth = read_mask(image.mask_path)
-        cm = confusion_matrix(torch.from_numpy(np.asarray(labels)).long(), torch.from_numpy(truth), k)
+        cm = confusion_matrix(torch.from_numpy(np.array(labels, dtype=np.int64)), torch.from_numpy(truth), k)
         s = scores(cm)
         clean = {name: (None if v != v else v) for name, v in s.items() if name != "iu"}  # NaN -> null
         clean["iu"] = [None if v != v else v for v in s["iu"]]

@@ -1,0 +1,67 @@
+"""A tiny run, images and a live viewer server for the serve tests (no training: an untrained
+allconv with widened random weights, so its labels vary from pixel to pixel)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import fcnkit
+from fcnkit.checkpoint import save_checkpoint
+from fcnkit.data.io import to_model_input, voc_palette
+
+CLASSES = ["background", "ring", "blob", "edge"]
+MEAN, STD = [0.5], [0.25]
+
+
+def make_run(folder: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = fcnkit.build_model("allconv", num_classes=4, in_channels=1, width=4, stages=2).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=0.15)
+    config = {"task": "segmentation", "num_classes": 4, "in_channels": 1, "classes": CLASSES,
+              "palette": voc_palette(4), "normalization": {"mean": MEAN, "std": STD}}
+    save_checkpoint(folder / "best", model, config)
+    return folder
+
+
+def make_image(path: Path, shape=(48, 60), seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    img = (127 + 100 * np.sin(x / 5.0) * np.cos(y / 7.0) + rng.normal(0, 20, shape)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(img).save(path)
+    return img
+
+
+def expected_labels(run: Path, image: np.ndarray) -> np.ndarray:
+    """What fcnkit.predict says, whole image: the reference for the page."""
+    model, _ = fcnkit.load_checkpoint(run)
+    return fcnkit.predict(model, to_model_input(image, 1, MEAN, STD)).argmax(0).numpy()
+
+
+class LiveServer:
+    """The viewer on 127.0.0.1, any free port, in a thread of this process."""
+
+    def __init__(self, catalog):
+        from fcnkit.app.serve import make_server
+
+        ready = threading.Event()
+        self.url = None
+
+        def on_ready(url):
+            self.url = url
+            ready.set()
+
+        self.server = make_server(catalog, "127.0.0.1", 0, on_ready=on_ready)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("viewer did not start in 30 s")
+
+    def close(self):
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -1,0 +1,137 @@
+"""The viewer's HTTP API without a browser (Starlette's test client): results equal the library's,
+and the security rules hold (ids only, no path traversal, upload limits, 4xx for bad input)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from starlette.testclient import TestClient
+
+import fcnkit
+from fcnkit.app.serve import Limits, build_catalog, make_app, split_inputs
+from fcnkit.cli.main import main
+from fcnkit.data.io import to_model_input
+from fcnkit.errors import InputError
+
+from _serve_helpers import MEAN, STD, make_image, make_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    run = make_run(tmp / "run", seed=0)
+    image = make_image(tmp / "big.png", shape=(300, 520), seed=1)  # 2 zoom levels, several tiles
+    catalog = build_catalog([run], [tmp / "big.png"], cache_dir=tmp / "cache", limits=Limits(max_upload_bytes=20_000,
+                                                                                             max_pixels=100_000))
+    client = TestClient(make_app(catalog, tile=64), base_url="http://127.0.0.1")  # small tiles: many of them
+    image_id = client.get("/api/runs").json()["images"][0]["id"]
+    model, _ = fcnkit.load_checkpoint(run)
+    logits = fcnkit.predict(model, to_model_input(image, 1, MEAN, STD))
+    return {"client": client, "id": image_id, "logits": logits, "tmp": tmp, "image": image}
+
+
+def _png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_tiled_prediction_equals_whole_image_predict(world):
+    c, iid = world["client"], world["id"]
+    r = c.get(f"/api/predict?image={iid}").json()
+    assert r["predictions"][0]["tiles"] > 1 and r["image"]["levels"] == 3
+    labels = world["logits"].argmax(0).numpy()
+    tile = c.get(f"/api/tile/labels/0/1/1?image={iid}")  # rows 256..300, cols 256..512
+    got = np.frombuffer(tile.content, np.uint8).reshape(int(tile.headers["x-tile-height"]), -1)
+    np.testing.assert_array_equal(got, labels[256:300, 256:512])
+    tile = c.get(f"/api/tile/labels/1/0/1?image={iid}")  # level 1: every 2nd pixel of cols 512..520
+    got = np.frombuffer(tile.content, np.uint8).reshape(int(tile.headers["x-tile-height"]), -1)
+    np.testing.assert_array_equal(got, labels[0:300:2, 512:520:2])
+    mask = np.asarray(Image.open(io.BytesIO(c.get(f"/api/mask?image={iid}&run=0").content)))
+    np.testing.assert_array_equal(mask, labels)
+
+
+def test_probe_gives_probabilities_and_the_receptive_field(world):
+    c, iid = world["client"], world["id"]
+    model, _ = fcnkit.load_checkpoint(world["tmp"] / "run")
+    g = fcnkit.receptive_field(model, in_channels=1)
+    prob = torch.softmax(world["logits"], 0)
+    for x, y in [(0, 0), (519, 299), (200, 150)]:
+        p = c.get(f"/api/probe?image={iid}&x={x}&y={y}").json()
+        np.testing.assert_allclose(p["probabilities"], prob[:, y, x].numpy(), atol=0.5 / 255 + 1e-6)
+        assert p["label"] == int(world["logits"][:, y, x].argmax())
+        assert p["rf"]["bottom"] - p["rf"]["top"] + 1 == g.size[0] and p["rf"]["right"] - p["rf"]["left"] + 1 == g.size[1]
+        assert p["rf"]["centre"] == [y, x]  # stride 1, offset 0
+
+
+@pytest.mark.parametrize("url", [
+    "/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/static/..%2f..%2fcatalog.py",
+    "/api/tile/image/0/0/0?image=../../../../etc/passwd", "/api/probe?image=%2Fetc%2Fpasswd&x=0&y=0",
+    "/api/mask?image=..&run=0", "/api/tile/labels/0/0/0?image=ok&run=../0",
+])
+def test_path_traversal_is_refused(world, url):
+    r = world["client"].get(url)
+    assert r.status_code == 404 and "root:" not in r.text and "import" not in r.text
+
+
+def test_uploads_over_the_limits_are_refused(world):
+    c = world["client"]
+    rng = np.random.default_rng(0)
+    r = c.post("/api/predict", files={"image": ("noise.png", _png(rng.integers(0, 255, (200, 200), np.uint8)))})
+    assert r.status_code == 413 and "over the limit" in r.json()["error"]  # 40 kB > 20 kB
+    r = c.post("/api/predict", files={"image": ("wide.png", _png(np.zeros((400, 400), np.uint8)))})
+    assert r.status_code == 413 and "400x400 pixels is over" in r.json()["error"]  # small file, 160k pixels
+
+
+@pytest.mark.parametrize("files, data, message", [
+    ({"image": ("a.png", b"\x89PNG\r\n\x1a\n garbage")}, None, "a.png: not a readable image"),
+    ({"image": ("a.exe", b"MZ")}, None, "unsupported file type"),
+    ({"image": ("a.png", b"")}, None, "empty"),
+    (None, {"image": "text, not a file"}, "no file in form field 'image'"),
+    ({"other": ("a.png", b"x")}, None, "no file in form field 'image'"),
+    ({"image": ("tiny.png", _png(np.zeros((2, 2), np.uint8)))}, None, "smaller than"),
+    ({"image": ("m.png", _png(np.zeros((40, 40), np.uint8))), "mask": ("m_mask.png", _png(np.zeros((8, 8), np.uint8)))},
+     None, "mask of m.png is 8x8 but the image is 40x40"),
+])
+def test_bad_uploads_get_a_4xx_and_the_server_keeps_serving(world, files, data, message):
+    c = world["client"]
+    r = c.post("/api/predict", files=files, data=data)
+    assert 400 <= r.status_code < 500 and message in r.json()["error"]
+    assert c.get("/api/runs").status_code == 200
+    assert not list((world["tmp"] / "cache" / "uploads").glob("*m_mask*"))  # nothing half-kept
+
+
+def test_good_upload_is_predicted_once(world):
+    c = world["client"]
+    body = _png(make_image(world["tmp"] / "u.png", shape=(40, 40), seed=5))
+    first = c.post("/api/predict", files={"image": ("u.png", body)}).json()
+    again = c.post("/api/predict", files={"image": ("u.png", body)}).json()
+    assert first["image"]["id"] == again["image"]["id"] and again["predictions"][0]["seconds"] == first["predictions"][0]["seconds"]
+
+
+def test_bad_queries_and_foreign_hosts(world):
+    c, iid = world["client"], world["id"]
+    assert c.get(f"/api/probe?image={iid}&x=abc&y=0").status_code == 400
+    assert c.get(f"/api/probe?image={iid}&x=520&y=0").status_code == 404
+    assert c.get(f"/api/tile/image/5/0/0?image={iid}").status_code == 404
+    assert c.get(f"/api/tile/image/0/9/9?image={iid}").status_code == 404
+    assert c.get(f"/api/tile/weights/0/0/0?image={iid}").status_code == 404
+    assert c.get(f"/api/tile/truth/0/0/0?image={iid}").status_code == 404  # no mask given
+    assert c.get("/api/runs", headers={"host": "attacker.example:8765"}).status_code == 400  # DNS rebinding
+
+
+def test_split_inputs_and_cli_errors(world, capsys):
+    tmp = world["tmp"]
+    runs, images = split_inputs([tmp / "run", tmp / "big.png"])
+    assert runs == [tmp / "run"] and images == [tmp / "big.png"]
+    with pytest.raises(InputError, match="not a run or checkpoint folder"):
+        split_inputs([tmp / "big.png"])
+    assert main(["serve", str(tmp / "big.png")]) == 2
+    assert main(["serve", str(tmp / "run"), str(tmp / "missing.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not a run or checkpoint folder" in err[0] and "missing.png" in err[1]
