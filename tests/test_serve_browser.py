@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _serve_helpers import CLASSES, LiveServer, expected_labels, make_image, make_run
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
 import fcnkit
 from fcnkit.app.serve import build_catalog
 from fcnkit.data.io import voc_palette
-
-from _serve_helpers import CLASSES, LiveServer, expected_labels, make_image, make_run
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -90,8 +89,9 @@ def test_second_run_and_class_toggle(page, site):
 def test_error_map_and_iu(page, site):
     labels, truth = site["labels"][0], site["truth"]
     iu = page.inner_text("#scores .iu")
-    from fcnkit.metrics import confusion_matrix, scores
     import torch
+
+    from fcnkit.metrics import confusion_matrix, scores
 
     expected = scores(confusion_matrix(torch.from_numpy(labels).long(), torch.from_numpy(truth).long(), 4))
     assert iu == f"mean IU {expected['mean_iu']:.3f}"

@@ -26,7 +26,8 @@ def split_inputs(paths) -> tuple[list[Path], list[Path]]:
     from fcnkit.checkpoint import CONFIG
     from fcnkit.inference.files import expand_inputs  # moves to fcnkit/app with issue 9
 
-    runs, images = [], []
+    runs: list[Path] = []
+    images: list[Path] = []
     for p in map(Path, paths):
         is_run = p.is_dir() and any((p / s / CONFIG).is_file() for s in (".", "best", "last"))
         (runs if is_run and not images else images).append(p)
@@ -56,7 +57,8 @@ def build_catalog(runs, images=(), masks_dir=None, cache_dir=None, device: str =
 def make_app(catalog: Catalog, host: str = "127.0.0.1", tile="auto", memory_budget=None):
     """The Starlette app; a loopback ``host`` answers only requests addressed to a loopback name."""
     from fcnkit.app.serve.predictions import Predictor
-    from fcnkit.app.serve.routes import LOOPBACK, make_app as _make_app
+    from fcnkit.app.serve.routes import LOOPBACK
+    from fcnkit.app.serve.routes import make_app as _make_app
 
     allowed = LOOPBACK if _is_loopback(host) else None
     return _make_app(catalog, Predictor(catalog, tile=tile, memory_budget=memory_budget), allowed_hosts=allowed)

@@ -196,7 +196,8 @@ class Catalog:
         for what, blob in (("image", data), ("mask", mask)):
             if blob is not None and len(blob) > self.limits.max_upload_bytes:
                 raise TooLarge(f"upload {filename!r}: {what} of {len(blob)} bytes is over the limit of "
-                               f"{self.limits.max_upload_bytes} bytes; restart fcnkit serve with a larger --max-upload-mb")
+                               f"{self.limits.max_upload_bytes} bytes; restart fcnkit serve with a larger "
+                               "--max-upload-mb")
         if not data:
             raise InputError(f"upload {filename!r}: the file is empty; choose an image file")
         digest = hashlib.sha256(data + b"\0" + (mask or b"")).hexdigest()[:20]
@@ -212,7 +213,7 @@ class Catalog:
             tmp.write_bytes(data)
             size = image_size(tmp, self.limits, Path(filename).name)
             image = ServedImage(id=image_id, name=Path(filename).name, path=tmp, size=size, uploaded=True)
-            if mask:
+            if mask and mask_path is not None:
                 atomic_write_bytes(mask_path, mask)
                 image.mask_path = mask_path
             self._check(image)

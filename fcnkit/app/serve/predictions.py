@@ -86,7 +86,8 @@ class Predictor:
                 cached = True
             meta = json.loads((folder / "meta.json").read_text())
             prob = np.load(folder / "prob.npy", mmap_mode="r") if (folder / "prob.npy").is_file() else None
-            pred = Prediction(np.load(folder / "labels.npy", mmap_mode="r"), prob, meta["seconds"], meta["tiles"], cached)
+            labels = np.load(folder / "labels.npy", mmap_mode="r")
+            pred = Prediction(labels, prob, meta["seconds"], meta["tiles"], cached)
             if image.mask_path is not None:
                 pred.scores = self._scores(run, image, pred.labels)
             self._memo[key] = pred
@@ -117,7 +118,7 @@ class Predictor:
             labels = sinks["labels"].result
             if labels.shape != tuple(image.size):  # coarse output: each pixel takes its nearest cell
                 g = run.geometry
-                labels = _to_input_grid(labels, tuple(image.size), g.stride, g.offset, None)
+                labels = _to_input_grid(labels, image.size, g.stride, g.offset, None)
             np.save(tmp / "labels.npy", labels)
             del sinks["labels"], labels
             seconds = time.perf_counter() - start
@@ -129,7 +130,7 @@ class Predictor:
         from fcnkit.metrics import confusion_matrix, scores
 
         k = len(run.classes)
-        truth = read_mask(image.mask_path)
+        truth = read_mask(_mask_path(image))
         cm = confusion_matrix(torch.from_numpy(np.array(labels, dtype=np.int64)), torch.from_numpy(truth), k)
         s = scores(cm)
         clean = {name: (None if v != v else v) for name, v in s.items() if name != "iu"}  # NaN -> null
@@ -139,7 +140,7 @@ class Predictor:
     def truth(self, image: ServedImage) -> np.ndarray:
         from fcnkit.data.io import read_mask
 
-        return read_mask(image.mask_path).clip(0, 255).astype(np.uint8)
+        return read_mask(_mask_path(image)).clip(0, 255).astype(np.uint8)
 
     def probe(self, run: ServedRun, image: ServedImage, y: int, x: int) -> dict:
         """What the page shows under the cursor: label, probabilities, and the output cell's receptive field."""
@@ -160,5 +161,14 @@ class Predictor:
             "probabilities": probs, "cell": [i, j],
             "rf": {"top": top, "left": left, "bottom": bottom, "right": right, "size": list(g.size),
                    "stride": list(g.stride), "align": list(g.align),
-                   "centre": [float(g.offset[0]) + i * float(g.stride[0]), float(g.offset[1]) + j * float(g.stride[1])]},
+                   "centre": [float(g.offset[0]) + i * float(g.stride[0]),
+                              float(g.offset[1]) + j * float(g.stride[1])]},
         }
+
+
+def _mask_path(image: ServedImage) -> Path:
+    if image.mask_path is None:
+        from fcnkit.app.serve.catalog import NotFound
+
+        raise NotFound(f"image {image.name} has no mask; give one with --masks DIR or upload it with the image")
+    return image.mask_path

@@ -16,6 +16,7 @@ Model work runs in a worker thread, so the server keeps answering while a big im
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -27,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from fcnkit.app.serve.catalog import Catalog, NotFound, TooLarge
 from fcnkit.app.serve.predictions import Predictor
-from fcnkit.app.serve.tiles import display_range, image_tile, label_tile, levels, TILE
+from fcnkit.app.serve.tiles import TILE, display_range, image_tile, label_tile, levels
 from fcnkit.errors import FcnkitError, InputError
 
 __all__ = ["make_app", "STATIC_DIR"]
@@ -43,7 +44,7 @@ def _error(exc: Exception) -> JSONResponse:
 
 
 def _int(request: Request, name: str) -> int:
-    text = request.query_params.get(name)
+    text = request.query_params.get(name, "")
     try:
         return int(text)
     except (TypeError, ValueError):
@@ -55,14 +56,14 @@ class Viewer:
 
     def __init__(self, catalog: Catalog, predictor: Predictor):
         self.catalog, self.predictor = catalog, predictor
-        self._stretch: dict[str, object] = {}
-        self._truth: dict[str, object] = {}
+        self._stretch: dict[str, Any] = {}
+        self._truth: dict[str, Any] = {}
 
     def _run(self, request: Request):
         return self.catalog.run(request.query_params.get("run", next(iter(self.catalog.runs))))
 
     def _image(self, request: Request):
-        return self.catalog.image(request.query_params.get("image"))
+        return self.catalog.image(request.query_params.get("image", ""))
 
     async def index(self, request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -93,7 +94,7 @@ class Viewer:
         try:
             form = await request.form(max_files=2, max_fields=4)
         except HTTPException as exc:
-            raise InputError(f"malformed upload ({exc.detail}); send a multipart form with the file in field 'image'")
+            raise InputError(f"malformed upload ({exc.detail}); send a multipart form, file in field 'image'") from None
         upload, mask = form.get("image"), form.get("mask")
         if upload is None or isinstance(upload, str):
             raise InputError("no file in form field 'image'; send the image as multipart/form-data, field 'image'")
@@ -172,8 +173,9 @@ def make_app(catalog: Catalog, predictor: Predictor | None = None, allowed_hosts
     async def fcnkit_error(request: Request, exc: Exception) -> Response:
         return _error(exc)
 
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)  # registered for HTTPException only
+        return JSONResponse({"error": str(getattr(exc, "detail", exc))}, status_code=status)
 
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or ["*"]))]
     app = Starlette(routes=routes, middleware=middleware,
