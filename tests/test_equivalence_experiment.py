@@ -2,11 +2,9 @@
 import json
 
 import pytest
-import torch
 
 from fcnkit.errors import InputError
 from fcnkit.experiments.gradient_equivalence import run
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

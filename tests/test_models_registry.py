@@ -7,7 +7,13 @@ import torch
 from fcnkit.checkpoint import load_checkpoint, save_checkpoint
 from fcnkit.errors import InputError
 from fcnkit.models import registry
-from fcnkit.models.registry import build_model, count_parameters, list_models, model_info, register
+from fcnkit.models.registry import (
+    build_model,
+    count_parameters,
+    list_models,
+    model_info,
+    register,
+)
 
 
 def test_list_models_and_tasks():

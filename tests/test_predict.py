@@ -13,7 +13,6 @@ from fcnkit.errors import InputError
 from fcnkit.inference.predict import TiledJob, parse_memory
 from fcnkit.inference.sources import ArraySource, open_image
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -8,11 +8,11 @@ from PIL import Image
 from torch import nn
 
 import fcnkit.checkpoint
+from fcnkit.app.predict import predict_files
 from fcnkit.cli import main as cli
 from fcnkit.data.io import read_image, to_model_input
 from fcnkit.errors import InputError, MissingFileError
 from fcnkit.inference import files
-from fcnkit.inference.files import predict_files
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 PALETTE = [[0, 0, 0], [200, 0, 0], [0, 200, 0]]

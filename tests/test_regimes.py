@@ -6,14 +6,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnkit.engine.config import TrainConfig
 from fcnkit.errors import InputError
 from fcnkit.models import build_model
-from fcnkit.training.config import TrainConfig
 from fcnkit.training.flops import _CACHE, batch_flops, forward_flops
 from fcnkit.training.losses import class_weights_from_masks, pixelwise_loss
-from fcnkit.training.regimes import (ClassBalanced, LossSampling, Patchwise, WholeImage, build_regime,
-                                     count_kept_cells, score_stride)
-
+from fcnkit.training.regimes import (
+    ClassBalanced,
+    LossSampling,
+    Patchwise,
+    WholeImage,
+    build_regime,
+    count_kept_cells,
+    score_stride,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

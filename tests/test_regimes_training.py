@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import fcnkit.data
-from fcnkit.training.config import TrainConfig
+from fcnkit.app.train import train_and_log
+from fcnkit.engine.config import TrainConfig
+from fcnkit.engine.runlog import read_step_log
 from fcnkit.training.flops import forward_flops
-from fcnkit.training.steplog import read_step_log, train_and_log
 
 SIZE = 24
 

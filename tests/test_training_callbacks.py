@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+import fcnkit.app.train as run_mod
 import fcnkit.data
-import fcnkit.training.module as module_mod
-import fcnkit.training.run as run_mod
+import fcnkit.engine.segmentation as module_mod
+from fcnkit.engine.callbacks import TRAINER_CKPT, AtomicCheckpointIO
+from fcnkit.engine.config import TrainConfig
 from fcnkit.errors import InputError
-from fcnkit.training.callbacks import TRAINER_CKPT, AtomicCheckpointIO
-from fcnkit.training.config import TrainConfig
 
 INFO = types.SimpleNamespace(name="squares", task="segmentation", num_classes=2, in_channels=1,
                              class_names=["background", "square"], palette=[[0, 0, 0], [255, 0, 0]], mean=[0.5], std=[0.25])
@@ -165,7 +165,7 @@ def test_checkpoint_io_is_atomic_and_loads_weights_only(tmp_path, monkeypatch):
 
 def test_json_safe_turns_nan_into_null():
     # NaN scores (a class absent everywhere) must not make config.json or --json invalid JSON
-    from fcnkit.training.evaluate import json_safe
+    from fcnkit.utils.jsonsafe import json_safe
 
     assert json_safe({"a": math.nan, "b": [1.0, math.inf]}) == {"a": None, "b": [1.0, None]}
 

@@ -21,8 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fcnkit.data.base import ArrayDataset, DatasetInfo, channel_stats, check_split, resolve_options
-from fcnkit.data.io import IGNORE_INDEX, read_image, read_mask, voc_palette
+from fcnkit.constants import IGNORE_INDEX
+from fcnkit.data.base import (
+    ArrayDataset,
+    DatasetInfo,
+    channel_stats,
+    check_split,
+    resolve_options,
+)
+from fcnkit.data.io import read_image, read_mask, voc_palette
 from fcnkit.data.layouts import VOC_CLASSES, Layout, Pair, scan_layout
 from fcnkit.errors import InputError
 

@@ -13,7 +13,7 @@ same number of iterations (optimizer steps) for every arm, ``seeds`` seeds each:
                           border); the loss is on ALL labelled cells of each crop; N = the model's
                           receptive field by default (each crop an independent forward pass)
 
-Measured per step (``fcnkit.training.steplog``): training loss, images, loss cells, forward FLOPs
+Measured per step (``fcnkit.engine.steplog``): training loss, images, loss cells, forward FLOPs
 and the step's time (forward + backward + optimizer; data loading and validation excluded);
 validation scores after every epoch (an epoch = one pass over the training images, so arms with
 more images per step validate more often) and at the last step. Compared:
@@ -30,11 +30,11 @@ Writes ``results.json``, ``sampling.png`` and ``summary.md``. Defaults: ~20 minu
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any, Callable
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import smooth
+from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "ARMS", "DATASETS", "DEFAULTS", "analyse"]
 
@@ -68,7 +68,7 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     seeds = runner.check_seeds(seeds)
     chosen = runner.pick_datasets(datasets, DATASETS, "sampling")
     arm_names = runner.pick_datasets(arms, ARMS, "sampling") if arms else list(ARMS)
-    dev = runner.resolve_device(device)
+    dev = resolve_device(device).type
     steps = steps or runner.scaled(DEFAULTS["steps"], budget_minutes, REFERENCE_MINUTES, minimum=2)
     threads = (threads or 1) if dev == "cpu" else None
     settings = runner.step_settings(DEFAULTS, chosen, overrides, steps=steps, threads=threads)

@@ -20,7 +20,13 @@ from fractions import Fraction
 import torch
 from torch.overrides import TorchFunctionMode
 
-from fcnkit.geometry.axis import Axis, Taps, conv_taps, interpolate_taps, transposed_taps
+from fcnkit.geometry.axis import (
+    Axis,
+    Taps,
+    conv_taps,
+    interpolate_taps,
+    transposed_taps,
+)
 from fcnkit.geometry.result import LayerGeometry, number
 
 __all__ = ["State", "Tracer", "Unsupported"]

@@ -49,7 +49,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.errors import InputError
-from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, PADDINGS, chain_geometry, conv_block, downsample as make_downsample
+from fcnkit.models.blocks import (
+    DOWNSAMPLE_KINDS,
+    NORMS,
+    PADDINGS,
+    chain_geometry,
+    conv_block,
+)
+from fcnkit.models.blocks import downsample as make_downsample
 from fcnkit.models.registry import check_bool, check_choice, check_int, register
 from fcnkit.models.upsample import BilinearUpsample
 

@@ -37,11 +37,11 @@ import math
 import torch
 from torch import nn
 
+from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError
 
 __all__ = ["equivalent_patch_batch", "cell_targets", "valid_geometry"]
 
-IGNORE_INDEX = 255
 
 
 def valid_geometry(model: nn.Module, in_channels: int, input_size: tuple[int, int] | None = None):

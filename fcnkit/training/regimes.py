@@ -52,12 +52,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, did_you_mean
 
 __all__ = ["Regime", "WholeImage", "LossSampling", "ClassBalanced", "Patchwise", "build_regime",
            "count_kept_cells", "score_stride", "REGIMES"]
 
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)

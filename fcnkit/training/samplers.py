@@ -34,13 +34,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, did_you_mean
 
 __all__ = ["SAMPLERS", "crop_patches", "uniform_centres", "class_balanced_centres", "grid_centres",
            "PatchDataset", "patch_collate"]
 
 SAMPLERS = ("uniform", "class-balanced", "grid")
-IGNORE_INDEX = 255
 
 
 def crop_patches(image: torch.Tensor, mask: torch.Tensor | None, centres: torch.Tensor, size: int):

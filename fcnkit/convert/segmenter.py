@@ -21,7 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcnkit.convert.linear_to_conv import POOL_OPTIONS, ConvolutionalizedNet, convolutionalize
+from fcnkit.convert.linear_to_conv import (
+    POOL_OPTIONS,
+    ConvolutionalizedNet,
+    convolutionalize,
+)
 from fcnkit.errors import InputError, did_you_mean
 from fcnkit.models.registry import register
 
@@ -127,13 +131,9 @@ def build_torchvision_classifier(arch: str, num_classes: int) -> nn.Module:
 
 def from_classifier(classifier: nn.Module, input_size=None, pool: str = "window", output: str = "dense") -> ConvolutionalizedSegmenter:
     """Convolutionalize ``classifier`` and wrap it with the geometry-aligned upsampling."""
+    from fcnkit.geometry import receptive_field
+
     fcn = convolutionalize(classifier, input_size, pool=pool)
-    try:
-        from fcnkit.geometry import receptive_field
-    except ModuleNotFoundError as exc:  # geometry is a separate module: without it the model still
-        if exc.name != "fcnkit.geometry":  # builds (parameter counts) but only "coarse" can run
-            raise
-        return ConvolutionalizedSegmenter(fcn, None, output)
     return ConvolutionalizedSegmenter(fcn, receptive_field(fcn, in_channels=3), output)
 
 
