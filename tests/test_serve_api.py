@@ -136,3 +136,28 @@ def test_split_inputs_and_cli_errors(world, capsys):
     assert main(["serve", str(tmp / "run"), str(tmp / "missing.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "not a run or checkpoint folder" in err[0] and "missing.png" in err[1]
+
+
+def test_fcnkit_serve_listens_on_loopback_and_stops_on_ctrl_c(world, tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "fcnkit", "serve", str(world["tmp"] / "run"), str(world["tmp"] / "big.png"),
+           "--port", "0", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("fcnkit serve: http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "api/runs", timeout=30) as r:
+            assert [i["name"] for i in json.load(r)["images"]] == ["big.png"]
+        assert list(tmp_path.glob("fcnkit-serve-*"))  # its private cache folder...
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert not list(tmp_path.glob("fcnkit-serve-*"))  # ...is gone after Ctrl-C

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="keep predictions and uploads in DIR across restarts "
                         "(default: a temporary folder, removed at exit)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto: cuda if available)")
     p.add_argument("--tile", type=_tile, default="auto", metavar="N|auto",
                    help="tile size of the exact tiled predictor (default auto)")
     p.add_argument("--memory-budget", default=None, metavar="BYTES", help="activation memory for --tile auto, e.g. 1G")
@@ -31,18 +31,16 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import sys
 
-    import torch
-
     from fcnkit.app.serve import Limits, build_catalog, serve, split_inputs
 
     runs, images = split_inputs(args.inputs)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_pixels=args.max_pixels)
-    catalog = build_catalog(runs, images, args.masks, args.cache, device, limits)
+    catalog = build_catalog(runs, images, args.masks, args.cache, args.device, limits)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"fcnkit: warning: listening on {args.host}: anyone who can reach it can see these images",
               file=sys.stderr)
     names = ", ".join(r.name for r in catalog.runs.values())
+
     def ready(url: str) -> None:
         print(f"fcnkit serve: {url} ({names}; {len(images)} images); Ctrl-C to stop", flush=True)
 

@@ -24,7 +24,7 @@ def split_inputs(paths) -> tuple[list[Path], list[Path]]:
     """``RUN_DIR [RUN_DIR2] [IMAGES...]`` -> (runs, images): folders holding a checkpoint are runs,
     other folders expand to their images; at most two runs, and the first argument is one."""
     from fcnkit.checkpoint import CONFIG
-    from fcnkit.inference.files import expand_inputs  # moves to fcnkit/app with issue 9
+    from fcnkit.app.predict import expand_inputs
 
     runs: list[Path] = []
     images: list[Path] = []
@@ -39,14 +39,16 @@ def split_inputs(paths) -> tuple[list[Path], list[Path]]:
     return runs, expand_inputs(images) if images else []
 
 
-def build_catalog(runs, images=(), masks_dir=None, cache_dir=None, device: str = "cpu",
+def build_catalog(runs, images=(), masks_dir=None, cache_dir=None, device: str = "auto",
                   limits: Limits | None = None) -> Catalog:
     """Load the runs and check the images (and their masks); a bad one raises before serving."""
     from fcnkit.app.serve.catalog import default_cache_dir
+    from fcnkit.utils.device import resolve_device
 
     if masks_dir is not None and not Path(masks_dir).is_dir():
         raise InputError(f"--masks {masks_dir}: not a folder; give the folder holding the masks (same file names)")
-    loaded = {str(i): load_run(r, i, device) for i, r in enumerate(runs)}
+    resolved = str(resolve_device(device))
+    loaded = {str(i): load_run(r, i, resolved) for i, r in enumerate(runs)}
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     catalog = Catalog(runs=loaded, cache_dir=cache, limits=limits or Limits())
     for path in images:
@@ -94,6 +96,8 @@ def serve(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="aut
     server = make_server(catalog, host, port, tile, memory_budget, on_ready)
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: a normal stop
+        pass
     finally:
         if not keep_cache:
             shutil.rmtree(catalog.cache_dir, ignore_errors=True)

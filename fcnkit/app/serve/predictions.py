@@ -94,8 +94,7 @@ class Predictor:
             return pred
 
     def _compute(self, run: ServedRun, image: ServedImage, folder: Path) -> None:
-        # the predict job's pieces (fcnkit.inference.files; moves to fcnkit/app with issue 9)
-        from fcnkit.inference.files import _to_input_grid
+        from fcnkit.app.predict import _to_input_grid  # the predict job's mapping of coarse labels to pixels
         from fcnkit.inference.predict import TiledJob
         from fcnkit.inference.sources import ArraySource
         from fcnkit.inference.writers import Fanout, LabelSink
