@@ -1,8 +1,7 @@
-"""A tiny run, images and a live viewer server for the serve tests (no training: an untrained
+"""A tiny run and images for the serve tests (no training: an untrained
 allconv with widened random weights, so its labels vary from pixel to pixel)."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -41,27 +40,3 @@ def expected_labels(run: Path, image: np.ndarray) -> np.ndarray:
     """What fcnkit.predict says, whole image: the reference for the page."""
     model, _ = fcnkit.load_checkpoint(run)
     return fcnkit.predict(model, to_model_input(image, 1, MEAN, STD)).argmax(0).numpy()
-
-
-class LiveServer:
-    """The viewer on 127.0.0.1, any free port, in a thread of this process."""
-
-    def __init__(self, catalog):
-        from fcnkit.app.serve import make_server
-
-        ready = threading.Event()
-        self.url = None
-
-        def on_ready(url):
-            self.url = url
-            ready.set()
-
-        self.server = make_server(catalog, "127.0.0.1", 0, on_ready=on_ready)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        if not ready.wait(30):
-            raise RuntimeError("viewer did not start in 30 s")
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(10)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _serve_helpers import CLASSES, LiveServer, expected_labels, make_image, make_run
+from _serve_helpers import CLASSES, expected_labels, make_image, make_run
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
 import fcnkit
-from fcnkit.app.serve import build_catalog
+from fcnkit.app.serve import build_catalog, serve_in_thread
 from fcnkit.data.io import voc_palette
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,7 +37,7 @@ def site(tmp_path_factory):
     (tmp / "masks").mkdir()
     Image.fromarray(truth.astype(np.uint8)).save(tmp / "masks" / "scene.png")
     catalog = build_catalog(runs, [tmp / "scene.png"], masks_dir=tmp / "masks", cache_dir=tmp / "cache")
-    server = LiveServer(catalog)
+    server = serve_in_thread(catalog)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield {"url": server.url, "browser": browser, "labels": labels, "truth": truth, "tmp": tmp, "runs": runs}

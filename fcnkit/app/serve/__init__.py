@@ -12,19 +12,20 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from fcnkit.app.serve.catalog import Catalog, Limits, find_mask, load_run
 from fcnkit.errors import InputError
 
-__all__ = ["build_catalog", "make_app", "make_server", "serve", "split_inputs", "Limits"]
+__all__ = ["build_catalog", "make_app", "make_server", "serve", "serve_in_thread", "split_inputs", "Limits"]
 
 
 def split_inputs(paths) -> tuple[list[Path], list[Path]]:
     """``RUN_DIR [RUN_DIR2] [IMAGES...]`` -> (runs, images): folders holding a checkpoint are runs,
     other folders expand to their images; at most two runs, and the first argument is one."""
-    from fcnkit.checkpoint import CONFIG
     from fcnkit.app.predict import expand_inputs
+    from fcnkit.checkpoint import CONFIG
 
     runs: list[Path] = []
     images: list[Path] = []
@@ -103,6 +104,35 @@ def serve(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="aut
             shutil.rmtree(catalog.cache_dir, ignore_errors=True)
     if not server.started:
         raise InputError(f"cannot listen on {host}:{port} (in use or not allowed); choose another --port")
+
+
+class serve_in_thread:  # noqa: N801 - used like a function: ``viewer = serve_in_thread(catalog)``
+    """The viewer in a background thread of this process (a notebook, a test, a benchmark).
+
+    ``url`` is where it listens (``port=0``: a free port); ``close()`` stops it.
+    """
+
+    def __init__(self, catalog: Catalog, host: str = "127.0.0.1", port: int = 0, tile="auto", memory_budget=None,
+                 timeout: float = 60.0):
+        ready = threading.Event()
+        self.url: str | None = None
+
+        def on_ready(url: str) -> None:
+            self.url = url
+            ready.set()
+
+        self.server = make_server(catalog, host, port, tile, memory_budget, on_ready)
+        self.thread = threading.Thread(target=self.server.run, name="fcnkit-serve", daemon=True)
+        self.thread.start()
+        while not ready.wait(0.05):
+            timeout -= 0.05
+            if timeout <= 0 or not self.thread.is_alive():
+                self.close()
+                raise InputError(f"the viewer did not start on {host}:{port}; choose another port")
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
 def _announce(server, on_ready) -> None:
