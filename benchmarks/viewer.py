@@ -3,6 +3,7 @@ and the screenshots of docs/viewer.md.
 
     python benchmarks/viewer.py RUN_DIR                   # timings (3 interleaved repeats) + screenshots
     python benchmarks/viewer.py RUN_DIR --repeats 1 --no-screenshots
+    python benchmarks/viewer.py RUN_DIR --compare RUN_DIR2      # + a swipe screenshot of two runs
 
 RUN_DIR is a digit-canvas run (e.g. ``make demo``'s runs/demo, or a short training run). The
 4096^2 test image is a mosaic of digit-canvas test canvases (64 x 84 each, with their masks), so
@@ -63,6 +64,14 @@ def canvases(folder: Path, count: int = 4) -> Path:
     return folder
 
 
+def digit_pixel(mask_file: Path, near: tuple[int, int]) -> tuple[int, int]:
+    """The digit pixel (mask > 0) nearest to ``near`` ``(y, x)``, so the probe shows a digit."""
+    mask = np.asarray(Image.open(mask_file))
+    ys, xs = np.nonzero((mask > 0) & (mask < 255))
+    i = int(np.argmin((ys - near[0]) ** 2 + (xs - near[1]) ** 2))
+    return int(ys[i]), int(xs[i])
+
+
 def time_to_ready(context, url: str) -> tuple[float, object]:
     page = context.new_page()
     start = time.perf_counter()
@@ -97,6 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compare", type=Path, default=None, help="a second run, for the swipe screenshot")
     ap.add_argument("--screenshots", default=str(ROOT / "docs"), help="folder for the PNGs ('' = none)")
     ap.add_argument("--no-screenshots", dest="screenshots", action="store_const", const="")
     args = ap.parse_args(argv)
@@ -122,8 +132,9 @@ def main(argv=None) -> int:
             t, page = time_to_ready(context, server.url)
             times["restart"].append(t)
             if args.screenshots and r == args.repeats - 1:
-                zoom(page, (2100, 2050), 1.6)
-                hover(page, 2104, 2068)
+                y, x = digit_pixel(big_masks / big.name, (2060, 2100))
+                zoom(page, (y, x), 1.6)
+                hover(page, x, y)
                 page.screenshot(path=str(Path(args.screenshots) / "viewer_4096.png"))
             context.close()
             server.close()
@@ -136,11 +147,23 @@ def main(argv=None) -> int:
             page = browser.new_context(viewport={"width": 1280, "height": 640}).new_page()
             page.goto(server.url)
             page.wait_for_selector("body[data-state=ready]")
-            hover(page, 40, 30)
+            y, x = digit_pixel(small / "masks" / images[0].name, (20, 20))
+            hover(page, x, y)
             page.screenshot(path=str(Path(args.screenshots) / "viewer_digit_canvas.png"))
             page.check("#errors")
             page.wait_for_selector("body[data-state=ready]")
             page.screenshot(path=str(Path(args.screenshots) / "viewer_digit_canvas_errors.png"))
+            server.close()
+        if args.screenshots and args.compare is not None:
+            catalog = build_catalog([args.run, args.compare], [big], big_masks, work / "cache_compare", args.device)
+            server = serve_in_thread(catalog)
+            page = browser.new_context(viewport=viewport).new_page()
+            page.goto(server.url)
+            page.wait_for_selector("body[data-state=ready]", timeout=600_000)
+            page.select_option("#compare", "swipe")
+            y, x = digit_pixel(big_masks / big.name, (1000, 1000))
+            zoom(page, (y, x), 3.0)
+            page.screenshot(path=str(Path(args.screenshots) / "viewer_swipe.png"))
             server.close()
         browser.close()
     print(f"\n{args.size}x{args.size} image, run {args.run}, device {args.device}, {args.repeats} repeats:")

@@ -71,6 +71,17 @@ def test_overlay_pixels_equal_fcnkit_predict(page, site):
     assert "background" in page.inner_text("#legend")
 
 
+def test_swipe_shows_the_first_run_left_and_the_second_right(page, site):
+    page.select_option("#compare", "swipe")
+    page.wait_for_selector("body[data-state=ready]")
+    for x, y in PIXELS:
+        sx = page.evaluate("([x, y]) => window.fcnkitViewer.imageToScreen(x, y)[0]", [x, y])
+        half = page.evaluate("document.getElementById('stage').clientWidth / 2")
+        if abs(sx - half) > 3:  # off the swipe line itself
+            run = 0 if sx < half else 1
+            assert overlay_rgb(page, x, y) == tuple(PALETTE[site["labels"][run][y, x]]), (x, y, run)
+
+
 def test_second_run_and_class_toggle(page, site):
     page.select_option("#compare", "b")
     page.wait_for_selector("body[data-state=ready]")

@@ -300,6 +300,7 @@
       $("runs").innerHTML = V.runs.map((r) => `<div><b>${r.name}</b> (${r.model}): receptive field ` +
         `${r.geometry.size.join("x")}, stride ${r.geometry.stride.join("x")}</div>`).join("");
       $("compare-label").hidden = V.runs.length < 2;
+      V.runs.forEach((r, i) => { $("compare").options[i].text = r.name; });
       fillImages();
       if (V.images.length) await selectImage(V.images[0].id);
       else { status("upload an image to start"); document.body.dataset.state = "empty"; }
