@@ -106,13 +106,24 @@ def test_bad_uploads_get_a_4xx_and_the_server_keeps_serving(world, files, data, 
     assert not list((world["tmp"] / "cache" / "uploads").glob("*m_mask*"))  # nothing half-kept
 
 
-def test_good_upload_is_predicted_once(world):
+def test_good_upload_is_predicted_once_and_scored_against_its_mask(world):
+    from fcnkit.metrics import confusion_matrix, scores
+
     c = world["client"]
-    body = _png(make_image(world["tmp"] / "u.png", shape=(40, 40), seed=5))
-    first = c.post("/api/predict", files={"image": ("u.png", body)}).json()
-    again = c.post("/api/predict", files={"image": ("u.png", body)}).json()
-    assert first["image"]["id"] == again["image"]["id"]
+    image = make_image(world["tmp"] / "u.png", shape=(40, 40), seed=5)
+    truth = (image > 127).astype(np.uint8)
+    truth[:4] = 255
+    files = {"image": ("u.png", _png(image)), "mask": ("u_mask.png", _png(truth))}
+    first = c.post("/api/predict", files=files).json()
+    again = c.post("/api/predict", files=files).json()
+    assert first["image"]["id"] == again["image"]["id"] and first["image"]["has_mask"]
     assert not first["predictions"][0]["cached"] and again["predictions"][0] == first["predictions"][0]
+    model, _ = fcnkit.load_checkpoint(world["tmp"] / "run")
+    labels = fcnkit.predict(model, to_model_input(image, 1, MEAN, STD)).argmax(0)
+    expected = scores(confusion_matrix(labels, torch.from_numpy(truth).long(), 4))
+    got = c.get(first["predictions"][0]["scores_url"]).json()
+    assert got["mean_iu"] == pytest.approx(expected["mean_iu"]) and got["pixel_accuracy"] == expected["pixel_accuracy"]
+    assert [v is None for v in got["iu"]] == [v != v for v in expected["iu"]]
 
 
 def test_bad_queries_and_foreign_hosts(world):
@@ -123,6 +134,7 @@ def test_bad_queries_and_foreign_hosts(world):
     assert c.get(f"/api/tile/image/0/9/9?image={iid}").status_code == 404
     assert c.get(f"/api/tile/weights/0/0/0?image={iid}").status_code == 404
     assert c.get(f"/api/tile/truth/0/0/0?image={iid}").status_code == 404  # no mask given
+    assert "has no mask" in c.get(f"/api/scores?image={iid}").json()["error"]
     assert c.get("/api/runs", headers={"host": "attacker.example:8765"}).status_code == 400  # DNS rebinding
 
 

@@ -88,7 +88,8 @@ def _key(*parts) -> str:
     return hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()[:20]
 
 
-def _file_key(path: Path) -> str:
+def file_key(path: Path) -> str:
+    """A key of a file's path, size and modification time (a changed file gets a new key)."""
     st = path.stat()
     return _key(path.resolve(), st.st_size, st.st_mtime_ns)
 
@@ -110,7 +111,7 @@ def load_run(path, index: int, device: str = "cpu") -> ServedRun:
     palette = [list(map(int, c)) for c in (config.get("palette") or voc_palette(k))]
     geometry = receptive_field(model, in_channels=channels)
     return ServedRun(
-        id=str(index), name=Path(path).resolve().name, key=_file_key(ckpt / WEIGHTS), model=model, config=config,
+        id=str(index), name=Path(path).resolve().name, key=file_key(ckpt / WEIGHTS), model=model, config=config,
         geometry=geometry, device=str(device), channels=channels, mean=norm.get("mean", [0.0] * channels),
         std=norm.get("std", [1.0] * channels), classes=classes, palette=palette,
         min_side=int(getattr(model, "min_input_size", 1)),
@@ -180,7 +181,7 @@ class Catalog:
         if not path.is_file():
             raise MissingFileError(f"{path}: image not found; check the path")
         size = image_size(path, Limits(max_pixels=1 << 40))  # the user's own files: no pixel limit
-        image = ServedImage(id=_file_key(path), name=path.name, path=path, size=size, mask_path=mask_path)
+        image = ServedImage(id=file_key(path), name=path.name, path=path, size=size, mask_path=mask_path)
         self._check(image)
         self.images[image.id] = image
         return image

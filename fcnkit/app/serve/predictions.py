@@ -8,6 +8,7 @@ a temporary folder and one rename):
     prob.npy     uint8 [K, H', W'] class probabilities at the model's output resolution, times 255
                                    (skipped above PROB_MAX_BYTES; the probe then shows the label only)
     meta.json    output shape, seconds, tiles
+    scores-<mask key>.json   the image's scores against its mask, once asked for
 
 Probabilities are stored to 1/255: enough to read "0.83 vs 0.12" off the page, and a quarter of
 float32 on disk (a 4096^2 image with 11 classes: 185 MB).
@@ -37,7 +38,6 @@ class Prediction:
     seconds: float
     tiles: int
     cached: bool
-    scores: dict | None = None
 
 
 class _QuantisedProbSink:
@@ -88,8 +88,6 @@ class Predictor:
             prob = np.load(folder / "prob.npy", mmap_mode="r") if (folder / "prob.npy").is_file() else None
             labels = np.load(folder / "labels.npy", mmap_mode="r")
             pred = Prediction(labels, prob, meta["seconds"], meta["tiles"], cached)
-            if image.mask_path is not None:
-                pred.scores = self._scores(run, image, pred.labels)
             self._memo[key] = pred
             return pred
 
@@ -124,13 +122,30 @@ class Predictor:
             (tmp / "meta.json").write_text(json.dumps({"shape": list(sinks["shape"]), "seconds": seconds,
                                                        "tiles": len(job.plan)}))
 
+    def scores(self, run: ServedRun, image: ServedImage) -> dict:
+        """The image's four scores and per-class IU against its mask (``fcnkit.metrics``), computed once
+        (seconds for 16 Mpx) and kept next to the prediction, keyed by the mask file."""
+        from fcnkit.app.serve.catalog import file_key
+        from fcnkit.utils.atomic import atomic_write_text
+
+        labels = self.get(run, image).labels
+        path = self.folder(run, image) / f"scores-{file_key(_mask_path(image))}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        result = self._scores(run, image, labels)
+        atomic_write_text(path, json.dumps(result))
+        return result
+
     def _scores(self, run: ServedRun, image: ServedImage, labels: np.ndarray) -> dict:
         from fcnkit.data.io import read_mask
         from fcnkit.metrics import confusion_matrix, scores
 
         k = len(run.classes)
         truth = read_mask(_mask_path(image))
-        cm = confusion_matrix(torch.from_numpy(np.array(labels, dtype=np.int64)), torch.from_numpy(truth), k)
+        cm = torch.zeros((k, k), dtype=torch.int64)
+        for y in range(0, truth.shape[0], 1024):  # bands: confusion matrices add, int64 copies stay small
+            band = torch.from_numpy(np.array(labels[y:y + 1024], dtype=np.int64))
+            cm += confusion_matrix(band, torch.from_numpy(truth[y:y + 1024]), k)
         s = scores(cm)
         clean = {name: (None if v != v else v) for name, v in s.items() if name != "iu"}  # NaN -> null
         clean["iu"] = [None if v != v else v for v in s["iu"]]

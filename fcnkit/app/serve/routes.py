@@ -5,7 +5,8 @@
     GET  /api/predict?image=ID      predict a served image with every run -> JSON (below)
     POST /api/predict               multipart form: file ``image`` (+ optional index-PNG ``mask``)
                                     -> {"image": {...}, "predictions": [{"run", "mask_url",
-                                        "seconds", "cached", "tiles", "scores"}]}
+                                        "seconds", "cached", "tiles", "scores_url"}]}
+    GET  /api/scores?image=&run=    the image's scores against its mask (mean IU, per-class IU, ...)
     GET  /api/probe?image=&x=&y=[&run=]   label, probabilities, receptive-field box of the cell at (x, y)
     GET  /api/tile/{layer}/{z}/{ty}/{tx}?image=[&run=]   layer = image (PNG) | labels | truth (raw uint8)
     GET  /api/mask?image=&run=      the predicted mask as a palette PNG (TIFF above 32 Mpx)
@@ -75,8 +76,9 @@ class Viewer:
         out = []
         for run in self.catalog.runs.values():
             p = self.predictor.get(run, image)
+            scores = f"/api/scores?image={image.id}&run={run.id}" if image.mask_path is not None else None
             out.append({"run": run.id, "mask_url": f"/api/mask?image={image.id}&run={run.id}", "seconds": p.seconds,
-                        "cached": p.cached, "tiles": p.tiles, "scores": p.scores})
+                        "cached": p.cached, "tiles": p.tiles, "scores_url": scores})
         return {"image": {**image.describe(), "levels": levels(image.size)}, "predictions": out}
 
     async def predict_given(self, request: Request) -> Response:
@@ -102,6 +104,10 @@ class Viewer:
         mask_data = await mask.read() if mask is not None and not isinstance(mask, str) else None
         image = await run_in_threadpool(self.catalog.add_upload, data, upload.filename or "", mask_data or None)
         return JSONResponse(await run_in_threadpool(self._predict_all, image))
+
+    async def scores(self, request: Request) -> Response:
+        run, image = self._run(request), self._image(request)
+        return JSONResponse(await run_in_threadpool(self.predictor.scores, run, image))
 
     async def probe(self, request: Request) -> Response:
         run, image = self._run(request), self._image(request)
@@ -165,6 +171,7 @@ def make_app(catalog: Catalog, predictor: Predictor | None = None, allowed_hosts
         Route("/api/predict", viewer.predict_given, methods=["GET"]),
         Route("/api/predict", viewer.predict_upload, methods=["POST"]),
         Route("/api/probe", viewer.probe),
+        Route("/api/scores", viewer.scores),
         Route("/api/tile/{layer:str}/{z:int}/{ty:int}/{tx:int}", viewer.tile),
         Route("/api/mask", viewer.mask),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -231,6 +231,13 @@
     if (!V.images.find((i) => i.id === V.image.id)) { V.images.push(V.image); fillImages(); }
     $("image-select").value = V.image.id;
     renderLegend(); renderScores(); fit();
+    // scores need the whole mask: fetched after the overlay, so they never delay it
+    for (const p of V.predictions.filter((q) => q.scores_url)) {
+      api(p.scores_url).then((s) => {
+        if (!V.predictions.includes(p)) return;  // another image was picked meanwhile
+        p.scores = s; renderLegend(); renderScores();
+      }).catch((e) => showError(e.message));
+    }
   }
 
   async function selectImage(id) {
