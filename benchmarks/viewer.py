@@ -21,6 +21,7 @@ printed, because this shared machine's speed varies between runs.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -166,6 +167,7 @@ def main(argv=None) -> int:
             page.screenshot(path=str(Path(args.screenshots) / "viewer_swipe.png"))
             server.close()
         browser.close()
+    shutil.rmtree(work, ignore_errors=True)  # the mosaic, its mask and the caches: this script's own files
     print(f"\n{args.size}x{args.size} image, run {args.run}, device {args.device}, {args.repeats} repeats:")
     for k, v in times.items():
         print(f"  {k:8s} median {statistics.median(v):6.2f} s   min {min(v):6.2f}   max {max(v):6.2f}")
