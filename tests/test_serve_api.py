@@ -42,7 +42,9 @@ def _png(array) -> bytes:
 
 def test_tiled_prediction_equals_whole_image_predict(world):
     c, iid = world["client"], world["id"]
+    assert c.get(f"/api/progress?image={iid}").json()["state"] == "queued"  # the first test to predict it
     r = c.get(f"/api/predict?image={iid}").json()
+    assert c.get(f"/api/progress?image={iid}").json()["state"] == "done"
     assert r["predictions"][0]["tiles"] > 1 and r["image"]["levels"] == 3
     labels = world["logits"].argmax(0).numpy()
     tile = c.get(f"/api/tile/labels/0/1/1?image={iid}")  # rows 256..300, cols 256..512

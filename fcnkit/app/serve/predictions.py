@@ -68,10 +68,19 @@ class Predictor:
     def __init__(self, catalog: Catalog, tile="auto", memory_budget=None):
         self.catalog, self.tile, self.memory_budget = catalog, tile, memory_budget
         self._memo: dict[tuple[str, str], Prediction] = {}
+        self._tiles: dict[tuple[str, str], tuple[int, int]] = {}  # (done, total) of a running prediction
         self._lock = threading.Lock()
 
     def folder(self, run: ServedRun, image: ServedImage) -> Path:
         return self.catalog.cache_dir / "pred" / run.key / image.id
+
+    def progress(self, run: ServedRun, image: ServedImage) -> dict:
+        """``{"state": "done" | "running" | "queued", "done", "total"}`` (tiles), without waiting."""
+        key = (run.id, image.id)
+        if key in self._memo or (self.folder(run, image) / "meta.json").is_file():
+            return {"state": "done", "done": 1, "total": 1}
+        done, total = self._tiles.get(key, (0, 0))
+        return {"state": "running" if key in self._tiles else "queued", "done": done, "total": total}
 
     def get(self, run: ServedRun, image: ServedImage) -> Prediction:
         key = (run.id, image.id)
@@ -100,27 +109,37 @@ class Predictor:
 
         start = time.perf_counter()
         source = ArraySource(self.catalog.pixels(image), run.channels, run.mean, run.std, name=image.name)
-        job = TiledJob(run.model, source, tile=self.tile, device=run.device, memory_budget=self.memory_budget)
-        with atomic_dir(folder) as tmp:
-            sinks = {}
+        key = (run.id, image.id)
 
-            def make_sink(shape):
-                sinks["labels"] = LabelSink(shape[1:], shape[0])
-                if int(np.prod(shape)) <= PROB_MAX_BYTES:
-                    sinks["prob"] = _QuantisedProbSink(tmp / "prob.npy", shape)
-                sinks["shape"] = shape
-                return Fanout(sinks["labels"], sinks.get("prob"))
+        def progress(done: int, total: int) -> None:
+            self._tiles[key] = (done, total)
 
-            job.run(make_sink)
-            labels = sinks["labels"].result
-            if labels.shape != tuple(image.size):  # coarse output: each pixel takes its nearest cell
-                g = run.geometry
-                labels = _to_input_grid(labels, image.size, g.stride, g.offset, None)
-            np.save(tmp / "labels.npy", labels)
-            del sinks["labels"], labels
-            seconds = time.perf_counter() - start
-            (tmp / "meta.json").write_text(json.dumps({"shape": list(sinks["shape"]), "seconds": seconds,
-                                                       "tiles": len(job.plan)}))
+        job = TiledJob(run.model, source, tile=self.tile, device=run.device, memory_budget=self.memory_budget,
+                       progress=progress)
+        self._tiles[key] = (0, len(job.plan))
+        try:
+            with atomic_dir(folder) as tmp:
+                sinks = {}
+
+                def make_sink(shape):
+                    sinks["labels"] = LabelSink(shape[1:], shape[0])
+                    if int(np.prod(shape)) <= PROB_MAX_BYTES:
+                        sinks["prob"] = _QuantisedProbSink(tmp / "prob.npy", shape)
+                    sinks["shape"] = shape
+                    return Fanout(sinks["labels"], sinks.get("prob"))
+
+                job.run(make_sink)
+                labels = sinks["labels"].result
+                if labels.shape != tuple(image.size):  # coarse output: each pixel takes its nearest cell
+                    g = run.geometry
+                    labels = _to_input_grid(labels, image.size, g.stride, g.offset, None)
+                np.save(tmp / "labels.npy", labels)
+                del sinks["labels"], labels
+                seconds = time.perf_counter() - start
+                (tmp / "meta.json").write_text(json.dumps({"shape": list(sinks["shape"]), "seconds": seconds,
+                                                           "tiles": len(job.plan)}))
+        finally:
+            self._tiles.pop(key, None)
 
     def scores(self, run: ServedRun, image: ServedImage) -> dict:
         """The image's four scores and per-class IU against its mask (``fcnkit.metrics``), computed once

@@ -7,6 +7,7 @@
                                     -> {"image": {...}, "predictions": [{"run", "mask_url",
                                         "seconds", "cached", "tiles", "scores_url"}]}
     GET  /api/scores?image=&run=    the image's scores against its mask (mean IU, per-class IU, ...)
+    GET  /api/progress?image=&run=  tiles done of a prediction under way (never waits)
     GET  /api/probe?image=&x=&y=[&run=]   label, probabilities, receptive-field box of the cell at (x, y)
     GET  /api/tile/{layer}/{z}/{ty}/{tx}?image=[&run=]   layer = image (PNG) | labels | truth (raw uint8)
     GET  /api/mask?image=&run=      the predicted mask as a palette PNG (TIFF above 32 Mpx)
@@ -70,7 +71,13 @@ class Viewer:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def runs(self, request: Request) -> Response:
-        return JSONResponse({**self.catalog.describe(), "tile_size": TILE})
+        info = self.catalog.describe()
+        for image in info["images"]:
+            image["levels"] = levels((image["height"], image["width"]))
+        return JSONResponse({**info, "tile_size": TILE})
+
+    async def progress(self, request: Request) -> Response:
+        return JSONResponse(self.predictor.progress(self._run(request), self._image(request)))
 
     def _predict_all(self, image) -> dict:
         out = []
@@ -172,6 +179,7 @@ def make_app(catalog: Catalog, predictor: Predictor | None = None, allowed_hosts
         Route("/api/predict", viewer.predict_upload, methods=["POST"]),
         Route("/api/probe", viewer.probe),
         Route("/api/scores", viewer.scores),
+        Route("/api/progress", viewer.progress),
         Route("/api/tile/{layer:str}/{z:int}/{ty:int}/{tx:int}", viewer.tile),
         Route("/api/mask", viewer.mask),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

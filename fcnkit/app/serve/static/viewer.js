@@ -115,7 +115,8 @@
     const ic = $("image-canvas").getContext("2d"), oc = $("overlay-canvas").getContext("2d");
     const uc = $("ui-canvas").getContext("2d");
     for (const c of [ic, oc, uc]) c.clearRect(0, 0, c.canvas.width, c.canvas.height);
-    if (!V.image || !V.predictions.length) return;
+    if (!V.image) return;
+    const predicted = V.predictions.length > 0;  // the image shows at once; the overlay once predicted
     ic.imageSmoothingEnabled = V.scale < 1;
     oc.imageSmoothingEnabled = false;  // class colours stay exact: no blending between labels
     const swipeX = V.swipe * oc.canvas.width;
@@ -125,7 +126,7 @@
     for (const t of visibleTiles()) {
       const im = getTile("image", null, t.z, t.ty, t.tx);
       if (im.state === "ok") ic.drawImage(im.bitmap, t.sx, t.sy, t.sw, t.sh); else missing++;
-      for (const [which, left, right] of layers) {
+      for (const [which, left, right] of predicted ? layers : []) {
         const run = runOf(which);
         const lab = getTile("labels", run, t.z, t.ty, t.tx);
         const truth = V.errors ? getTile("truth", null, t.z, t.ty, t.tx) : null;
@@ -140,7 +141,7 @@
       uc.strokeStyle = "#fff"; uc.lineWidth = 2;
       uc.beginPath(); uc.moveTo(swipeX, 0); uc.lineTo(swipeX, uc.canvas.height); uc.stroke();
     }
-    const ready = missing === 0 && V.pending === 0;
+    const ready = predicted && missing === 0 && V.pending === 0;
     document.body.dataset.state = ready ? "ready" : "loading";
     if (ready) status(`${V.image.name}: ${V.image.width}x${V.image.height}, zoom ${V.scale.toFixed(3)}`);
   }
@@ -161,7 +162,7 @@
   // ---- probe: probabilities + receptive field of the output cell under the cursor -----------
   async function probe(sx, sy) {
     const [x, y] = screenToImage(sx, sy);
-    if (!V.image || x < 0 || y < 0 || x >= V.image.width || y >= V.image.height) { $("rf-box").hidden = true; return; }
+    if (!V.image || !V.predictions.length || x < 0 || y < 0 || x >= V.image.width || y >= V.image.height) { $("rf-box").hidden = true; return; }
     const which = V.mode === "swipe" ? (sx < V.swipe * $("stage").clientWidth ? "a" : "b") : V.mode;
     const run = runOf(which), seq = ++V.probeSeq;
     let p;
@@ -226,11 +227,15 @@
   }
 
   async function show(result) {
+    const same = V.image && V.image.id === result.image.id;  // already on screen: keep its tiles and view
     V.image = result.image; V.levels = result.image.levels; V.predictions = result.predictions;
-    V.tiles.clear(); V.colours.clear(); V.errors = V.errors && V.image.has_mask; $("errors").checked = V.errors;
-    if (!V.images.find((i) => i.id === V.image.id)) { V.images.push(V.image); fillImages(); }
+    if (!same) { V.tiles.clear(); V.colours.clear(); }
+    V.errors = V.errors && V.image.has_mask; $("errors").checked = V.errors;
+    const i = V.images.findIndex((im) => im.id === V.image.id);
+    if (i < 0) { V.images.push(V.image); fillImages(); } else V.images[i] = V.image;
     $("image-select").value = V.image.id;
-    renderLegend(); renderScores(); fit();
+    renderLegend(); renderScores();
+    if (same) schedule(); else fit();
     // scores need the whole mask: fetched after the overlay, so they never delay it
     for (const p of V.predictions.filter((q) => q.scores_url)) {
       api(p.scores_url).then((s) => {
@@ -240,10 +245,25 @@
     }
   }
 
+  // tiles done of the prediction under way, shown while the image is already on screen
+  async function pollProgress(id) {
+    const parts = await Promise.all(V.runs.map((r) => api(`/api/progress?image=${id}&run=${r.id}`)
+      .then((p) => `${r.name}: ${p.state === "running" ? `tile ${p.done}/${p.total}` : p.state}`).catch(() => "")));
+    if (V.image && V.image.id === id && !V.predictions.length) status(`predicting (${parts.join(", ")})...`);
+  }
+
   async function selectImage(id) {
-    showError(""); status("predicting..."); document.body.dataset.state = "loading";
+    showError(""); document.body.dataset.state = "loading";
+    const known = V.images.find((i) => i.id === id);
+    if (known) {  // draw the image while the server predicts it
+      V.image = known; V.levels = known.levels; V.predictions = []; V.tiles.clear(); V.colours.clear();
+      $("rf-box").hidden = true; fit();
+    }
+    status("predicting...");
+    const timer = setInterval(() => pollProgress(id), 500);
     try { await show(await api(`/api/predict?image=${encodeURIComponent(id)}`)); }
     catch (e) { showError(e.message); status(""); }
+    finally { clearInterval(timer); }
   }
 
   function fillImages() {
