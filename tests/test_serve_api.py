@@ -175,3 +175,34 @@ def test_fcnkit_serve_listens_on_loopback_and_stops_on_ctrl_c(world, tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     assert not list(tmp_path.glob("fcnkit-serve-*"))  # ...is gone after Ctrl-C
+
+
+def test_server_answers_while_it_predicts(world, tmp_path):
+    import json
+    import threading
+    import urllib.request
+
+    from fcnkit.app.serve import serve_in_thread
+
+    make_image(tmp_path / "wide.png", shape=(384, 640), seed=7)
+    catalog = build_catalog([world["tmp"] / "run"], [tmp_path / "wide.png"], cache_dir=tmp_path / "cache")
+    server = serve_in_thread(catalog, tile=64)
+    image_id = next(iter(catalog.images))
+
+    def get(url):
+        with urllib.request.urlopen(server.url + url, timeout=60) as r:
+            return json.load(r)
+
+    try:
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (get(f"api/predict?image={image_id}"), done.set()))
+        thread.start()
+        seen = []
+        while not done.is_set():
+            seen.append(get(f"api/progress?image={image_id}"))
+        thread.join()
+        running = [s for s in seen if s["state"] == "running"]
+        assert running and running[-1]["total"] > 1 and get("api/runs")["runs"]
+        assert get(f"api/progress?image={image_id}")["state"] == "done"
+    finally:
+        server.close()
