@@ -16,13 +16,13 @@ CLASSES = ["background", "ring", "blob", "edge"]
 MEAN, STD = [0.5], [0.25]
 
 
-def make_run(folder: Path, seed: int) -> Path:
+def make_run(folder: Path, seed: int, classes=CLASSES) -> Path:
     torch.manual_seed(seed)
     model = fcnkit.build_model("allconv", num_classes=4, in_channels=1, width=4, stages=2).eval()
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.normal_(m.weight, std=0.15)
-    config = {"task": "segmentation", "num_classes": 4, "in_channels": 1, "classes": CLASSES,
+    config = {"task": "segmentation", "num_classes": 4, "in_channels": 1, "classes": list(classes),
               "palette": voc_palette(4), "normalization": {"mean": MEAN, "std": STD}}
     save_checkpoint(folder / "best", model, config)
     return folder

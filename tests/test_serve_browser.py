@@ -21,13 +21,14 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PALETTE = voc_palette(len(CLASSES))
+MARKUP = '<img src=x onerror="window.pwned=1">'
 PIXELS = [(3, 2), (30, 20), (59, 47), (11, 40), (45, 9)]  # (x, y), corners included
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("viewer")
-    runs = [make_run(tmp / "run_a", seed=0), make_run(tmp / "run_b", seed=1)]
+    runs = [make_run(tmp / "run_a", seed=0), make_run(tmp / "run_b", seed=1, classes=CLASSES[:3] + [MARKUP])]
     image = make_image(tmp / "scene.png")
     labels = [expected_labels(r, image) for r in runs]
     assert len(np.unique(labels[0])) >= 2 and (labels[0] != labels[1]).any()  # the checks below can fail
@@ -142,6 +143,21 @@ def test_upload_shows_its_prediction(page, site):
     page.wait_for_selector("body[data-state=ready]")
     for x, y in [(0, 0), (51, 39), (20, 13)]:
         assert overlay_rgb(page, x, y) == tuple(PALETTE[labels[y, x]]), (x, y)
+
+
+def test_names_are_shown_as_text_not_markup(page, site):
+    page.select_option("#compare", "b")  # the second run's last class name is markup
+    page.wait_for_selector("body[data-state=ready]")
+    assert MARKUP in page.inner_text("#legend")
+    path = site["tmp"] / f"{MARKUP}.png"  # so is an uploaded file's name
+    make_image(path, shape=(32, 32), seed=4)
+    page.set_input_files("#upload-image", str(path))
+    page.click("#upload-form button")
+    page.wait_for_function("() => window.fcnkitViewer.state.image.name.startsWith('<img')")
+    page.wait_for_selector("body[data-state=ready]")
+    page.wait_for_timeout(200)
+    assert "<img src=x onerror=" in page.inner_text("#image-select")  # Chromium sends " as %22
+    assert page.evaluate("window.pwned") is None
 
 
 def test_bad_upload_shows_the_error(page, site):

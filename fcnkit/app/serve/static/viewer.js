@@ -11,6 +11,10 @@
     tiles: new Map(), colours: new Map(), version: 0, probeSeq: 0, drag: null, pending: 0,
   };
 
+  // names come from files and checkpoints the user did not necessarily write: text, never markup
+  const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ESC[c]);
+
   function showError(msg) { const e = $("error"); e.textContent = msg; e.hidden = !msg; }
   function status(msg) { $("status").textContent = msg; }
 
@@ -173,11 +177,11 @@
     const rows = (p.probabilities || []).map((v, k) => [v, k]).sort((a, b) => b[0] - a[0]).slice(0, 5);
     const gridStride = p.rf.stride[1] > 1 ? p.rf.stride : p.rf.align;
     $("probe").innerHTML =
-      `<div>run <b>${run.name}</b>, pixel (${x}, ${y}): <b id="probe-class">${p.class}</b></div>` +
+      `<div>run <b>${esc(run.name)}</b>, pixel (${x}, ${y}): <b id="probe-class">${esc(p.class)}</b></div>` +
       `<div>output cell (${p.cell[0]}, ${p.cell[1]}); receptive field ${p.rf.size[0]}x${p.rf.size[1]}, ` +
       `stride ${p.rf.stride[0]}, grid ${gridStride[0]}${p.rf.stride[1] > 1 ? "" : " (internal stride: the output is dense)"}</div>` +
       (p.probabilities ? "<table>" + rows.map(([v, k]) => `<tr><td><span class="swatch" style="background:rgb(${run.palette[k]})">` +
-        `</span>${run.classes[k]}</td><td>${(100 * v).toFixed(1)}%</td><td><span class="bar" style="width:${80 * v}px">` +
+        `</span>${esc(run.classes[k])}</td><td>${(100 * v).toFixed(1)}%</td><td><span class="bar" style="width:${80 * v}px">` +
         "</span></td></tr>").join("") + "</table>" : "<div>(probabilities not kept for an image this large)</div>");
   }
 
@@ -206,11 +210,11 @@
     const run = runOf(V.mode === "b" ? "b" : "a"), scores = (V.predictions.find((p) => p.run === run.id) || {}).scores;
     $("legend").innerHTML = run.classes.map((name, k) =>
       `<label><input type="checkbox" data-class="${k}" ${V.hidden.has(k) ? "" : "checked"}>` +
-      `<span class="swatch" style="background:rgb(${run.palette[k]})"></span>${name}` +
+      `<span class="swatch" style="background:rgb(${run.palette[k]})"></span>${esc(name)}` +
       (scores && scores.iu[k] !== null ? ` <small>IU ${scores.iu[k].toFixed(3)}</small>` : "") + "</label><br>").join("");
     const sel = $("error-class");
     sel.innerHTML = '<option value="-1">all classes (red)</option>' + run.classes.map((n, k) =>
-      `<option value="${k}">${n}: FP magenta, FN cyan</option>`).join("");
+      `<option value="${k}">${esc(n)}: FP magenta, FN cyan</option>`).join("");
     sel.value = String(V.errClass);
   }
 
@@ -219,7 +223,7 @@
       const run = V.runs.find((r) => r.id === p.run);
       const s = p.scores;
       const time = `${p.seconds.toFixed(2)} s${p.cached ? " (cached)" : ""}, ${p.tiles} tile${p.tiles === 1 ? "" : "s"}`;
-      return `<div><b>${run.name}</b>: ` + (s ? `<span class="iu">mean IU ${s.mean_iu === null ? "n/a" : s.mean_iu.toFixed(3)}</span>, ` +
+      return `<div><b>${esc(run.name)}</b>: ` + (s ? `<span class="iu">mean IU ${s.mean_iu === null ? "n/a" : s.mean_iu.toFixed(3)}</span>, ` +
         `pixel acc. ${s.pixel_accuracy.toFixed(3)}; ` : "") + `predicted in ${time} <a href="${p.mask_url}">mask</a></div>`;
     });
     $("scores").innerHTML = lines.join("") || "no mask given";
@@ -267,7 +271,7 @@
   }
 
   function fillImages() {
-    $("image-select").innerHTML = V.images.map((i) => `<option value="${i.id}">${i.name} (${i.width}x${i.height})</option>`).join("");
+    $("image-select").innerHTML = V.images.map((i) => `<option value="${esc(i.id)}">${esc(i.name)} (${i.width}x${i.height})</option>`).join("");
   }
 
   // ---- events -------------------------------------------------------------------------------
@@ -324,7 +328,7 @@
     try {
       const info = await api("/api/runs");
       V.runs = info.runs; V.images = info.images; V.tile = info.tile_size;
-      $("runs").innerHTML = V.runs.map((r) => `<div><b>${r.name}</b> (${r.model}): receptive field ` +
+      $("runs").innerHTML = V.runs.map((r) => `<div><b>${esc(r.name)}</b> (${esc(r.model)}): receptive field ` +
         `${r.geometry.size.join("x")}, stride ${r.geometry.stride.join("x")}</div>`).join("");
       $("compare-label").hidden = V.runs.length < 2;
       V.runs.forEach((r, i) => { $("compare").options[i].text = r.name; });
