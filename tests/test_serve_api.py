@@ -206,3 +206,48 @@ def test_server_answers_while_it_predicts(world, tmp_path):
         assert get(f"api/progress?image={image_id}")["state"] == "done"
     finally:
         server.close()
+
+
+def test_coarse_output_model_probe_names_the_cell_and_its_window(tmp_path):
+    from fcnkit.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = fcnkit.build_model("allconv", num_classes=3, in_channels=1, width=4, stages=2, output="coarse").eval()
+    save_checkpoint(tmp_path / "run", model, {"task": "segmentation", "num_classes": 3, "in_channels": 1,
+                                              "normalization": {"mean": MEAN, "std": STD}})
+    image = make_image(tmp_path / "img.png", shape=(50, 70), seed=2)
+    catalog = build_catalog([tmp_path / "run"], [tmp_path / "img.png"], cache_dir=tmp_path / "cache")
+    c = TestClient(make_app(catalog), base_url="http://127.0.0.1")
+    iid = next(iter(catalog.images))
+    g = fcnkit.receptive_field(model, in_channels=1)
+    assert g.stride == (4, 4)
+    logits = fcnkit.predict(model, to_model_input(image, 1, MEAN, STD))
+    for x, y in [(0, 0), (69, 49), (33, 21)]:
+        p = c.get(f"/api/probe?image={iid}&x={x}&y={y}").json()
+        i, j = p["cell"]
+        nearest = [min(max(round((v - o) / s), 0), n - 1)  # the cell centred nearest, within the output
+                   for v, o, s, n in zip((y, x), g.offset, g.stride, logits.shape[1:])]
+        assert [i, j] == nearest
+        (top, bottom), (left, right) = g.window(i, j)
+        assert (p["rf"]["top"], p["rf"]["bottom"], p["rf"]["left"], p["rf"]["right"]) == (top, bottom, left, right)
+        np.testing.assert_allclose(p["probabilities"], torch.softmax(logits[:, i, j], 0).numpy(), atol=0.5 / 255 + 1e-6)
+        assert p["label"] == int(logits[:, i, j].argmax())
+
+
+def test_16_bit_tiff_upload(world):
+    import tifffile
+
+    c = world["client"]
+    rng = np.random.default_rng(1)
+    raw = (rng.random((40, 48)) * 60000).astype(np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, raw)
+    r = c.post("/api/predict", files={"image": ("scan.tif", buf.getvalue())})
+    assert r.status_code == 200, r.text
+    iid = r.json()["image"]["id"]
+    model, _ = fcnkit.load_checkpoint(world["tmp"] / "run")
+    labels = fcnkit.predict(model, to_model_input(raw, 1, MEAN, STD)).argmax(0).numpy()
+    tile = c.get(f"/api/tile/labels/0/0/0?image={iid}")
+    np.testing.assert_array_equal(np.frombuffer(tile.content, np.uint8).reshape(40, 48), labels)
+    png = Image.open(io.BytesIO(c.get(f"/api/tile/image/0/0/0?image={iid}").content))
+    assert png.mode == "L" and png.size == (48, 40) and np.asarray(png).std() > 20  # stretched for display
