@@ -11,8 +11,9 @@ def add_parser(subparsers) -> None:
                     "over the image with deep zoom, the class probabilities and the receptive field under the "
                     "cursor, two runs side by side, and the error map and IU where masks are given.",
     )
-    p.add_argument("inputs", metavar="RUN_DIR [RUN_DIR2] [IMAGE ...]", nargs="+",
-                   help="one or two run (or checkpoint) folders, then image files or folders of images")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
+    p.add_argument("inputs", metavar="RUN_DIR2|IMAGE", nargs="*", default=[],
+                   help="optionally a second run to compare, then image files or folders of images")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 = any free port)")
     p.add_argument("--masks", default=None, metavar="DIR", help="folder of ground-truth masks named like the images")
@@ -33,7 +34,7 @@ def run(args) -> int:
 
     from fcnkit.app.serve import Limits, build_catalog, serve, split_inputs
 
-    runs, images = split_inputs(args.inputs)
+    runs, images = split_inputs([args.run_dir, *args.inputs])
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_pixels=args.max_pixels)
     catalog = build_catalog(runs, images, args.masks, args.cache, args.device, limits)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
