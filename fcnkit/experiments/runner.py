@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import datetime
 import json
 import math
@@ -135,12 +134,10 @@ def _lightning_logs_to(stream):
 
 def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     """``RUN/metrics.csv`` -> ``(train rows, val rows)`` (module docstring), sorted by iteration."""
-    path = Path(run) / "metrics.csv"
-    with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-    rows.sort(key=lambda r: r.get("step", math.inf))
+    from fcnkit.engine.runlog import read_rows
+
     train_rows, val_rows, totals = [], [], {}
-    for r in rows:
+    for r in read_rows(run):
         iteration = int(r["step"]) + 1
         if "train_loss_step" in r:
             totals = {name: r[key] for key, name in _TOTALS.items() if key in r}

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.models.backbones import build_backbone
+from fcnkit.models.features import FeatureInfo
 from fcnkit.models.registry import check_bool, register
 from fcnkit.models.upsample import BilinearUpsample
 
@@ -47,7 +48,7 @@ __all__ = ["FCN", "fcn32s", "fcn16s", "fcn8s"]
 def _zero_score(in_channels: int, num_classes: int) -> nn.Conv2d:
     conv = nn.Conv2d(in_channels, num_classes, 1)
     nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # built with a bias
     return conv
 
 
@@ -61,7 +62,7 @@ class FCN(nn.Module):
         super().__init__()
         if skips not in (0, 1, 2):
             raise ValueError(f"skips must be 0, 1 or 2, got {skips}")
-        info = backbone.feature_info
+        info: FeatureInfo = backbone.feature_info  # type: ignore[assignment]  # set by every backbone
         if info.strides != [8, 16, 32]:
             raise ValueError(f"backbone taps must have strides 8, 16, 32, got {info.strides}")
         self.backbone, self.skips = backbone, skips
