@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(STAMP)
 
@@ -29,7 +29,13 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
 
-test: $(STAMP) $(CHROMIUM)
+# quality gates first (seconds), then the tests
+lint: $(STAMP)
+	$(BIN)/ruff check fcnkit tests benchmarks
+	$(BIN)/ruff format --check fcnkit tests benchmarks
+	$(BIN)/mypy
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

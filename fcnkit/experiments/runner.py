@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import datetime
 import json
 import math
@@ -36,6 +35,14 @@ from fcnkit.errors import InputError
 
 __all__ = ["train_run", "run_arms", "read_metrics", "machine_info", "mean_std", "fmt_mean_std",
            "scaled", "check_seeds", "pick_datasets", "markdown_table", "write_outputs"]
+
+#: the training set-up the regime experiments (sampling, class-balance) share: a narrow allconv on
+#: digit-canvas and nuclei, small enough for a CPU
+SMALL_SEGMENTATION: dict = {
+    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
+    "data": {"digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
+             "nuclei": {"data_options": {"tile": 64}}},
+}
 
 # StepLog's running sums in metrics.csv -> the names used in the experiments' rows
 _TOTALS = {"total_seconds": "seconds", "total_images": "images", "total_items": "items",
@@ -135,12 +142,10 @@ def _lightning_logs_to(stream):
 
 def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     """``RUN/metrics.csv`` -> ``(train rows, val rows)`` (module docstring), sorted by iteration."""
-    path = Path(run) / "metrics.csv"
-    with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-    rows.sort(key=lambda r: r.get("step", math.inf))
+    from fcnkit.engine.runlog import read_rows
+
     train_rows, val_rows, totals = [], [], {}
-    for r in rows:
+    for r in read_rows(run):
         iteration = int(r["step"]) + 1
         if "train_loss_step" in r:
             totals = {name: r[key] for key, name in _TOTALS.items() if key in r}

@@ -144,7 +144,7 @@ def build_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs: 
             f"model '{name}': argument(s) {', '.join(bad)} must be plain numbers, strings, booleans or lists "
             "so the checkpoint config can rebuild the model"
         ) from None
-    model.fcnkit_spec = {"name": name, "kwargs": spec_kwargs}
+    model.fcnkit_spec = {"name": name, "kwargs": spec_kwargs}  # type: ignore[assignment]  # a plain attribute
     return model
 
 
