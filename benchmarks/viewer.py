@@ -18,6 +18,7 @@ the overlay is drawn (``body[data-state=ready]``):
 Repeats interleave the three (first, reload, restart, first, ...) and the median and spread are
 printed, because this shared machine's speed varies between runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def mosaic(folder: Path, size: int = 4096, seed: int = 0) -> tuple[Path, Path]:
@@ -91,9 +100,12 @@ def hover(page, x: int, y: int) -> None:
 
 def zoom(page, at: tuple[int, int], scale: float) -> None:
     """Set the view to ``scale`` screen pixels per image pixel, centred on image pixel ``at``."""
-    page.evaluate("""([x, y, s]) => { const V = window.fcnkitViewer.state, st = document.getElementById("stage");
+    page.evaluate(
+        """([x, y, s]) => { const V = window.fcnkitViewer.state, st = document.getElementById("stage");
         V.scale = s; V.ox = st.clientWidth / 2 - (x + 0.5) * s; V.oy = st.clientHeight / 2 - (y + 0.5) * s;
-        window.dispatchEvent(new Event("resize")); }""", [at[1], at[0], scale])
+        window.dispatchEvent(new Event("resize")); }""",
+        [at[1], at[0], scale],
+    )
     page.wait_for_selector("body[data-state=ready]", timeout=120_000)
 
 

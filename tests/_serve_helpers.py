@@ -1,5 +1,6 @@
 """A tiny run and images for the serve tests (no training: an untrained
 allconv with widened random weights, so its labels vary from pixel to pixel)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,14 @@ def make_run(folder: Path, seed: int, classes=CLASSES) -> Path:
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.normal_(m.weight, std=0.15)
-    config = {"task": "segmentation", "num_classes": 4, "in_channels": 1, "classes": list(classes),
-              "palette": voc_palette(4), "normalization": {"mean": MEAN, "std": STD}}
+    config = {
+        "task": "segmentation",
+        "num_classes": 4,
+        "in_channels": 1,
+        "classes": list(classes),
+        "palette": voc_palette(4),
+        "normalization": {"mean": MEAN, "std": STD},
+    }
     save_checkpoint(folder / "best", model, config)
     return folder
 

@@ -1,5 +1,6 @@
 """The viewer's HTTP API without a browser (Starlette's test client): results equal the library's,
 and the security rules hold (ids only, no path traversal, upload limits, 4xx for bad input)."""
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,9 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("api")
     run = make_run(tmp / "run", seed=0)
     image = make_image(tmp / "big.png", shape=(300, 520), seed=1)  # 2 zoom levels, several tiles
-    catalog = build_catalog([run], [tmp / "big.png"], cache_dir=tmp / "cache", limits=Limits(max_upload_bytes=20_000,
-                                                                                             max_pixels=100_000))
+    catalog = build_catalog(
+        [run], [tmp / "big.png"], cache_dir=tmp / "cache", limits=Limits(max_upload_bytes=20_000, max_pixels=100_000)
+    )
     client = TestClient(make_app(catalog, tile=64), base_url="http://127.0.0.1")  # small tiles: many of them
     image_id = client.get("/api/runs").json()["images"][0]["id"]
     model, _ = fcnkit.load_checkpoint(run)
@@ -71,11 +73,18 @@ def test_probe_gives_probabilities_and_the_receptive_field(world):
         assert p["rf"]["centre"] == [y, x]  # stride 1, offset 0
 
 
-@pytest.mark.parametrize("url", [
-    "/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/static/..%2f..%2fcatalog.py",
-    "/api/tile/image/0/0/0?image=../../../../etc/passwd", "/api/probe?image=%2Fetc%2Fpasswd&x=0&y=0",
-    "/api/mask?image=..&run=0", "/api/tile/labels/0/0/0?image=ok&run=../0",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/static/../../../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/static/..%2f..%2fcatalog.py",
+        "/api/tile/image/0/0/0?image=../../../../etc/passwd",
+        "/api/probe?image=%2Fetc%2Fpasswd&x=0&y=0",
+        "/api/mask?image=..&run=0",
+        "/api/tile/labels/0/0/0?image=ok&run=../0",
+    ],
+)
 def test_path_traversal_is_refused(world, url):
     r = world["client"].get(url)
     assert r.status_code == 404 and "root:" not in r.text and "import" not in r.text
@@ -90,16 +99,25 @@ def test_uploads_over_the_limits_are_refused(world):
     assert r.status_code == 413 and "400x400 pixels is over" in r.json()["error"]  # small file, 160k pixels
 
 
-@pytest.mark.parametrize("files, data, message", [
-    ({"image": ("a.png", b"\x89PNG\r\n\x1a\n garbage")}, None, "a.png: not a readable image"),
-    ({"image": ("a.exe", b"MZ")}, None, "unsupported file type"),
-    ({"image": ("a.png", b"")}, None, "empty"),
-    (None, {"image": "text, not a file"}, "no file in form field 'image'"),
-    ({"other": ("a.png", b"x")}, None, "no file in form field 'image'"),
-    ({"image": ("tiny.png", _png(np.zeros((2, 2), np.uint8)))}, None, "smaller than"),
-    ({"image": ("m.png", _png(np.zeros((40, 40), np.uint8))), "mask": ("m_mask.png", _png(np.zeros((8, 8), np.uint8)))},
-     None, "mask of m.png is 8x8 but the image is 40x40"),
-])
+@pytest.mark.parametrize(
+    "files, data, message",
+    [
+        ({"image": ("a.png", b"\x89PNG\r\n\x1a\n garbage")}, None, "a.png: not a readable image"),
+        ({"image": ("a.exe", b"MZ")}, None, "unsupported file type"),
+        ({"image": ("a.png", b"")}, None, "empty"),
+        (None, {"image": "text, not a file"}, "no file in form field 'image'"),
+        ({"other": ("a.png", b"x")}, None, "no file in form field 'image'"),
+        ({"image": ("tiny.png", _png(np.zeros((2, 2), np.uint8)))}, None, "smaller than"),
+        (
+            {
+                "image": ("m.png", _png(np.zeros((40, 40), np.uint8))),
+                "mask": ("m_mask.png", _png(np.zeros((8, 8), np.uint8))),
+            },
+            None,
+            "mask of m.png is 8x8 but the image is 40x40",
+        ),
+    ],
+)
 def test_bad_uploads_get_a_4xx_and_the_server_keeps_serving(world, files, data, message):
     c = world["client"]
     r = c.post("/api/predict", files=files, data=data)
@@ -161,8 +179,18 @@ def test_fcnkit_serve_listens_on_loopback_and_stops_on_ctrl_c(world, tmp_path):
     import urllib.request
 
     env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "fcnkit", "serve", str(world["tmp"] / "run"), str(world["tmp"] / "big.png"),
-           "--port", "0", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fcnkit",
+        "serve",
+        str(world["tmp"] / "run"),
+        str(world["tmp"] / "big.png"),
+        "--port",
+        "0",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
@@ -213,8 +241,11 @@ def test_coarse_output_model_probe_names_the_cell_and_its_window(tmp_path):
 
     torch.manual_seed(0)
     model = fcnkit.build_model("allconv", num_classes=3, in_channels=1, width=4, stages=2, output="coarse").eval()
-    save_checkpoint(tmp_path / "run", model, {"task": "segmentation", "num_classes": 3, "in_channels": 1,
-                                              "normalization": {"mean": MEAN, "std": STD}})
+    save_checkpoint(
+        tmp_path / "run",
+        model,
+        {"task": "segmentation", "num_classes": 3, "in_channels": 1, "normalization": {"mean": MEAN, "std": STD}},
+    )
     image = make_image(tmp_path / "img.png", shape=(50, 70), seed=2)
     catalog = build_catalog([tmp_path / "run"], [tmp_path / "img.png"], cache_dir=tmp_path / "cache")
     c = TestClient(make_app(catalog), base_url="http://127.0.0.1")
@@ -225,8 +256,10 @@ def test_coarse_output_model_probe_names_the_cell_and_its_window(tmp_path):
     for x, y in [(0, 0), (69, 49), (33, 21)]:
         p = c.get(f"/api/probe?image={iid}&x={x}&y={y}").json()
         i, j = p["cell"]
-        nearest = [min(max(round((v - o) / s), 0), n - 1)  # the cell centred nearest, within the output
-                   for v, o, s, n in zip((y, x), g.offset, g.stride, logits.shape[1:])]
+        nearest = [
+            min(max(round((v - o) / s), 0), n - 1)  # the cell centred nearest, within the output
+            for v, o, s, n in zip((y, x), g.offset, g.stride, logits.shape[1:])
+        ]
         assert [i, j] == nearest
         (top, bottom), (left, right) = g.window(i, j)
         assert (p["rf"]["top"], p["rf"]["bottom"], p["rf"]["left"], p["rf"]["right"]) == (top, bottom, left, right)

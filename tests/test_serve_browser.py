@@ -5,6 +5,7 @@ opens a fresh page. Pixels are read back from the overlay canvas the page render
 with ``fcnkit.predict``'s labels, so the whole chain (tiled prediction, label tiles, colouring,
 view transform) is checked end to end.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,16 @@ from fcnkit.app.serve import build_catalog, serve_in_thread
 from fcnkit.data.io import voc_palette
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PALETTE = voc_palette(len(CLASSES))
 MARKUP = '<img src=x onerror="window.pwned=1">'
 PIXELS = [(3, 2), (30, 20), (59, 47), (11, 40), (45, 9)]  # (x, y), corners included
@@ -57,12 +66,17 @@ def page(site):
 
 def overlay_rgb(page, x: int, y: int) -> tuple[int, int, int]:
     """The colour the page drew over image pixel (x, y), read from the overlay canvas."""
-    return tuple(page.evaluate("""([x, y]) => {
+    return tuple(
+        page.evaluate(
+            """([x, y]) => {
         const [sx, sy] = window.fcnkitViewer.imageToScreen(x, y);
         const d = document.getElementById("overlay-canvas").getContext("2d")
             .getImageData(Math.floor(sx), Math.floor(sy), 1, 1).data;
         return [d[0], d[1], d[2]];
-    }""", [x, y]))
+    }""",
+            [x, y],
+        )
+    )
 
 
 def test_overlay_pixels_equal_fcnkit_predict(page, site):
@@ -92,10 +106,16 @@ def test_second_run_and_class_toggle(page, site):
     k = int(site["labels"][1][y, x])
     page.uncheck(f"#legend input[data-class='{k}']")
     page.wait_for_timeout(100)
-    assert page.evaluate("""([x, y]) => {
+    assert (
+        page.evaluate(
+            """([x, y]) => {
         const [sx, sy] = window.fcnkitViewer.imageToScreen(x, y);
         return document.getElementById("overlay-canvas").getContext("2d")
-            .getImageData(Math.floor(sx), Math.floor(sy), 1, 1).data[3]; }""", [x, y]) == 0  # hidden class
+            .getImageData(Math.floor(sx), Math.floor(sy), 1, 1).data[3]; }""",
+            [x, y],
+        )
+        == 0
+    )  # hidden class
 
 
 def test_error_map_and_iu(page, site):
@@ -111,9 +131,12 @@ def test_error_map_and_iu(page, site):
     page.wait_for_selector("body[data-state=ready]")
     page.wait_for_timeout(100)
     assert overlay_rgb(page, 5, 10) == (255, 0, 0)  # left part: wrong on purpose
-    assert page.evaluate("""() => { const [sx, sy] = window.fcnkitViewer.imageToScreen(40, 10);
+    assert (
+        page.evaluate("""() => { const [sx, sy] = window.fcnkitViewer.imageToScreen(40, 10);
         return document.getElementById("overlay-canvas").getContext("2d")
-            .getImageData(Math.floor(sx), Math.floor(sy), 1, 1).data[3]; }""") == 0  # right: correct
+            .getImageData(Math.floor(sx), Math.floor(sy), 1, 1).data[3]; }""")
+        == 0
+    )  # right: correct
 
 
 def test_hover_draws_the_receptive_field_of_the_cell(page, site):

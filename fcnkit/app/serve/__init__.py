@@ -7,6 +7,7 @@ mask on canvases, tile by tile, and asks the server for the class probabilities 
 receptive field of the output cell under the cursor. See :mod:`fcnkit.app.serve.routes` for the
 HTTP API.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -33,15 +34,18 @@ def split_inputs(paths) -> tuple[list[Path], list[Path]]:
         is_run = p.is_dir() and any((p / s / CONFIG).is_file() for s in (".", "best", "last"))
         (runs if is_run and not images else images).append(p)
     if not runs:
-        raise InputError(f"{paths[0] if paths else 'RUN_DIR'}: not a run or checkpoint folder; "
-                         "give a run folder made by 'fcnkit train' first, then images")
+        raise InputError(
+            f"{paths[0] if paths else 'RUN_DIR'}: not a run or checkpoint folder; "
+            "give a run folder made by 'fcnkit train' first, then images"
+        )
     if len(runs) > 2:
         raise InputError(f"{runs[2]}: at most two runs can be compared; give one or two run folders")
     return runs, expand_inputs(images) if images else []
 
 
-def build_catalog(runs, images=(), masks_dir=None, cache_dir=None, device: str = "auto",
-                  limits: Limits | None = None) -> Catalog:
+def build_catalog(
+    runs, images=(), masks_dir=None, cache_dir=None, device: str = "auto", limits: Limits | None = None
+) -> Catalog:
     """Load the runs and check the images (and their masks); a bad one raises before serving."""
     from fcnkit.app.serve.catalog import default_cache_dir
     from fcnkit.utils.device import resolve_device
@@ -74,8 +78,9 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def make_server(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="auto", memory_budget=None,
-                on_ready=None):
+def make_server(
+    catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="auto", memory_budget=None, on_ready=None
+):
     """A ``uvicorn.Server`` for the viewer (``server.run()`` blocks; ``server.should_exit = True`` stops it).
     ``on_ready(url)`` is called once the socket listens (``port=0``: any free port)."""
     import uvicorn
@@ -90,8 +95,15 @@ def make_server(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, til
     return server
 
 
-def serve(catalog: Catalog, host: str = "127.0.0.1", port: int = 8765, tile="auto", memory_budget=None,
-          keep_cache: bool = True, on_ready=None) -> None:
+def serve(
+    catalog: Catalog,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    tile="auto",
+    memory_budget=None,
+    keep_cache: bool = True,
+    on_ready=None,
+) -> None:
     """Run the viewer until interrupted. ``keep_cache=False`` deletes the cache folder at exit
     (give it only for a folder this server created)."""
     server = make_server(catalog, host, port, tile, memory_budget, on_ready)
@@ -112,8 +124,15 @@ class serve_in_thread:  # noqa: N801 - used like a function: ``viewer = serve_in
     ``url`` is where it listens (``port=0``: a free port); ``close()`` stops it.
     """
 
-    def __init__(self, catalog: Catalog, host: str = "127.0.0.1", port: int = 0, tile="auto", memory_budget=None,
-                 timeout: float = 60.0):
+    def __init__(
+        self,
+        catalog: Catalog,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tile="auto",
+        memory_budget=None,
+        timeout: float = 60.0,
+    ):
         ready = threading.Event()
         self.url: str | None = None
 

@@ -4,6 +4,7 @@ The HTTP layer only ever names things by id, never by path: an id is looked up h
 request cannot reach a file the user did not give (no path traversal by construction). Uploads
 are written into the server's own cache folder, under a name derived from their content.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,10 +64,18 @@ class ServedRun:
     def describe(self) -> dict:
         g = self.geometry
         return {
-            "id": self.id, "name": self.name, "classes": self.classes, "palette": self.palette,
-            "model": self.config["model"]["name"], "in_channels": self.channels,
-            "geometry": {"size": list(g.size), "stride": list(g.stride), "offset": list(g.offset),
-                         "align": list(g.align)},
+            "id": self.id,
+            "name": self.name,
+            "classes": self.classes,
+            "palette": self.palette,
+            "model": self.config["model"]["name"],
+            "in_channels": self.channels,
+            "geometry": {
+                "size": list(g.size),
+                "stride": list(g.stride),
+                "offset": list(g.offset),
+                "align": list(g.align),
+            },
         }
 
 
@@ -80,8 +89,14 @@ class ServedImage:
     uploaded: bool = False
 
     def describe(self) -> dict:
-        return {"id": self.id, "name": self.name, "height": self.size[0], "width": self.size[1],
-                "has_mask": self.mask_path is not None, "uploaded": self.uploaded}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "height": self.size[0],
+            "width": self.size[1],
+            "has_mask": self.mask_path is not None,
+            "uploaded": self.uploaded,
+        }
 
 
 def _key(*parts) -> str:
@@ -111,9 +126,18 @@ def load_run(path, index: int, device: str = "cpu") -> ServedRun:
     palette = [list(map(int, c)) for c in (config.get("palette") or voc_palette(k))]
     geometry = receptive_field(model, in_channels=channels)
     return ServedRun(
-        id=str(index), name=Path(path).resolve().name, key=file_key(ckpt / WEIGHTS), model=model, config=config,
-        geometry=geometry, device=str(device), channels=channels, mean=norm.get("mean", [0.0] * channels),
-        std=norm.get("std", [1.0] * channels), classes=classes, palette=palette,
+        id=str(index),
+        name=Path(path).resolve().name,
+        key=file_key(ckpt / WEIGHTS),
+        model=model,
+        config=config,
+        geometry=geometry,
+        device=str(device),
+        channels=channels,
+        mean=norm.get("mean", [0.0] * channels),
+        std=norm.get("std", [1.0] * channels),
+        classes=classes,
+        palette=palette,
         min_side=int(getattr(model, "min_input_size", 1)),
     )
 
@@ -138,8 +162,10 @@ def image_size(path: Path, limits: Limits, name: str | None = None) -> tuple[int
     except Exception:  # noqa: BLE001 - tifffile raises many kinds on broken files
         raise InputError(f"{name}: not a readable image; upload a PNG, JPEG or TIFF") from None
     if h * w > limits.max_pixels:
-        raise TooLarge(f"{name}: {w}x{h} pixels is over this server's limit of {limits.max_pixels} pixels; "
-                       "crop the image or restart fcnkit serve with a larger --max-pixels")
+        raise TooLarge(
+            f"{name}: {w}x{h} pixels is over this server's limit of {limits.max_pixels} pixels; "
+            "crop the image or restart fcnkit serve with a larger --max-pixels"
+        )
     return int(h), int(w)
 
 
@@ -196,9 +222,11 @@ class Catalog:
             raise InputError(f"upload {filename!r}: unsupported file type; upload one of {', '.join(IMAGE_SUFFIXES)}")
         for what, blob in (("image", data), ("mask", mask)):
             if blob is not None and len(blob) > self.limits.max_upload_bytes:
-                raise TooLarge(f"upload {filename!r}: {what} of {len(blob)} bytes is over the limit of "
-                               f"{self.limits.max_upload_bytes} bytes; restart fcnkit serve with a larger "
-                               "--max-upload-mb")
+                raise TooLarge(
+                    f"upload {filename!r}: {what} of {len(blob)} bytes is over the limit of "
+                    f"{self.limits.max_upload_bytes} bytes; restart fcnkit serve with a larger "
+                    "--max-upload-mb"
+                )
         if not data:
             raise InputError(f"upload {filename!r}: the file is empty; choose an image file")
         digest = hashlib.sha256(data + b"\0" + (mask or b"")).hexdigest()[:20]
@@ -239,8 +267,10 @@ class Catalog:
         name = image.name
         for run in self.runs.values():
             if min(image.size) < run.min_side:
-                raise InputError(f"{name}: {image.size[1]}x{image.size[0]} is smaller than run {run.name}'s minimum "
-                                 f"input of {run.min_side}x{run.min_side} pixels; use a larger image")
+                raise InputError(
+                    f"{name}: {image.size[1]}x{image.size[0]} is smaller than run {run.name}'s minimum "
+                    f"input of {run.min_side}x{run.min_side} pixels; use a larger image"
+                )
             try:
                 to_model_input(array[:1, :1], run.channels, run.mean, run.std)
             except InputError as exc:
@@ -251,8 +281,10 @@ class Catalog:
             except InputError as exc:
                 raise InputError(f"mask of {name}: {str(exc).split(': ', 1)[-1]}") from None
             if mask.shape != tuple(image.size):
-                raise InputError(f"mask of {name} is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                                 f"{image.size[1]}x{image.size[0]}; give the mask of this image")
+                raise InputError(
+                    f"mask of {name} is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                    f"{image.size[1]}x{image.size[0]}; give the mask of this image"
+                )
 
     def pixels(self, image: ServedImage) -> np.ndarray:
         """The image's raw array (TIFFs memory-mapped); the last few are kept in memory."""
@@ -273,9 +305,11 @@ class Catalog:
         return array
 
     def describe(self) -> dict:
-        return {"runs": [r.describe() for r in self.runs.values()],
-                "images": [i.describe() for i in self.images.values()],
-                "limits": {"max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels}}
+        return {
+            "runs": [r.describe() for r in self.runs.values()],
+            "images": [i.describe() for i in self.images.values()],
+            "limits": {"max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels},
+        }
 
 
 def default_cache_dir() -> Path:

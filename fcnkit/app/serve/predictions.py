@@ -13,6 +13,7 @@ a temporary folder and one rename):
 Probabilities are stored to 1/255: enough to read "0.83 vs 0.12" off the page, and a quarter of
 float32 on disk (a 4096^2 image with 11 classes: 185 MB).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,7 @@ class _QuantisedProbSink:
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
         p = torch.softmax(block.float(), dim=0).mul_(255).round_().to(torch.uint8)
-        self.result[:, rows[0]:rows[1], cols[0]:cols[1]] = p.numpy()
+        self.result[:, rows[0] : rows[1], cols[0] : cols[1]] = p.numpy()
 
     def close(self) -> None:
         self.result.flush()
@@ -114,8 +115,9 @@ class Predictor:
         def progress(done: int, total: int) -> None:
             self._tiles[key] = (done, total)
 
-        job = TiledJob(run.model, source, tile=self.tile, device=run.device, memory_budget=self.memory_budget,
-                       progress=progress)
+        job = TiledJob(
+            run.model, source, tile=self.tile, device=run.device, memory_budget=self.memory_budget, progress=progress
+        )
         self._tiles[key] = (0, len(job.plan))
         try:
             with atomic_dir(folder) as tmp:
@@ -136,8 +138,9 @@ class Predictor:
                 np.save(tmp / "labels.npy", labels)
                 del sinks["labels"], labels
                 seconds = time.perf_counter() - start
-                (tmp / "meta.json").write_text(json.dumps({"shape": list(sinks["shape"]), "seconds": seconds,
-                                                           "tiles": len(job.plan)}))
+                (tmp / "meta.json").write_text(
+                    json.dumps({"shape": list(sinks["shape"]), "seconds": seconds, "tiles": len(job.plan)})
+                )
         finally:
             self._tiles.pop(key, None)
 
@@ -163,8 +166,8 @@ class Predictor:
         truth = read_mask(_mask_path(image))
         cm = torch.zeros((k, k), dtype=torch.int64)
         for y in range(0, truth.shape[0], 1024):  # bands: confusion matrices add, int64 copies stay small
-            band = torch.from_numpy(np.array(labels[y:y + 1024], dtype=np.int64))
-            cm += confusion_matrix(band, torch.from_numpy(truth[y:y + 1024]), k)
+            band = torch.from_numpy(np.array(labels[y : y + 1024], dtype=np.int64))
+            cm += confusion_matrix(band, torch.from_numpy(truth[y : y + 1024]), k)
         s = scores(cm)
         clean = {name: (None if v != v else v) for name, v in s.items() if name != "iu"}  # NaN -> null
         clean["iu"] = [None if v != v else v for v in s["iu"]]
@@ -190,12 +193,22 @@ class Predictor:
         label = int(pred.labels[y, x])
         probs = None if pred.prob is None else [int(v) / 255 for v in pred.prob[:, i, j]]
         return {
-            "x": x, "y": y, "label": label, "class": run.classes[label] if label < len(run.classes) else str(label),
-            "probabilities": probs, "cell": [i, j],
-            "rf": {"top": top, "left": left, "bottom": bottom, "right": right, "size": list(g.size),
-                   "stride": list(g.stride), "align": list(g.align),
-                   "centre": [float(g.offset[0]) + i * float(g.stride[0]),
-                              float(g.offset[1]) + j * float(g.stride[1])]},
+            "x": x,
+            "y": y,
+            "label": label,
+            "class": run.classes[label] if label < len(run.classes) else str(label),
+            "probabilities": probs,
+            "cell": [i, j],
+            "rf": {
+                "top": top,
+                "left": left,
+                "bottom": bottom,
+                "right": right,
+                "size": list(g.size),
+                "stride": list(g.stride),
+                "align": list(g.align),
+                "centre": [float(g.offset[0]) + i * float(g.stride[0]), float(g.offset[1]) + j * float(g.stride[1])],
+            },
         }
 
 

@@ -15,6 +15,7 @@
 Errors are JSON ``{"error": message}``: 400 bad input, 404 unknown id or file, 413 too large.
 Model work runs in a worker thread, so the server keeps answering while a big image is predicted.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -84,8 +85,16 @@ class Viewer:
         for run in self.catalog.runs.values():
             p = self.predictor.get(run, image)
             scores = f"/api/scores?image={image.id}&run={run.id}" if image.mask_path is not None else None
-            out.append({"run": run.id, "mask_url": f"/api/mask?image={image.id}&run={run.id}", "seconds": p.seconds,
-                        "cached": p.cached, "tiles": p.tiles, "scores_url": scores})
+            out.append(
+                {
+                    "run": run.id,
+                    "mask_url": f"/api/mask?image={image.id}&run={run.id}",
+                    "seconds": p.seconds,
+                    "cached": p.cached,
+                    "tiles": p.tiles,
+                    "scores_url": scores,
+                }
+            )
         return {"image": {**image.describe(), "levels": levels(image.size)}, "predictions": out}
 
     async def predict_given(self, request: Request) -> Response:
@@ -98,8 +107,10 @@ class Viewer:
         if length is None or not length.isdigit():
             raise InputError("upload without a Content-Length; send the image as a multipart form (field 'image')")
         if int(length) > 2 * limit + (1 << 16):  # image + mask + form overhead: refuse before reading
-            raise TooLarge(f"upload of {length} bytes is over the limit of {limit} bytes per file; "
-                           "restart fcnkit serve with a larger --max-upload-mb")
+            raise TooLarge(
+                f"upload of {length} bytes is over the limit of {limit} bytes per file; "
+                "restart fcnkit serve with a larger --max-upload-mb"
+            )
         try:
             form = await request.form(max_files=2, max_fields=4)
         except HTTPException as exc:
@@ -127,8 +138,9 @@ class Viewer:
             array = self.catalog.pixels(image)
             if image.id not in self._stretch:
                 self._stretch[image.id] = display_range(array)
-            return Response(image_tile(array, self._stretch[image.id], z, ty, tx), media_type="image/png",
-                            headers=_CACHE)
+            return Response(
+                image_tile(array, self._stretch[image.id], z, ty, tx), media_type="image/png", headers=_CACHE
+            )
         if layer == "labels":
             labels = self.predictor.get(self._run(request), image).labels
         elif layer == "truth":
@@ -140,8 +152,11 @@ class Viewer:
         else:
             raise NotFound(f"tile layer {layer!r} does not exist; use image, labels or truth")
         data, w, h = label_tile(labels, z, ty, tx)
-        return Response(data, media_type="application/octet-stream",
-                        headers={**_CACHE, "X-Tile-Width": str(w), "X-Tile-Height": str(h)})
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={**_CACHE, "X-Tile-Width": str(w), "X-Tile-Height": str(h)},
+        )
 
     async def tile(self, request: Request) -> Response:
         p = request.path_params
@@ -193,7 +208,8 @@ def make_app(catalog: Catalog, predictor: Predictor | None = None, allowed_hosts
         return JSONResponse({"error": str(getattr(exc, "detail", exc))}, status_code=status)
 
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or ["*"]))]
-    app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={FcnkitError: fcnkit_error, HTTPException: http_error})
+    app = Starlette(
+        routes=routes, middleware=middleware, exception_handlers={FcnkitError: fcnkit_error, HTTPException: http_error}
+    )
     app.state.viewer = viewer
     return app

@@ -9,6 +9,7 @@
 Label tiles are raw bytes (``width`` x ``height`` in the response headers), so the page reads
 class indices exactly, without any colour management in the browser's PNG decoder.
 """
+
 from __future__ import annotations
 
 import io
