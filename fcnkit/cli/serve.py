@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fcnkit.cli.predict import _tile
+from fcnkit.cli.predict import tile_size
 
 
 def add_parser(subparsers) -> None:
@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto: cuda if available)")
     p.add_argument(
         "--tile",
-        type=_tile,
+        type=tile_size,
         default="auto",
         metavar="N|auto",
         help="tile size of the exact tiled predictor (default auto)",

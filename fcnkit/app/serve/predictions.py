@@ -102,7 +102,7 @@ class Predictor:
             return pred
 
     def _compute(self, run: ServedRun, image: ServedImage, folder: Path) -> None:
-        from fcnkit.app.predict import _to_input_grid  # the predict job's mapping of coarse labels to pixels
+        from fcnkit.app.predict import to_input_grid  # the predict job's mapping of coarse labels to pixels
         from fcnkit.inference.predict import TiledJob
         from fcnkit.inference.sources import ArraySource
         from fcnkit.inference.writers import Fanout, LabelSink
@@ -134,7 +134,7 @@ class Predictor:
                 labels = sinks["labels"].result
                 if labels.shape != tuple(image.size):  # coarse output: each pixel takes its nearest cell
                     g = run.geometry
-                    labels = _to_input_grid(labels, image.size, g.stride, g.offset, None)
+                    labels = to_input_grid(labels, image.size, g.stride, g.offset, None)
                 np.save(tmp / "labels.npy", labels)
                 del sinks["labels"], labels
                 seconds = time.perf_counter() - start
