@@ -85,6 +85,9 @@ class Predictor:
 
     def get(self, run: ServedRun, image: ServedImage) -> Prediction:
         key = (run.id, image.id)
+        known = self._memo.get(key)
+        if known is not None:  # no waiting for a prediction of another image under way
+            return known
         with self._lock:
             if key in self._memo:
                 return self._memo[key]
