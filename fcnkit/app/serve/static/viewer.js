@@ -166,7 +166,8 @@
   // ---- probe: probabilities + receptive field of the output cell under the cursor -----------
   async function probe(sx, sy) {
     const [x, y] = screenToImage(sx, sy);
-    if (!V.image || !V.predictions.length || x < 0 || y < 0 || x >= V.image.width || y >= V.image.height) { $("rf-box").hidden = true; return; }
+    const inside = V.image && x >= 0 && y >= 0 && x < V.image.width && y < V.image.height;
+    if (!inside || !V.predictions.length) { $("rf-box").hidden = true; return; }
     const which = V.mode === "swipe" ? (sx < V.swipe * $("stage").clientWidth ? "a" : "b") : V.mode;
     const run = runOf(which), seq = ++V.probeSeq;
     let p;
@@ -179,9 +180,11 @@
     $("probe").innerHTML =
       `<div>run <b>${esc(run.name)}</b>, pixel (${x}, ${y}): <b id="probe-class">${esc(p.class)}</b></div>` +
       `<div>output cell (${p.cell[0]}, ${p.cell[1]}); receptive field ${p.rf.size[0]}x${p.rf.size[1]}, ` +
-      `stride ${p.rf.stride[0]}, grid ${gridStride[0]}${p.rf.stride[1] > 1 ? "" : " (internal stride: the output is dense)"}</div>` +
-      (p.probabilities ? "<table>" + rows.map(([v, k]) => `<tr><td><span class="swatch" style="background:rgb(${run.palette[k]})">` +
-        `</span>${esc(run.classes[k])}</td><td>${(100 * v).toFixed(1)}%</td><td><span class="bar" style="width:${80 * v}px">` +
+      `stride ${p.rf.stride[0]}, grid ${gridStride[0]}` +
+      `${p.rf.stride[1] > 1 ? "" : " (internal stride: the output is dense)"}</div>` +
+      (p.probabilities ? "<table>" + rows.map(([v, k]) => "<tr><td><span class=\"swatch\" " +
+        `style="background:rgb(${run.palette[k]})"></span>${esc(run.classes[k])}</td>` +
+        `<td>${(100 * v).toFixed(1)}%</td><td><span class="bar" style="width:${80 * v}px">` +
         "</span></td></tr>").join("") + "</table>" : "<div>(probabilities not kept for an image this large)</div>");
   }
 
@@ -211,7 +214,8 @@
     $("legend").innerHTML = run.classes.map((name, k) =>
       `<label><input type="checkbox" data-class="${k}" ${V.hidden.has(k) ? "" : "checked"}>` +
       `<span class="swatch" style="background:rgb(${run.palette[k]})"></span>${esc(name)}` +
-      (scores && scores.iu[k] !== null ? ` <small>IU ${scores.iu[k].toFixed(3)}</small>` : "") + "</label><br>").join("");
+      (scores && scores.iu[k] !== null ? ` <small>IU ${scores.iu[k].toFixed(3)}</small>` : "") +
+      "</label><br>").join("");
     const sel = $("error-class");
     sel.innerHTML = '<option value="-1">all classes (red)</option>' + run.classes.map((n, k) =>
       `<option value="${k}">${esc(n)}: FP magenta, FN cyan</option>`).join("");
@@ -222,9 +226,12 @@
     const lines = V.predictions.map((p) => {
       const run = V.runs.find((r) => r.id === p.run);
       const s = p.scores;
-      const time = `${p.seconds.toFixed(2)} s${p.cached ? " (cached)" : ""}, ${p.tiles} tile${p.tiles === 1 ? "" : "s"}`;
-      return `<div><b>${esc(run.name)}</b>: ` + (s ? `<span class="iu">mean IU ${s.mean_iu === null ? "n/a" : s.mean_iu.toFixed(3)}</span>, ` +
-        `pixel acc. ${s.pixel_accuracy.toFixed(3)}; ` : "") + `predicted in ${time} <a href="${p.mask_url}">mask</a></div>`;
+      const time = `${p.seconds.toFixed(2)} s${p.cached ? " (cached)" : ""}, ` +
+                   `${p.tiles} tile${p.tiles === 1 ? "" : "s"}`;
+      const iu = s && s.mean_iu !== null ? s.mean_iu.toFixed(3) : "n/a";
+      return `<div><b>${esc(run.name)}</b>: ` +
+        (s ? `<span class="iu">mean IU ${iu}</span>, pixel acc. ${s.pixel_accuracy.toFixed(3)}; ` : "") +
+        `predicted in ${time} <a href="${p.mask_url}">mask</a></div>`;
     });
     $("scores").innerHTML = lines.join("") || "no mask given";
     $("errors-label").hidden = !V.image.has_mask;
@@ -271,7 +278,8 @@
   }
 
   function fillImages() {
-    $("image-select").innerHTML = V.images.map((i) => `<option value="${esc(i.id)}">${esc(i.name)} (${i.width}x${i.height})</option>`).join("");
+    $("image-select").innerHTML = V.images.map((i) =>
+      `<option value="${esc(i.id)}">${esc(i.name)} (${i.width}x${i.height})</option>`).join("");
   }
 
   // ---- events -------------------------------------------------------------------------------
@@ -315,8 +323,12 @@
     window.addEventListener("mouseup", () => { V.drag = null; });
     st.addEventListener("mousemove", (e) => {
       const r = st.getBoundingClientRect();
-      if (V.drag && V.drag.swipe) { V.swipe = Math.min(1, Math.max(0, (e.clientX - r.left) / st.clientWidth)); schedule(); return; }
-      if (V.drag) { V.ox = V.drag.ox + e.clientX - V.drag.x; V.oy = V.drag.oy + e.clientY - V.drag.y; schedule(); return; }
+      if (V.drag && V.drag.swipe) {  // move the swipe line
+        V.swipe = Math.min(1, Math.max(0, (e.clientX - r.left) / st.clientWidth)); schedule(); return;
+      }
+      if (V.drag) {  // pan
+        V.ox = V.drag.ox + e.clientX - V.drag.x; V.oy = V.drag.oy + e.clientY - V.drag.y; schedule(); return;
+      }
       probe(e.clientX - r.left, e.clientY - r.top);
     });
     st.addEventListener("mouseleave", () => { $("rf-box").hidden = true; });
