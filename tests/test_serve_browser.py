@@ -58,10 +58,13 @@ def site(tmp_path_factory):
 @pytest.fixture
 def page(site):
     page = site["browser"].new_page(viewport={"width": 1000, "height": 640})
+    uncaught = []
+    page.on("pageerror", lambda exc: uncaught.append(str(exc)))
     page.goto(site["url"])
     page.wait_for_selector("body[data-state=ready]", timeout=20_000)
     yield page
     page.close()
+    assert not uncaught, f"JavaScript errors in the page: {uncaught}"
 
 
 def overlay_rgb(page, x: int, y: int) -> tuple[int, int, int]:
