@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import fcnkit
-from fcnkit.checkpoint import save_checkpoint
+from fcnkit.checkpoint import CheckpointConfig, model_spec, save_checkpoint
 from fcnkit.data.io import to_model_input, voc_palette
 
 CLASSES = ["background", "ring", "blob", "edge"]
@@ -23,14 +23,15 @@ def make_run(folder: Path, seed: int, classes=CLASSES) -> Path:
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.normal_(m.weight, std=0.15)
-    config = {
-        "task": "segmentation",
-        "num_classes": 4,
-        "in_channels": 1,
-        "classes": list(classes),
-        "palette": voc_palette(4),
-        "normalization": {"mean": MEAN, "std": STD},
-    }
+    config = CheckpointConfig(
+        model=model_spec(model),
+        task="segmentation",
+        num_classes=4,
+        in_channels=1,
+        classes=list(classes),
+        palette=voc_palette(4),
+        normalization={"mean": MEAN, "std": STD},
+    ).to_dict()
     save_checkpoint(folder / "best", model, config)
     return folder
 

@@ -111,7 +111,7 @@ def file_key(path: Path) -> str:
 
 def load_run(path, index: int, device: str = "cpu") -> ServedRun:
     """Load a run (or checkpoint) folder for serving; a classifier or a broken folder is an InputError."""
-    from fcnkit.checkpoint import WEIGHTS, load_checkpoint, resolve_checkpoint
+    from fcnkit.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoint
     from fcnkit.data.io import voc_palette
     from fcnkit.geometry import receptive_field
 
@@ -128,7 +128,7 @@ def load_run(path, index: int, device: str = "cpu") -> ServedRun:
     return ServedRun(
         id=str(index),
         name=Path(path).resolve().name,
-        key=file_key(ckpt / WEIGHTS),
+        key=_key(file_key(ckpt / WEIGHTS), file_key(ckpt / CONFIG)),  # new weights or config: new predictions
         model=model,
         config=config,
         geometry=geometry,
