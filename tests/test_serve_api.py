@@ -267,15 +267,17 @@ def test_coarse_output_model_probe_names_the_cell_and_its_window(tmp_path):
         assert p["label"] == int(logits[:, i, j].argmax())
 
 
-def test_16_bit_tiff_upload(world):
+def test_16_bit_tiff_upload_with_a_tiff_mask(world):
     import tifffile
 
     c = world["client"]
     rng = np.random.default_rng(1)
     raw = (rng.random((40, 48)) * 60000).astype(np.uint16)
-    buf = io.BytesIO()
+    buf, mask = io.BytesIO(), io.BytesIO()
     tifffile.imwrite(buf, raw)
-    r = c.post("/api/predict", files={"image": ("scan.tif", buf.getvalue())})
+    tifffile.imwrite(mask, (raw > 30000).astype(np.uint16))
+    files = {"image": ("scan.tif", buf.getvalue()), "mask": ("scan_mask.tif", mask.getvalue())}
+    r = c.post("/api/predict", files=files)
     assert r.status_code == 200, r.text
     iid = r.json()["image"]["id"]
     model, _ = fcnkit.load_checkpoint(world["tmp"] / "run")
@@ -284,3 +286,5 @@ def test_16_bit_tiff_upload(world):
     np.testing.assert_array_equal(np.frombuffer(tile.content, np.uint8).reshape(40, 48), labels)
     png = Image.open(io.BytesIO(c.get(f"/api/tile/image/0/0/0?image={iid}").content))
     assert png.mode == "L" and png.size == (48, 40) and np.asarray(png).std() > 20  # stretched for display
+    accuracy = float((labels == (raw > 30000)).mean())  # the TIFF mask is read as class indices
+    assert c.get(r.json()["predictions"][0]["scores_url"]).json()["pixel_accuracy"] == pytest.approx(accuracy)

@@ -212,8 +212,8 @@ class Catalog:
         self.images[image.id] = image
         return image
 
-    def add_upload(self, data: bytes, filename: str, mask: bytes | None = None) -> ServedImage:
-        """Store an uploaded image (and optional mask) in the cache folder and serve it."""
+    def add_upload(self, data: bytes, filename: str, mask: bytes | None = None, mask_name: str = "") -> ServedImage:
+        """Store an uploaded image (and optional mask: an index PNG or TIFF) in the cache folder and serve it."""
         from fcnkit.data.io import IMAGE_SUFFIXES
         from fcnkit.utils.atomic import atomic_write_bytes
 
@@ -235,7 +235,8 @@ class Catalog:
             return self.images[image_id]
         folder = self.cache_dir / "uploads"
         path = folder / f"{image_id}{suffix}"
-        mask_path = folder / f"{image_id}_mask.png" if mask else None
+        mask_suffix = Path(mask_name).suffix.lower() if Path(mask_name).suffix.lower() in MASK_SUFFIXES else ".png"
+        mask_path = folder / f"{image_id}_mask{mask_suffix}" if mask else None
         tmp = folder / f".{image_id}.check{suffix}"
         folder.mkdir(parents=True, exist_ok=True)
         try:  # check a private copy first: nothing is published under the image's id until it reads
@@ -254,8 +255,10 @@ class Catalog:
         finally:
             tmp.unlink(missing_ok=True)
         image.path = path
-        with self._lock:
-            self._pixels.pop(tmp, None)
+        with self._lock:  # the checked pixels are the published file's: keep them under its path
+            array = self._pixels.pop(tmp, None)
+            if array is not None:
+                self._pixels[path] = array
         self.images[image_id] = image
         return image
 

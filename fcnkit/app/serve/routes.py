@@ -119,8 +119,12 @@ class Viewer:
         if upload is None or isinstance(upload, str):
             raise InputError("no file in form field 'image'; send the image as multipart/form-data, field 'image'")
         data = await upload.read()
-        mask_data = await mask.read() if mask is not None and not isinstance(mask, str) else None
-        image = await run_in_threadpool(self.catalog.add_upload, data, upload.filename or "", mask_data or None)
+        mask_file = mask if mask is not None and not isinstance(mask, str) else None
+        mask_data = await mask_file.read() if mask_file is not None else None
+        mask_name = (mask_file.filename or "") if mask_file is not None else ""
+        image = await run_in_threadpool(
+            self.catalog.add_upload, data, upload.filename or "", mask_data or None, mask_name
+        )
         return JSONResponse(await run_in_threadpool(self._predict_all, image))
 
     async def scores(self, request: Request) -> Response:
