@@ -84,18 +84,34 @@ def chain_geometry(module: nn.Module) -> tuple[int, int, float]:
     Walks the Conv2d / MaxPool2d / AvgPool2d layers in registration order (valid for
     ``nn.Sequential`` chains with square kernels, no branches). ``offset`` is the input coordinate
     of the centre of output cell 0 (negative or fractional values are possible), so output cell
-    ``i`` sees the window of extent ``size`` centred at ``offset + i * stride``.
+    ``i`` sees the window of extent ``size`` centred at ``offset + i * stride``. A module with a
+    ``geometry() -> (size, stride, offset)`` method (a residual block: the union of its branches'
+    windows) is composed as one layer.
     """
     size, stride, offset = 1, 1, 0.0
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+    for layer in _chain_layers(module):
+        if callable(getattr(layer, "geometry", None)):  # a block with branches (residual): its own union
+            span, s, centre = layer.geometry()
+            span -= 1
+        else:
             k, s, p = (_first(getattr(layer, a)) for a in ("kernel_size", "stride", "padding"))
             d = _first(getattr(layer, "dilation", 1))
             span = (k - 1) * d
-            offset += stride * (span / 2 - p)
-            size += span * stride
-            stride *= s
+            centre = span / 2 - p
+        offset += stride * centre
+        size += span * stride
+        stride *= s
     return size, stride, offset
+
+
+def _chain_layers(module: nn.Module):
+    """Conv/pool layers in registration order; a module with a ``geometry()`` method (a block
+    whose branches are merged, e.g. a residual block) counts as one layer and is not entered."""
+    if callable(getattr(module, "geometry", None)) or isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        yield module
+        return
+    for child in module.children():
+        yield from _chain_layers(child)
 
 
 def _first(value) -> int:
