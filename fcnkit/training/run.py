@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fcnkit.errors import InputError, MissingFileError
 from fcnkit.training.config import TrainConfig, save_config
@@ -33,7 +33,7 @@ _RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config
 _FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime", "val_split")
 
 
-def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
+def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
     """Train a segmentation (or, ``task: classification``, a classification) model as ``config``
     says; returns the run folder.
 
@@ -41,7 +41,8 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     state, best score), with the run's saved config; settings given that differ from the
     defaults override it (e.g. ``epochs`` to train longer), except those that define the model
     and data. ``config.init_from`` starts a new run from a checkpoint's weights (what was loaded
-    is written to ``RUN/init_from.json``). Raises :class:`~fcnkit.errors.InputError` for bad
+    is written to ``RUN/init_from.json``). ``callbacks``: extra Lightning callbacks (e.g. an
+    experiment's measurements), run after fcnkit's own. Raises :class:`~fcnkit.errors.InputError` for bad
     settings and when the loss turns non-finite (``RUN/last`` then holds the last good weights).
     """
     import lightning as L
@@ -117,7 +118,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
             max_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
             logger=L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs"),
-            callbacks=[FcnkitCheckpoint(run, base), StepLog()],
+            callbacks=[FcnkitCheckpoint(run, base), StepLog(), *callbacks],
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
             num_sanity_val_steps=0,
