@@ -12,8 +12,8 @@ from fcnkit.experiments.runner import fmt_mean_std
 
 pytestmark = pytest.mark.slow
 
-TINY = {"digit-canvas": {"data_options": {"count": 8}, "val_data_options": {"count": 4}, "batch_size": 2, "max_steps": 3,
-                         "model_options": {"width": 4, "stages": 2}},
+TINY = {"digit-canvas": {"data_options": {"count": 8}, "val_data_options": {"count": 4}, "batch_size": 2,
+                         "max_steps": 3, "model_options": {"width": 4, "stages": 2}},
         "digits": {"batch_size": 4, "max_steps": 3, "model_options": {"width": 4, "stages": 2}}}
 
 
@@ -33,8 +33,9 @@ def test_residual_skips_end_to_end(tmp_path):
             assert list(variants) == list(residual_skips.VARIANTS)
             for variant, v in variants.items():
                 run = v["runs"][0]
-                spec = json.loads((out / "runs" / name / f"{variant}-depth-{depth}" / "seed0" / "last" / "config.json").read_text())
-                assert spec["model"]["kwargs"]["skip_downsample"] == variant and spec["model"]["kwargs"]["depth"] == int(depth)
+                last = out / "runs" / name / f"{variant}-depth-{depth}" / "seed0" / "last"
+                kwargs = json.loads((last / "config.json").read_text())["model"]["kwargs"]
+                assert kwargs["skip_downsample"] == variant and kwargs["depth"] == int(depth)
                 # one gradient measurement per optimizer step, logged by the callback during training
                 assert [r["iteration"] for r in run["train"]] == [1, 2, 3]
                 for r in run["train"]:
@@ -48,7 +49,8 @@ def test_residual_skips_end_to_end(tmp_path):
                 assert fmt_mean_std(v["score"]) in row and f"{v['trainable_parameters']:,}" in row
             params = {k: variants[k]["trainable_parameters"] for k in variants}
             assert params["pool-concat"] < params["pool"] < params["conv1x1"]
-    assert "held in" in summary and not math.isnan(results["datasets"]["digits"]["depths"]["1"]["pool"]["score"]["mean"])
+    assert "held in" in summary
+    assert not math.isnan(results["datasets"]["digits"]["depths"]["1"]["pool"]["score"]["mean"])
 
 
 def test_bad_depths():

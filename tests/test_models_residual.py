@@ -34,7 +34,8 @@ def _net(name="resallconv", **kw):
 @pytest.mark.parametrize("skip", SKIP_DOWNSAMPLE_KINDS)
 @pytest.mark.parametrize("main", MAIN)
 def test_shapes_at_odd_sizes(skip, main):
-    dense, coarse = _net(skip_downsample=skip, downsample=main), _net(skip_downsample=skip, downsample=main, output="coarse")
+    dense = _net(skip_downsample=skip, downsample=main)
+    coarse = _net(skip_downsample=skip, downsample=main, output="coarse")
     cls = _net("resallconv_cls", skip_downsample=skip, downsample=main)
     with torch.no_grad():
         for sk in dense.skip_scores:  # make the FCN score skips count too
@@ -45,7 +46,8 @@ def test_shapes_at_odd_sizes(skip, main):
             if min(h, w) >= 8:  # every halving: n -> ceil(n / 2), on both paths of every block
                 assert coarse(x).shape == (2, 3, math.ceil(h / 8), math.ceil(w / 8))
             if min(h, w) >= 4:
-                assert cls(x).shape == (2, 3) and cls.forward_dense(x).shape == (2, 3, math.ceil(h / 4), math.ceil(w / 4))
+                assert cls(x).shape == (2, 3)
+                assert cls.forward_dense(x).shape == (2, 3, math.ceil(h / 4), math.ceil(w / 4))
 
 
 @pytest.mark.parametrize("skip", SKIP_DOWNSAMPLE_KINDS)

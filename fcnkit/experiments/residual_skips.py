@@ -107,13 +107,14 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
         "settings": settings, "machine": machine, "load_average_end": runner.machine_info(dev)["load_average"],
         "datasets": {name: _summarise(settings[name], runs[name], arms) for name in chosen},
     }
-    runner.write_outputs(out_dir, results, summary(results),
-                         {"scores": lambda p: _plot_scores(results, p), "gradients": lambda p: _plot_gradients(results, p)})
+    figures = {"scores": lambda p: _plot_scores(results, p), "gradients": lambda p: _plot_gradients(results, p)}
+    runner.write_outputs(out_dir, results, summary(results), figures)
     return results
 
 
 def _ratios(run: dict, early: bool = False) -> list[float]:
-    rows = [r["grad_ratio"] for r in run["train"] if isinstance(r.get("grad_ratio"), float) and math.isfinite(r["grad_ratio"])]
+    rows = [r["grad_ratio"] for r in run["train"]
+            if isinstance(r.get("grad_ratio"), float) and math.isfinite(r["grad_ratio"])]
     return rows[:max(1, math.ceil(EARLY * len(rows)))] if early else rows
 
 
@@ -200,7 +201,10 @@ def _conclusion(variants: dict, label: str) -> tuple[str, str]:
         diff = (v["score"]["mean"] or math.nan) - (base["score"]["mean"] or math.nan)
         parts.append(f"{variant}: grad ratio {factor:.2f}x conv1x1's ({spread}), {label} {diff:+.3f}, "
                      f"{v['trainable_parameters'] - base['trainable_parameters']:+,} parameters.")
-    verdict = "held" if beyond and all(b is True for b in beyond) else "n/a" if any(b is None for b in beyond) else "not held"
+    if any(b is None for b in beyond) or not beyond:
+        verdict = "n/a"
+    else:
+        verdict = "held" if all(beyond) else "not held"
     return " ".join(parts) + f" Gradient claim: {verdict}.", verdict
 
 
@@ -214,8 +218,8 @@ def _plot_scores(results: dict, path: Path) -> None:
         bars(axes[0][col], groups, score, f"validation {LABELS[block['score']]}")
         axes[0][col].set_title(f"{name}: score, mean ± std of {results['seeds']} seed(s)")
         axes[0][col].legend(fontsize=8)
-        t = {v: ([p[v]["train_seconds_per_epoch"]["mean"] for p in per], [p[v]["train_seconds_per_epoch"]["std"] for p in per])
-             for v in VARIANTS}
+        t = {v: ([p[v]["train_seconds_per_epoch"]["mean"] for p in per],
+                 [p[v]["train_seconds_per_epoch"]["std"] for p in per]) for v in VARIANTS}
         bars(axes[1][col], groups, t, "training seconds per epoch")
         axes[1][col].set_title(f"{name}: time ({results['machine']['device']})")
     save(fig, path)

@@ -305,8 +305,8 @@ def arm_summary(seeds: list[dict], score: str, epoch_steps: int) -> dict[str, An
         "parameters": seeds[0]["parameters"], "trainable_parameters": seeds[0]["trainable_parameters"],
         "train_seconds_per_epoch": mean_std((r["train_seconds"] or math.nan) / e for r, e in zip(seeds, epochs)),
         "wall_seconds_per_epoch": mean_std(r["wall_seconds"] / e for r, e in zip(seeds, epochs)),
-        "runs": [{k: r[k] for k in ("seed", "run", "iterations", "wall_seconds", "train_seconds", "final", "val", "train")}
-                 for r in seeds],
+        "runs": [{k: r[k] for k in ("seed", "run", "iterations", "wall_seconds", "train_seconds", "final", "val",
+                                    "train")} for r in seeds],
     }
 
 
