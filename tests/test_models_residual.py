@@ -10,6 +10,7 @@ from torch import nn
 
 from fcnkit import predict, receptive_field, replace_downsampling
 from fcnkit.errors import InputError
+from fcnkit.geometry import check_feature_info
 from fcnkit.models.registry import build_model, count_parameters
 from fcnkit.models.residual import SKIP_DOWNSAMPLE_KINDS, ResidualBlock
 
@@ -52,14 +53,16 @@ def test_shapes_at_odd_sizes(skip, main):
 
 @pytest.mark.parametrize("skip", SKIP_DOWNSAMPLE_KINDS)
 @pytest.mark.parametrize("main", ["strided-only", "maxpool"])
-def test_geometry_analytic_probe_and_chain_agree(skip, main):
-    """The block's union window (ResidualBlock.geometry, composed by chain_geometry) is what the
-    tracer derives from the real ops, and what gradients measure."""
+def test_geometry_analytic_probe_and_taps_agree(skip, main):
+    """The traced geometry (a block's window: the union of its paths') is what gradients measure;
+    the feature taps are the trace's."""
     model = _net(skip_downsample=skip, downsample=main, output="coarse", depth=1, stages=2)
     a, p = receptive_field(model, in_channels=1), receptive_field(model, in_channels=1, method="probe")
     assert not a.blockers
     assert (p.size, p.stride, p.offset, p.align) == (a.size, a.stride, a.offset, a.align)
     assert (model.receptive_field, model.stride, model.offset) == (a.size[0], a.stride[0], a.offset[0])
+    check_feature_info(model, in_channels=1)
+    assert model.feature_info.strides == [1, 2, 4]
     # strided-only: a stride-2 3x3 conv, cells on 2i; 2x2 pools put them on 2i + 1/2 (4 of them: 1.5)
     assert a.offset[0] == {"strided-only": 0, "maxpool": 1.5}[main]
 
@@ -95,7 +98,7 @@ def test_concat_channel_bookkeeping():
     assert [b.concat for b in firsts] == [True, True, True, False]
     assert [b.main[-2].out_channels for b in firsts] == [4, 8, 16, 32]
     assert not any(getattr(net.features, f"stage{i}")[1].concat for i in range(1, 5))
-    assert [t["channels"] for t in net.feature_info] == [4, 8, 16, 32, 32]
+    assert net.feature_info.channels == [4, 8, 16, 32, 32]
 
 
 def test_pool_zero_pads_and_conv1x1_projects():

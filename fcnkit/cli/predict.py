@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from fcnkit.inference.files import predict_files
+    from fcnkit.app.predict import predict_files
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = predict_files(

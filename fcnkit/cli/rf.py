@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from fcnkit.geometry.report import describe
+    from fcnkit.app.rf import describe
 
     print(describe(args.model, input_size=args.input_size, in_channels=args.in_channels, probe=args.probe))
     return 0

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import bars, new_figure, save
+from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "ARMS", "DATASETS", "DEFAULTS", "SCORES"]
 
@@ -57,7 +58,7 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     """
     seeds = runner.check_seeds(seeds)
     chosen = runner.pick_datasets(datasets, DATASETS, "class-balance")
-    dev = runner.resolve_device(device)
+    dev = resolve_device(device).type
     steps = steps or runner.scaled(DEFAULTS["steps"], budget_minutes, REFERENCE_MINUTES, minimum=2)
     threads = (threads or 1) if dev == "cpu" else None
     settings = runner.step_settings(DEFAULTS, chosen, overrides, steps=steps, threads=threads)

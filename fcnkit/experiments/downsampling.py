@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import bars, new_figure, save
+from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "VARIANTS", "DATASETS", "DEFAULTS"]
 
@@ -61,7 +62,7 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     """
     seeds = runner.check_seeds(seeds)
     chosen = runner.pick_datasets(datasets, DATASETS, "downsampling")
-    dev = runner.resolve_device(device)
+    dev = resolve_device(device).type
     threads = (threads or 1) if dev == "cpu" else None
     settings = {}
     for name in chosen:

@@ -60,9 +60,9 @@ def dense_from_classifier(checkpoint: str | os.PathLike, output: str = "dense"):
     config. ``output="coarse"`` gives exactly ``classifier.forward_dense`` (tested), whose global
     average is the classifier's logits; ``"dense"`` upsamples it to the input size.
     """
+    from fcnkit.app.init_from import init_from_checkpoint
     from fcnkit.checkpoint import read_config
     from fcnkit.models.registry import build_model
-    from fcnkit.training.init_from import init_from_checkpoint
 
     config = read_config(checkpoint)
     spec = config["model"]
@@ -132,9 +132,9 @@ def patch_to_dense(out: str | os.PathLike = "runs/patch-to-dense", device: str =
     ``out/classifier``, ``out/finetuned`` and (``scratch=True``) ``out/scratch``; the three mean
     IUs are scored on ``split`` of digit-canvas (the checkpoints are picked on ``val``).
     """
-    from fcnkit.training.config import TrainConfig
-    from fcnkit.training.evaluate import evaluate
-    from fcnkit.training.run import train
+    from fcnkit.app.evaluate import evaluate
+    from fcnkit.app.train import train
+    from fcnkit.engine.config import TrainConfig
 
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
@@ -167,7 +167,7 @@ def patch_to_dense(out: str | os.PathLike = "runs/patch-to-dense", device: str =
             results[f"{name}_mean_iu"], results[name] = scored["mean_iu"], _brief(scored)
     results.update(init_from=json.loads((finetuned / "init_from.json").read_text()), settings=s, split=s["split"],
                    runs={k: str(v) for k, v in runs.items()}, seconds=round(time.perf_counter() - start, 1))
-    from fcnkit.training.evaluate import write_json
+    from fcnkit.utils.jsonsafe import write_json
 
     write_json(results, out / "results.json")
     return results

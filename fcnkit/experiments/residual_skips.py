@@ -33,6 +33,7 @@ import lightning as L
 from fcnkit.errors import InputError
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import bars, new_figure, save, seed_band, smooth
+from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "VARIANTS", "DATASETS", "DEFAULTS", "StageGradientLog", "summary"]
 
@@ -83,7 +84,7 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     depths = list(depths or DEFAULTS["depths"])
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths):
         raise InputError(f"depths={depths!r}: give whole numbers >= 1 (residual blocks per stage), e.g. [1, 6]")
-    dev = runner.resolve_device(device)
+    dev = resolve_device(device).type
     threads = (threads or 1) if dev == "cpu" else None
     settings = {}
     for name in chosen:

@@ -1,4 +1,4 @@
-"""What every training experiment shares: one run through ``fcnkit.training.run.train``, its
+"""What every training experiment shares: one run through ``fcnkit.app.train.train``, its
 per-step log read back from ``metrics.csv``, seeds summarised as mean +- std, machine facts, and
 the atomic writing of ``results.json`` / ``*.png`` / ``summary.md``.
 
@@ -11,18 +11,17 @@ and :func:`train_run` turns its ``metrics.csv`` into two lists of rows (``iterat
 steps done, i.e. Lightning's ``step`` + 1)::
 
     train  {iteration, loss, seconds, images, items, cells, flops}   one per step; seconds etc.
-           are running sums of fcnkit.training.steplog (forward+backward+optimizer time only)
+           are running sums of fcnkit.engine.steplog (forward+backward+optimizer time only)
     val    {iteration, epoch, seconds, <score>...}                   one per validation epoch
 
 A run that stops between two epochs (``max_steps``) is scored once more from its ``last/``
-checkpoint with :func:`fcnkit.training.evaluate.evaluate`, so every run has a validation row at
+checkpoint with :func:`fcnkit.app.evaluate.evaluate`, so every run has a validation row at
 its final iteration.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import datetime
 import json
 import math
@@ -34,23 +33,12 @@ from typing import Any, Callable, Iterable
 
 from fcnkit.errors import InputError
 
-__all__ = ["train_run", "run_arms", "read_metrics", "resolve_device", "machine_info", "mean_std", "fmt_mean_std",
+__all__ = ["train_run", "run_arms", "read_metrics", "machine_info", "mean_std", "fmt_mean_std",
            "scaled", "check_seeds", "pick_datasets", "markdown_table", "write_outputs", "steps_per_epoch", "arm_summary"]
 
 # StepLog's running sums in metrics.csv -> the names used in the experiments' rows
 _TOTALS = {"total_seconds": "seconds", "total_images": "images", "total_items": "items",
            "total_cells": "cells", "total_flops": "flops"}
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is an InputError."""
-    import torch
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device!r}: use auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible; use --device auto or --device cpu")
-    return "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
 
 
 def check_seeds(seeds: int) -> int:
@@ -105,7 +93,7 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str
     ``run_dir/train.log``. ``callbacks``: extra Lightning callbacks for this run; the ``grad_*``
     values they log per step come back in the train rows.
     """
-    from fcnkit.training.run import train
+    from fcnkit.app.train import train
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -148,12 +136,10 @@ def _lightning_logs_to(stream):
 
 def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     """``RUN/metrics.csv`` -> ``(train rows, val rows)`` (module docstring), sorted by iteration."""
-    path = Path(run) / "metrics.csv"
-    with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-    rows.sort(key=lambda r: r.get("step", math.inf))
+    from fcnkit.engine.runlog import read_rows
+
     train_rows, val_rows, totals = [], [], {}
-    for r in rows:
+    for r in read_rows(run):
         iteration = int(r["step"]) + 1
         if "train_loss_step" in r:
             totals = {name: r[key] for key, name in _TOTALS.items() if key in r}
@@ -167,7 +153,7 @@ def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
 
 
 def _final_evaluation(path: Path, cfg: dict, last: dict, device: str) -> dict:
-    from fcnkit.training.evaluate import evaluate
+    from fcnkit.app.evaluate import evaluate
 
     scores = evaluate(path / "last", split=cfg.get("val_split", "val"), device=device, batch_size=int(cfg.get("batch_size") or 8))
     numbers = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "images"}
@@ -237,8 +223,8 @@ def write_outputs(out_dir: str | os.PathLike, results: dict, summary: str,
 
     Returns the written paths. NaN/inf become ``null`` in the JSON.
     """
-    from fcnkit.training.evaluate import json_safe
     from fcnkit.utils.atomic import atomic_path, atomic_write_text
+    from fcnkit.utils.jsonsafe import json_safe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +303,7 @@ def _slug(text: str) -> str:
 def _warm_up(cfg: dict) -> None:
     """Import the trainer and build (and cache) the run's data once, so that the first run's wall
     time is not spent on imports and data generation."""
-    import fcnkit.training.module  # noqa: F401  (imports Lightning: seconds, once per process)
+    import fcnkit.engine.segmentation  # noqa: F401  (imports Lightning: seconds, once per process)
     from fcnkit.data import load_dataset
 
     options = dict(cfg.get("data_options") or {})

@@ -93,7 +93,7 @@ def trace_model(model: nn.Module, in_channels: int, size: tuple[int, int]) -> tu
         finally:
             for h in handles:
                 h.remove()
-    raise last  # pragma: no cover - loop always returns or raises
+    raise AssertionError(f"unreachable: {last!r}")  # pragma: no cover - the loop always returns or raises
 
 
 def analytic_geometry(model: nn.Module, in_channels: int = 3, input_size=None) -> Geometry:

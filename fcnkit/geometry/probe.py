@@ -209,7 +209,7 @@ def _probe(model: nn.Module, in_channels: int, max_size: int) -> Geometry:
             cells = runs.pop(0)
             size = max(size, -(-int(extent + cells * step + 16) // 32) * 32)
             continue
-        out = {"size": [], "stride": [], "offset": [], "align": []}
+        out: dict[str, list] = {"size": [], "stride": [], "offset": [], "align": []}
         for i, (per, shift) in enumerate(found):
             jump = Fraction(shift, per)
             lo = min(r[i][0] - (n0[i] + t) * jump for t, r in enumerate(rows))

@@ -15,7 +15,7 @@ exactly 0 and each skip starts as a no-op. Upsampling layers are :class:`Bilinea
 edge cells replicated at the borders.
 
 Alignment (the crops of the Caffe model, derived instead of hard-coded): a tap at stride ``s`` has
-cell ``i`` centred on input pixel ``s*i + c`` (``feature_info["offset"]``). Fusing stride 32 into
+cell ``i`` centred on input pixel ``s*i + c`` (``feature_info[k].offset``). Fusing stride 32 into
 stride 16 places the coarse cell ``j`` at fine-grid coordinate ``2j + (c32 - c16) / 16``; the final
 upsampling places the cell at pixel ``s*i + c``; each BilinearUpsample is built with that shift,
 so bilinear tents peak exactly on the cell centres (VGG/allconv: the ``align_corners=False``
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.models.backbones import build_backbone
+from fcnkit.models.features import FeatureInfo
 from fcnkit.models.registry import check_bool, register
 from fcnkit.models.upsample import BilinearUpsample
 
@@ -47,7 +48,7 @@ __all__ = ["FCN", "fcn32s", "fcn16s", "fcn8s"]
 def _zero_score(in_channels: int, num_classes: int) -> nn.Conv2d:
     conv = nn.Conv2d(in_channels, num_classes, 1)
     nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # built with a bias
     return conv
 
 
@@ -61,22 +62,24 @@ class FCN(nn.Module):
         super().__init__()
         if skips not in (0, 1, 2):
             raise ValueError(f"skips must be 0, 1 or 2, got {skips}")
-        info = backbone.feature_info
-        if [t["stride"] for t in info] != [8, 16, 32]:
-            raise ValueError(f"backbone taps must have strides 8, 16, 32, got {[t['stride'] for t in info]}")
+        info: FeatureInfo = backbone.feature_info  # type: ignore[assignment]  # set by every backbone
+        if info.strides != [8, 16, 32]:
+            raise ValueError(f"backbone taps must have strides 8, 16, 32, got {info.strides}")
         self.backbone, self.skips = backbone, skips
         self.feature_info = info
         learn = check_bool("learn_upsampling", learn_upsampling)
-        c8, c16, c32 = (t["offset"] for t in info)
-        self.score_fr = _zero_score(info[2]["channels"], num_classes)
+        c8, c16, c32 = (t.offset for t in info)
+        self.score_fr = _zero_score(info[2].channels, num_classes)
         if skips >= 1:
-            self.score_pool4 = _zero_score(info[1]["channels"], num_classes)
+            self.score_pool4 = _zero_score(info[1].channels, num_classes)
             self.upscore2 = BilinearUpsample(num_classes, 2, learn, shift=(c32 - c16) / 16, border="replicate")
         if skips >= 2:
-            self.score_pool3 = _zero_score(info[0]["channels"], num_classes)
+            self.score_pool3 = _zero_score(info[0].channels, num_classes)
             self.upscore_pool4 = BilinearUpsample(num_classes, 2, learn, shift=(c16 - c8) / 8, border="replicate")
         last = info[2 - skips]
-        self.upscore = BilinearUpsample(num_classes, last["stride"], learn, shift=last["offset"], border="replicate")
+        self.upscore = BilinearUpsample(num_classes, last.stride, learn, shift=last.offset, border="replicate")
+        #: input pixels per cell of the last fused score grid (the loss-sampling cell)
+        self.score_stride = last.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

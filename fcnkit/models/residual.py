@@ -33,8 +33,9 @@ stride-2 3x3 conv with padding 1, the stride-2 1x1 conv), so the merge is define
 size, odd sizes included. Padding is "same" only: with "valid" convolutions the main path shrinks
 and the skip would need a crop (use ``allconv`` for valid nets). Centres: a 2x2 pool cell is
 centred on input pixel ``2i + 1/2``, a stride-2 1x1 or 3x3 conv cell on ``2i``; a block's window
-is the union of its two paths' windows (:meth:`ResidualBlock.geometry`), which
-``chain_geometry`` composes and ``fcnkit.receptive_field`` traces from the real operations.
+is the union of its two paths' windows, as ``fcnkit.receptive_field`` traces it from the real
+operations (the model's ``receptive_field``/``stride``/``offset`` and its feature taps come from
+that trace).
 
 Heads and outputs are ``allconv``'s (``output="dense" | "coarse"``, FCN-style score ``skips``,
 global average pooling for ``resallconv_cls``); see :mod:`fcnkit.models.allconv`.
@@ -48,8 +49,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.errors import InputError
+from fcnkit.geometry import Geometry, receptive_field
+from fcnkit.geometry.features import tap_geometry
 from fcnkit.models.allconv import AllConvClassifier, AllConvNet
-from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, chain_geometry, conv_block, make_norm
+from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, conv_block, make_norm
+from fcnkit.models.features import FeatureInfo, FeatureTap
 from fcnkit.models.registry import check_choice, check_int, register
 
 __all__ = ["ResidualBlock", "ResAllConvNet", "ResAllConvClassifier", "residual_body", "resallconv", "resallconv_cls",
@@ -106,13 +110,6 @@ class ResidualBlock(nn.Module):
             s = F.pad(s, (0, 0, 0, 0, 0, self.pad_channels))
         return self.relu(y + s)
 
-    def geometry(self) -> tuple[int, int, float]:
-        """``(size, stride, offset)`` of the block, one dimension: the union of both paths' windows."""
-        paths = [chain_geometry(self.main), chain_geometry(self.skip)]
-        lo = min(offset - (size - 1) / 2 for size, _, offset in paths)
-        hi = max(offset + (size - 1) / 2 for size, _, offset in paths)
-        return int(hi - lo + 1), paths[0][1], (lo + hi) / 2
-
     def extra_repr(self) -> str:
         return f"concat={self.concat}, pad_channels={self.pad_channels}"
 
@@ -120,8 +117,10 @@ class ResidualBlock(nn.Module):
 def residual_body(
     in_channels: int, *, width: int, depth: int, stages: int, downsample: str, skip_downsample: str, norm: str,
     stem_depth: int = 1, padding: str = "same",
-) -> tuple[nn.Sequential, list[dict]]:
-    """The residual body (an ``nn.Sequential`` of ``stage{i}``) and its ``feature_info``."""
+) -> tuple[nn.Sequential, FeatureInfo, Geometry]:
+    """The residual body (an ``nn.Sequential`` of ``stage{i}``), its feature taps (one per stage)
+    and its traced geometry (:func:`fcnkit.receptive_field`; a block's window is the union of its
+    two paths' windows)."""
     check_int("width", width, 1)
     check_int("depth", depth, 1)
     check_int("stem_depth", stem_depth, 1)
@@ -135,9 +134,7 @@ def residual_body(
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["stage0"] = nn.Sequential(*(conv_block(in_channels if d == 0 else width, width, norm=norm)
                                        for d in range(stem_depth)))
-    info = [{"name": "stage0", "module": "features.stage0", "channels": width, "stride": 1,
-             "offset": chain_geometry(layers["stage0"])[2]}]
-    channels_in, stride = width, 1
+    channels_in, stage_channels = width, [width]
     for i in range(1, stages + 1):
         channels = width * 2 ** min(i, 3)
         layers[f"stage{i}"] = nn.Sequential(*(
@@ -145,11 +142,12 @@ def residual_body(
                           skip_downsample=skip_downsample, norm=norm)
             for d in range(depth)))
         channels_in = channels
-        stride *= 1 if downsample == "none" else 2
-        _, _, offset = chain_geometry(nn.Sequential(layers))
-        info.append({"name": f"stage{i}", "module": f"features.stage{i}", "channels": channels, "stride": stride,
-                     "offset": offset})
-    return nn.Sequential(layers), info
+        stage_channels.append(channels)
+    body = nn.Sequential(layers)
+    geometry = receptive_field(body, in_channels=in_channels)
+    info = FeatureInfo(FeatureTap(f"stage{i}", f"features.stage{i}", c, *tap_geometry(geometry, f"stage{i}"))
+                       for i, c in enumerate(stage_channels))
+    return body, info, geometry
 
 
 class ResAllConvNet(AllConvNet):

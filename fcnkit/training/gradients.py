@@ -36,14 +36,14 @@ def grad_norm(module: nn.Module) -> float:
 def stage_grad_norms(model: nn.Module, first: str | None = None, last: str | None = None) -> dict[str, float]:
     """``{"first", "last", "ratio"}``: the gradient norms of two stages and ``first / last``
     (module docstring). ``first``/``last`` are module paths; by default the model's
-    ``feature_info[0]["module"]`` and ``feature_info[-1]["module"]``. ``ratio`` is NaN when the
+    ``feature_info[0].module`` and ``feature_info[-1].module``. ``ratio`` is NaN when the
     last stage has no gradient."""
     if first is None or last is None:
         info = getattr(model, "feature_info", None)
-        if not isinstance(info, list) or not info:
+        if info is None or not len(info):
             raise InputError(f"{type(model).__name__} has no feature_info; name the stages: first='...', last='...'")
-        first = info[0]["module"] if first is None else first
-        last = info[-1]["module"] if last is None else last
+        first = info[0].module if first is None else first
+        last = info[-1].module if last is None else last
     norms = {}
     for key, path in (("first", first), ("last", last)):
         try:
