@@ -25,8 +25,9 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 
