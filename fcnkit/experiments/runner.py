@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterable
 from fcnkit.errors import InputError
 
 __all__ = ["train_run", "run_arms", "read_metrics", "machine_info", "mean_std", "fmt_mean_std",
-           "scaled", "check_seeds", "pick_datasets", "markdown_table", "write_outputs", "steps_per_epoch", "arm_summary"]
+           "scaled", "check_seeds", "pick_datasets", "markdown_table", "write_outputs", "steps_per_epoch",
+           "arm_summary"]
 
 # StepLog's running sums in metrics.csv -> the names used in the experiments' rows
 _TOTALS = {"total_seconds": "seconds", "total_images": "images", "total_items": "items",
