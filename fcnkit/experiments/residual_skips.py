@@ -18,7 +18,8 @@ seconds per epoch (training steps; whole run), and the first/last gradient ratio
 all steps of a run and over its first 10% of steps (mean +- std over seeds).
 
 Writes ``results.json``, ``scores.png``, ``gradients.png`` and ``summary.md`` into ``out_dir``.
-Defaults take about 15 minutes on a CPU with one thread per run (``budget_minutes`` scales the steps).
+Defaults are sized for about 15 minutes with one thread per run (measured: 22 minutes on a 2-core
+CPU shared at load average 6-12); ``budget_minutes`` scales the steps.
 """
 from __future__ import annotations
 
