@@ -1,5 +1,6 @@
 """Experiment residual-skips end to end at tiny settings: files, per-step gradient norms logged
 during training, and the numbers in summary.md are those of results.json."""
+
 import json
 import math
 
@@ -12,9 +13,16 @@ from fcnkit.experiments.runner import fmt_mean_std
 
 pytestmark = pytest.mark.slow
 
-TINY = {"digit-canvas": {"data_options": {"count": 8}, "val_data_options": {"count": 4}, "batch_size": 2,
-                         "max_steps": 3, "model_options": {"width": 4, "stages": 2}},
-        "digits": {"batch_size": 4, "max_steps": 3, "model_options": {"width": 4, "stages": 2}}}
+TINY = {
+    "digit-canvas": {
+        "data_options": {"count": 8},
+        "val_data_options": {"count": 4},
+        "batch_size": 2,
+        "max_steps": 3,
+        "model_options": {"width": 4, "stages": 2},
+    },
+    "digits": {"batch_size": 4, "max_steps": 3, "model_options": {"width": 4, "stages": 2}},
+}
 
 
 def test_residual_skips_end_to_end(tmp_path):

@@ -1,4 +1,5 @@
 """stage_grad_norms against a hand-built two-block net whose gradients are known in closed form."""
+
 import math
 
 import pytest

@@ -1,6 +1,7 @@
 """Residual allconv (resallconv / resallconv_cls): shapes and geometry of every skip variant at odd
 sizes, the zero-padding and concatenation bookkeeping, tiling, replace_downsampling, and the
 classifier used densely."""
+
 import math
 
 import pytest
@@ -146,8 +147,13 @@ def test_classifier_used_densely(tmp_path):
     from fcnkit.experiments.patch_to_dense import dense_from_classifier
 
     classifier = _net("resallconv_cls", skip_downsample="pool-concat", stages=2, depth=1).double()
-    config = {"task": "classification", "num_classes": 3, "in_channels": 1, "classes": ["a", "b", "c"],
-              "normalization": {"mean": [0.1], "std": [0.3]}}
+    config = {
+        "task": "classification",
+        "num_classes": 3,
+        "in_channels": 1,
+        "classes": ["a", "b", "c"],
+        "normalization": {"mean": [0.1], "std": [0.3]},
+    }
     path = save_checkpoint(tmp_path / "cls", classifier.float(), config)
     coarse, _ = dense_from_classifier(path, output="coarse")
     assert coarse.fcnkit_spec["name"] == "resallconv"

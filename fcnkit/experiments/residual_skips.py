@@ -21,12 +21,13 @@ Writes ``results.json``, ``scores.png``, ``gradients.png`` and ``summary.md`` in
 Defaults are sized for about 15 minutes with one thread per run (measured: 22 minutes on a 2-core
 CPU shared at load average 6-12); ``budget_minutes`` scales the steps.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,20 @@ DEFAULTS: dict[str, Any] = {
     "steps": {"digits": 200, "digit-canvas": 240},
     "train": {"optimizer": "adam", "lr": 3e-3},
     "data": {
-        "digits": {"task": "classification", "model": "resallconv_cls", "batch_size": 32,
-                   "model_options": {"width": 8, "stages": 2}},
-        "digit-canvas": {"task": "segmentation", "model": "resallconv", "batch_size": 8,
-                         "data_options": {"count": 512}, "val_data_options": {"count": 100},
-                         "model_options": {"width": 8, "stages": 3}},
+        "digits": {
+            "task": "classification",
+            "model": "resallconv_cls",
+            "batch_size": 32,
+            "model_options": {"width": 8, "stages": 2},
+        },
+        "digit-canvas": {
+            "task": "segmentation",
+            "model": "resallconv",
+            "batch_size": 8,
+            "data_options": {"count": 512},
+            "val_data_options": {"count": 100},
+            "model_options": {"width": 8, "stages": 3},
+        },
     },
 }
 SCORE = {"classification": "accuracy", "segmentation": "mean_iu"}
@@ -68,13 +78,23 @@ class StageGradientLog(L.Callback):
         from fcnkit.training.gradients import stage_grad_norms
 
         norms = stage_grad_norms(pl_module.model)
-        pl_module.log_dict({f"grad_{k}": float(v) for k, v in norms.items()}, on_step=True, on_epoch=False,
-                           batch_size=1)
+        pl_module.log_dict(
+            {f"grad_{k}": float(v) for k, v in norms.items()}, on_step=True, on_epoch=False, batch_size=1
+        )
 
 
-def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
-        datasets: list[str] | None = None, depths: list[int] | None = None, overrides: dict[str, dict] | None = None,
-        threads: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
+def run(
+    out_dir,
+    *,
+    seeds: int = 3,
+    budget_minutes: float | None = REFERENCE_MINUTES,
+    device: str = "auto",
+    datasets: list[str] | None = None,
+    depths: list[int] | None = None,
+    overrides: dict[str, dict] | None = None,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Run the experiment; write results.json, scores.png, gradients.png, summary.md; return the results.
 
     ``depths``: residual blocks per stage (default ``DEFAULTS["depths"]``). ``overrides[dataset]``:
@@ -103,11 +123,24 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
         return cfg
 
     machine = runner.machine_info(dev)
-    runs = runner.run_arms(out_dir, chosen, list(arms), seeds, make_config, device=dev, progress=progress,
-                           make_callbacks=lambda: [StageGradientLog()])
+    runs = runner.run_arms(
+        out_dir,
+        chosen,
+        list(arms),
+        seeds,
+        make_config,
+        device=dev,
+        progress=progress,
+        make_callbacks=lambda: [StageGradientLog()],
+    )
     results = {
-        "experiment": "residual-skips", "seeds": seeds, "budget_minutes": budget_minutes, "depths": depths,
-        "settings": settings, "machine": machine, "load_average_end": runner.machine_info(dev)["load_average"],
+        "experiment": "residual-skips",
+        "seeds": seeds,
+        "budget_minutes": budget_minutes,
+        "depths": depths,
+        "settings": settings,
+        "machine": machine,
+        "load_average_end": runner.machine_info(dev)["load_average"],
         "datasets": {name: _summarise(settings[name], runs[name], arms) for name in chosen},
     }
     figures = {"scores": lambda p: _plot_scores(results, p), "gradients": lambda p: _plot_gradients(results, p)}
@@ -116,9 +149,12 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
 
 
 def _ratios(run: dict, early: bool = False) -> list[float]:
-    rows = [r["grad_ratio"] for r in run["train"]
-            if isinstance(r.get("grad_ratio"), float) and math.isfinite(r["grad_ratio"])]
-    return rows[:max(1, math.ceil(EARLY * len(rows)))] if early else rows
+    rows = [
+        r["grad_ratio"]
+        for r in run["train"]
+        if isinstance(r.get("grad_ratio"), float) and math.isfinite(r["grad_ratio"])
+    ]
+    return rows[: max(1, math.ceil(EARLY * len(rows)))] if early else rows
 
 
 def _median(values: list[float]) -> float | None:
@@ -136,44 +172,71 @@ def _summarise(cfg: dict, runs: dict[str, list[dict]], arms: dict[str, tuple[str
         stats["grad_ratio_early"] = runner.mean_std(_median(_ratios(r, early=True)) for r in seeds)
         for key in ("first", "last"):
             stats[f"grad_{key}"] = runner.mean_std(
-                _median([t[f"grad_{key}"] for t in r["train"] if f"grad_{key}" in t]) for r in seeds)
+                _median([t[f"grad_{key}"] for t in r["train"] if f"grad_{key}" in t]) for r in seeds
+            )
         depths.setdefault(str(depth), {})[variant] = stats
     return {"task": cfg["task"], "score": score, "steps_per_epoch": epoch_steps, "depths": depths}
 
 
 def summary(results: dict) -> str:
     """summary.md: a table per dataset and depth and a conclusion phrased from the measured numbers."""
-    lines = ["# residual-skips: 1x1 projection vs pooling + identity (zero-pad / concat) on the skip", "",
-             f"{runner.measured_on(results)} {results['seeds']} seed(s); mean ± std over seeds (sample std).",
-             "grad ratio = ||grad of the first stage's parameters|| / ||grad of the last stage's||, median over "
-             "the steps of a run (early: its first 10% of steps).", ""]
+    lines = [
+        "# residual-skips: 1x1 projection vs pooling + identity (zero-pad / concat) on the skip",
+        "",
+        f"{runner.measured_on(results)} {results['seeds']} seed(s); mean ± std over seeds (sample std).",
+        "grad ratio = ||grad of the first stage's parameters|| / ||grad of the last stage's||, median over "
+        "the steps of a run (early: its first 10% of steps).",
+        "",
+    ]
     verdicts = []
     for name, block in results["datasets"].items():
         cfg = results["settings"][name]
         score = block["score"]
         opts = {k: v for k, v in cfg.get("model_options", {}).items()}
-        lines += [f"## {name} ({block['task']}, {cfg['model']} {opts})", "",
-                  f"Training: {cfg['max_steps']} steps (an epoch = {block['steps_per_epoch']} steps), batch "
-                  f"{cfg['batch_size']}, {cfg.get('optimizer', 'adam')} lr {cfg['lr']}; score = {LABELS[score]} on "
-                  "the validation split after the last step.", ""]
-        headers = ["depth", "skip", LABELS[score], "grad ratio", "grad ratio (early)", "trainable params",
-                   "train s/epoch", "wall s/epoch"]
+        lines += [
+            f"## {name} ({block['task']}, {cfg['model']} {opts})",
+            "",
+            f"Training: {cfg['max_steps']} steps (an epoch = {block['steps_per_epoch']} steps), batch "
+            f"{cfg['batch_size']}, {cfg.get('optimizer', 'adam')} lr {cfg['lr']}; score = {LABELS[score]} on "
+            "the validation split after the last step.",
+            "",
+        ]
+        headers = [
+            "depth",
+            "skip",
+            LABELS[score],
+            "grad ratio",
+            "grad ratio (early)",
+            "trainable params",
+            "train s/epoch",
+            "wall s/epoch",
+        ]
         rows = []
         for depth, variants in block["depths"].items():
             for variant, v in variants.items():
-                rows.append([depth, variant, runner.fmt_mean_std(v["score"]), _fmt(v["grad_ratio"]),
-                             _fmt(v["grad_ratio_early"]), f"{v['trainable_parameters']:,}",
-                             runner.fmt_mean_std(v["train_seconds_per_epoch"], 2),
-                             runner.fmt_mean_std(v["wall_seconds_per_epoch"], 2)])
+                rows.append(
+                    [
+                        depth,
+                        variant,
+                        runner.fmt_mean_std(v["score"]),
+                        _fmt(v["grad_ratio"]),
+                        _fmt(v["grad_ratio_early"]),
+                        f"{v['trainable_parameters']:,}",
+                        runner.fmt_mean_std(v["train_seconds_per_epoch"], 2),
+                        runner.fmt_mean_std(v["wall_seconds_per_epoch"], 2),
+                    ]
+                )
         lines += [runner.markdown_table(headers, rows), ""]
         for depth, variants in block["depths"].items():
             text, verdict = _conclusion(variants, LABELS[score])
             lines += [f"Depth {depth}: {text}", ""]
             verdicts.append(verdict)
     held = sum(v == "held" for v in verdicts)
-    lines += [f"**FishNet's gradient claim** (pool and pool-concat pass a larger first/last gradient ratio than "
-              f"conv1x1, beyond twice the seed std) **held in {held} of {len(verdicts)} dataset/depth settings here.**",
-              ""]
+    lines += [
+        f"**FishNet's gradient claim** (pool and pool-concat pass a larger first/last gradient ratio than "
+        f"conv1x1, beyond twice the seed std) **held in {held} of {len(verdicts)} dataset/depth settings here.**",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -202,8 +265,10 @@ def _conclusion(variants: dict, label: str) -> tuple[str, str]:
         beyond.append(b)
         spread = "one seed" if b is None else ("beyond" if b else "within") + " twice the seed std"
         diff = (v["score"]["mean"] or math.nan) - (base["score"]["mean"] or math.nan)
-        parts.append(f"{variant}: grad ratio {factor:.2f}x conv1x1's ({spread}), {label} {diff:+.3f}, "
-                     f"{v['trainable_parameters'] - base['trainable_parameters']:+,} parameters.")
+        parts.append(
+            f"{variant}: grad ratio {factor:.2f}x conv1x1's ({spread}), {label} {diff:+.3f}, "
+            f"{v['trainable_parameters'] - base['trainable_parameters']:+,} parameters."
+        )
     if any(b is None for b in beyond) or not beyond:
         verdict = "n/a"
     else:
@@ -217,12 +282,19 @@ def _plot_scores(results: dict, path: Path) -> None:
     for col, (name, block) in enumerate(blocks.items()):
         groups = [f"depth {d}" for d in block["depths"]]
         per = list(block["depths"].values())
-        score = {v: ([p[v]["score"]["mean"] for p in per], [p[v]["score"]["std"] for p in per]) for v in VARIANTS}
+        score: dict[str, tuple[Sequence[float], Sequence[float]]] = {
+            v: ([p[v]["score"]["mean"] for p in per], [p[v]["score"]["std"] for p in per]) for v in VARIANTS
+        }
         bars(axes[0][col], groups, score, f"validation {LABELS[block['score']]}")
         axes[0][col].set_title(f"{name}: score, mean ± std of {results['seeds']} seed(s)")
         axes[0][col].legend(fontsize=8)
-        t = {v: ([p[v]["train_seconds_per_epoch"]["mean"] for p in per],
-                 [p[v]["train_seconds_per_epoch"]["std"] for p in per]) for v in VARIANTS}
+        t: dict[str, tuple[Sequence[float], Sequence[float]]] = {
+            v: (
+                [p[v]["train_seconds_per_epoch"]["mean"] for p in per],
+                [p[v]["train_seconds_per_epoch"]["std"] for p in per],
+            )
+            for v in VARIANTS
+        }
         bars(axes[1][col], groups, t, "training seconds per epoch")
         axes[1][col].set_title(f"{name}: time ({results['machine']['device']})")
     save(fig, path)
@@ -236,11 +308,11 @@ def _plot_gradients(results: dict, path: Path) -> None:
         for col, (depth, variants) in enumerate(block["depths"].items()):
             ax = axes[row][col]
             for variant, v in variants.items():
-                curves = []
+                curves: list[tuple[Sequence[float], Sequence[float]]] = []
                 for r in v["runs"]:
                     steps = [t["iteration"] for t in r["train"] if isinstance(t.get("grad_ratio"), float)]
                     ratios = [t["grad_ratio"] for t in r["train"] if isinstance(t.get("grad_ratio"), float)]
-                    curves.append((steps, smooth(ratios, max(1, len(ratios) // 20))))
+                    curves.append((steps, smooth(ratios, max(1, len(ratios) // 20)).tolist()))
                 seed_band(ax, curves, variant)
             ax.set_yscale("log")
             ax.set_xlabel("iteration")

@@ -40,6 +40,7 @@ that trace).
 Heads and outputs are ``allconv``'s (``output="dense" | "coarse"``, FCN-style score ``skips``,
 global average pooling for ``resallconv_cls``); see :mod:`fcnkit.models.allconv`.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -56,8 +57,15 @@ from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, conv_block, make_norm
 from fcnkit.models.features import FeatureInfo, FeatureTap
 from fcnkit.models.registry import check_choice, check_int, register
 
-__all__ = ["ResidualBlock", "ResAllConvNet", "ResAllConvClassifier", "residual_body", "resallconv", "resallconv_cls",
-           "SKIP_DOWNSAMPLE_KINDS"]
+__all__ = [
+    "ResidualBlock",
+    "ResAllConvNet",
+    "ResAllConvClassifier",
+    "residual_body",
+    "resallconv",
+    "resallconv_cls",
+    "SKIP_DOWNSAMPLE_KINDS",
+]
 
 SKIP_DOWNSAMPLE_KINDS = ("conv1x1", "pool", "pool-concat")
 
@@ -70,8 +78,9 @@ class ResidualBlock(nn.Module):
     ``downsample=None`` (or ``"none"``) keeps the grid.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, downsample: str | None, skip_downsample: str,
-                 norm: str = "batch"):
+    def __init__(
+        self, in_channels: int, out_channels: int, *, downsample: str | None, skip_downsample: str, norm: str = "batch"
+    ):
         super().__init__()
         check_choice("skip_downsample", skip_downsample, SKIP_DOWNSAMPLE_KINDS)
         downsample = downsample or "none"
@@ -84,8 +93,10 @@ class ResidualBlock(nn.Module):
         if downsample in ("maxpool", "avgpool"):
             layers.append((nn.MaxPool2d if downsample == "maxpool" else nn.AvgPool2d)(2, 2, ceil_mode=True))
         elif downsample == "strided":  # the zero row/column: ceil(n / 2) cells like the other paths
-            layers += [nn.ZeroPad2d((0, 1, 0, 1)),
-                       conv_block(in_channels, in_channels, kernel_size=2, stride=2, padding="valid", norm=norm)]
+            layers += [
+                nn.ZeroPad2d((0, 1, 0, 1)),
+                conv_block(in_channels, in_channels, kernel_size=2, stride=2, padding="valid", norm=norm),
+            ]
         first_stride = 2 if downsample == "strided-only" else 1
         layers.append(conv_block(in_channels, out_channels, stride=first_stride, norm=norm))
         main_out = grow if self.concat else out_channels
@@ -94,8 +105,10 @@ class ResidualBlock(nn.Module):
         self.main = nn.Sequential(*layers)
         skip: list[nn.Module] = []
         if skip_downsample == "conv1x1" and (stride != 1 or grow):
-            skip = [nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=norm == "none"),
-                    make_norm(norm, out_channels)]
+            skip = [
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=norm == "none"),
+                make_norm(norm, out_channels),
+            ]
         elif skip_downsample != "conv1x1" and stride != 1:
             skip = [nn.MaxPool2d(2, 2, ceil_mode=True)]
         self.skip = nn.Sequential(*skip)
@@ -115,8 +128,16 @@ class ResidualBlock(nn.Module):
 
 
 def residual_body(
-    in_channels: int, *, width: int, depth: int, stages: int, downsample: str, skip_downsample: str, norm: str,
-    stem_depth: int = 1, padding: str = "same",
+    in_channels: int,
+    *,
+    width: int,
+    depth: int,
+    stages: int,
+    downsample: str,
+    skip_downsample: str,
+    norm: str,
+    stem_depth: int = 1,
+    padding: str = "same",
 ) -> tuple[nn.Sequential, FeatureInfo, Geometry]:
     """The residual body (an ``nn.Sequential`` of ``stage{i}``), its feature taps (one per stage)
     and its traced geometry (:func:`fcnkit.receptive_field`; a block's window is the union of its
@@ -129,41 +150,58 @@ def residual_body(
     check_choice("skip_downsample", skip_downsample, SKIP_DOWNSAMPLE_KINDS)
     check_choice("norm", norm, NORMS)
     if padding != "same":
-        raise InputError(f"padding={padding!r}: residual nets use 'same' padding only (a block's two paths must "
-                         "give equal grids); use allconv for padding='valid'")
+        raise InputError(
+            f"padding={padding!r}: residual nets use 'same' padding only (a block's two paths must "
+            "give equal grids); use allconv for padding='valid'"
+        )
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["stage0"] = nn.Sequential(*(conv_block(in_channels if d == 0 else width, width, norm=norm)
-                                       for d in range(stem_depth)))
+    layers["stage0"] = nn.Sequential(
+        *(conv_block(in_channels if d == 0 else width, width, norm=norm) for d in range(stem_depth))
+    )
     channels_in, stage_channels = width, [width]
     for i in range(1, stages + 1):
         channels = width * 2 ** min(i, 3)
-        layers[f"stage{i}"] = nn.Sequential(*(
-            ResidualBlock(channels_in if d == 0 else channels, channels, downsample=downsample if d == 0 else None,
-                          skip_downsample=skip_downsample, norm=norm)
-            for d in range(depth)))
+        layers[f"stage{i}"] = nn.Sequential(
+            *(
+                ResidualBlock(
+                    channels_in if d == 0 else channels,
+                    channels,
+                    downsample=downsample if d == 0 else None,
+                    skip_downsample=skip_downsample,
+                    norm=norm,
+                )
+                for d in range(depth)
+            )
+        )
         channels_in = channels
         stage_channels.append(channels)
     body = nn.Sequential(layers)
     geometry = receptive_field(body, in_channels=in_channels)
-    info = FeatureInfo(FeatureTap(f"stage{i}", f"features.stage{i}", c, *tap_geometry(geometry, f"stage{i}"))
-                       for i, c in enumerate(stage_channels))
+    info = FeatureInfo(
+        FeatureTap(f"stage{i}", f"features.stage{i}", c, *tap_geometry(geometry, f"stage{i}"))
+        for i, c in enumerate(stage_channels)
+    )
     return body, info, geometry
 
 
 class ResAllConvNet(AllConvNet):
     """Residual segmentation net: ``allconv``'s heads on :func:`residual_body` (module docstring)."""
 
-    make_body = staticmethod(residual_body)
+    # same contract as allconv_body (in_channels, **body) -> (features, taps, geometry); other keywords
+    make_body = staticmethod(residual_body)  # type: ignore[assignment]
 
 
 class ResAllConvClassifier(AllConvClassifier):
     """Residual classifier: :func:`residual_body`, 1x1 score conv, global average pooling."""
 
-    make_body = staticmethod(residual_body)
+    make_body = staticmethod(residual_body)  # type: ignore[assignment]
 
 
-@register("resallconv", task="segmentation",
-          description="residual all-convolutional segmenter; skip downsampling: 1x1 conv | pool | pool-concat")
+@register(
+    "resallconv",
+    task="segmentation",
+    description="residual all-convolutional segmenter; skip downsampling: 1x1 conv | pool | pool-concat",
+)
 def resallconv(
     *,
     num_classes: int,
@@ -184,14 +222,27 @@ def resallconv(
     the main path, stride-2 1x1 projection on the skip), stride 8, BatchNorm, FCN-style score
     ``skips`` from every stage (not to be confused with the residual skips), fixed bilinear upsampling."""
     return ResAllConvNet(
-        num_classes, in_channels, output=output, learn_upsampling=learn_upsampling, skips=skips, width=width,
-        depth=depth, stem_depth=stem_depth, stages=stages, downsample=downsample, skip_downsample=skip_downsample,
-        norm=norm, padding="same",
+        num_classes,
+        in_channels,
+        output=output,
+        learn_upsampling=learn_upsampling,
+        skips=skips,
+        width=width,
+        depth=depth,
+        stem_depth=stem_depth,
+        stages=stages,
+        downsample=downsample,
+        skip_downsample=skip_downsample,
+        norm=norm,
+        padding="same",
     )
 
 
-@register("resallconv_cls", task="classification",
-          description="residual all-convolutional classifier of any input size (global average pooling)")
+@register(
+    "resallconv_cls",
+    task="classification",
+    description="residual all-convolutional classifier of any input size (global average pooling)",
+)
 def resallconv_cls(
     *,
     num_classes: int,
@@ -207,6 +258,14 @@ def resallconv_cls(
     """Residual all-convolutional classifier: a 1-conv stem and 2 stages of 1 basic block (32, 64,
     128 channels), stride 4, 1x1 score conv, global average pooling; inputs of at least 4x4."""
     return ResAllConvClassifier(
-        num_classes, in_channels, width=width, depth=depth, stem_depth=stem_depth, stages=stages,
-        downsample=downsample, skip_downsample=skip_downsample, norm=norm, padding="same",
+        num_classes,
+        in_channels,
+        width=width,
+        depth=depth,
+        stem_depth=stem_depth,
+        stages=stages,
+        downsample=downsample,
+        skip_downsample=skip_downsample,
+        norm=norm,
+        padding="same",
     )

@@ -12,6 +12,7 @@ Stages are modules named by path (default: the first and last entries of the mod
 those of any skip projection it holds. Parameters without a gradient (frozen, or unused in the
 step) count as zero.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,7 +51,8 @@ def stage_grad_norms(model: nn.Module, first: str | None = None, last: str | Non
             norms[key] = grad_norm(model.get_submodule(path))
         except AttributeError:
             names = [n for n, _ in model.named_modules() if n]
-            raise InputError(f"{key}={path!r} is not a module of {type(model).__name__}"
-                             f"{did_you_mean(path, names)}") from None
+            raise InputError(
+                f"{key}={path!r} is not a module of {type(model).__name__}{did_you_mean(path, names)}"
+            ) from None
     norms["ratio"] = norms["first"] / norms["last"] if norms["last"] > 0 else math.nan
     return norms
