@@ -37,6 +37,14 @@ __all__ = ["train_run", "run_arms", "read_metrics", "machine_info", "mean_std", 
            "scaled", "check_seeds", "pick_datasets", "markdown_table", "write_outputs", "steps_per_epoch",
            "arm_summary"]
 
+#: the training set-up the regime experiments (sampling, class-balance) share: a narrow allconv on
+#: digit-canvas and nuclei, small enough for a CPU
+SMALL_SEGMENTATION: dict = {
+    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
+    "data": {"digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
+             "nuclei": {"data_options": {"tile": 64}}},
+}
+
 # StepLog's running sums in metrics.csv -> the names used in the experiments' rows
 _TOTALS = {"total_seconds": "seconds", "total_images": "images", "total_items": "items",
            "total_cells": "cells", "total_flops": "flops"}

@@ -22,7 +22,7 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from fcnkit.errors import InputError
-from fcnkit.geometry.analytic import _Dense, dense_view, select_output
+from fcnkit.geometry.analytic import DenseView, dense_view, select_output
 from fcnkit.geometry.result import Geometry, number
 
 __all__ = ["probe_geometry", "ProbeError"]
@@ -182,7 +182,7 @@ def _probe(model: nn.Module, in_channels: int, max_size: int) -> Geometry:
         try:
             rows, n0 = _supports(model, in_channels, size, cells, dtype)
         except _NotDense:
-            if dense_view(model) is model or isinstance(model, _Dense):
+            if dense_view(model) is model or isinstance(model, DenseView):
                 raise InputError(f"probe: {type(model).__name__}'s output has no spatial grid; pass a dense model") from None
             model = dense_view(model)
             continue
