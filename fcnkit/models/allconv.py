@@ -100,9 +100,12 @@ def allconv_body(
 
 
 class _AllConvBase(nn.Module):
+    # (in_channels, **body) -> (features, feature_info, geometry); fcnkit.models.residual swaps it
+    make_body = staticmethod(allconv_body)
+
     def __init__(self, num_classes: int, in_channels: int, **body):
         super().__init__()
-        self.features, self.feature_info, geometry = allconv_body(in_channels, **body)
+        self.features, self.feature_info, geometry = self.make_body(in_channels, **body)
         self.score = nn.Conv2d(self.feature_info[-1].channels, num_classes, 1)
         self.padding = body["padding"]
         # geometry of the coarse grid (one dimension; the net is isotropic), from the traced body

@@ -34,7 +34,7 @@ __all__ = ["register", "list_models", "model_info", "build_model", "count_parame
 TASKS = ("segmentation", "classification")
 
 # Modules that define registered models; imported on first use (see module docstring).
-_MODEL_MODULES = ["fcnkit.models.allconv", "fcnkit.models.fcn", "fcnkit.convert.segmenter"]
+_MODEL_MODULES = ["fcnkit.models.allconv", "fcnkit.models.residual", "fcnkit.models.fcn", "fcnkit.convert.segmenter"]
 _loaded: set[str] = set()
 
 
