@@ -61,6 +61,9 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     data = task.datamodule(cfg, regime)
     info = data.info
     _check_data_task(cfg, info)
+    from fcnkit.data.validate import validate_before_training
+
+    validate_before_training([data.train_set, getattr(data, "val_set", None)])  # every file, before any epoch
     model = _build_model(cfg, info)
     init_report = None
     if cfg.init_from and not cfg.resume:
@@ -132,6 +135,9 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     run = Path(cfg.resume)
     if not (run / TRAINER_CKPT).is_file() or not (run / "config.yaml").is_file():
         raise MissingFileError(f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'")
+    from fcnkit.engine.callbacks import load_trainer_state
+
+    load_trainer_state(run / TRAINER_CKPT)  # truncated/tampered: one line before anything is written
     saved = load_config(run / "config.yaml")
     defaults, given = TrainConfig(), cfg.to_dict()
     changed = {k: v for k, v in given.items() if v != getattr(defaults, k) and k not in ("resume", "out")}
