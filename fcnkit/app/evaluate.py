@@ -21,7 +21,8 @@ def _is_scores_file(path) -> bool:
     import json
 
     try:
-        data = json.loads(open(path, "rb").read(1 << 20))
+        with open(path, "rb") as f:
+            data = json.loads(f.read(1 << 20))
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and "checkpoint" in data and "confusion_matrix" in data

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -143,7 +144,9 @@ def load_trainer_state(path, map_location: Any = "cpu") -> dict[str, Any]:
     from fcnkit.errors import InputError
 
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a foreign file
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except OSError:
         raise  # the disk's answer (permission, ...) is reported as such
     except Exception as exc:  # UnpicklingError (refused), RuntimeError/EOFError (truncated zip), ...
