@@ -134,9 +134,25 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module,
     # safetensors refuses shared/non-contiguous storage: store an independent copy of each tensor
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_dir(directory) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        _save_weights(save_file, state, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=_json_default))
     return Path(directory)
+
+
+def _save_weights(save_file, state: dict, path: Path) -> None:
+    """safetensors' writer reports a full disk as ``SafetensorError('... (os error 28)')``: made an
+    OSError again, so it is answered like every other refused write."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        save_file(state, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

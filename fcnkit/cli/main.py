@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fcnkit: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the disk refused a write (full, read-only, permission): one line, not a bug
-        message = os_error_message(exc)
+        message = os_error_message(exc, getattr(args, "out", None) or getattr(args, "json", None))
         if message is None:
             raise
         print(f"fcnkit: {message}", file=sys.stderr)

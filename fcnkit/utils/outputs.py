@@ -35,7 +35,7 @@ __all__ = ["OutputKind", "KINDS", "MARKER", "OutputError", "check_output", "prep
 MARKER = ".fcnkit"
 
 
-class OutputError(FcnkitError, OSError):
+class OutputError(FcnkitError):
     """A write the disk refused (full, read-only, no permission): one line with the path and the fix."""
 
 
