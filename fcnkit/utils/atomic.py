@@ -34,7 +34,7 @@ def _name(exc: BaseException, path: Path, tmp: Path | None = None) -> None:
     where (:func:`fcnkit.utils.outputs.os_error_message`)."""
     if not isinstance(exc, OSError):
         return
-    if not exc.filename:
+    if not exc.filename or str(exc.filename) == str(tmp):
         exc.filename = str(path)
     elif tmp is not None and str(exc.filename).startswith(str(tmp)):
         exc.filename = str(path) + str(exc.filename)[len(str(tmp)):]
@@ -57,7 +57,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        _name(exc, path)
+        _name(exc, path, tmp)
         raise
 
 

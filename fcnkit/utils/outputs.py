@@ -12,8 +12,9 @@ The rule: fcnkit never deletes or overwrites what it did not write.
   files in a folder fcnkit marked stay.
 - :func:`output_folder` also removes a folder it created if the job fails before writing anything.
 
-Disk full, read-only and permission errors become :class:`OutputError` (one line with the path and,
-where known, the space needed) through :func:`os_error_message` and :func:`preallocate`.
+Disk full, read-only and permission errors become one line with the destination's path and, where
+known, the space needed (:func:`os_error_message`; the CLI prints it, exit 2); memory-mapped outputs
+reserve their blocks first (:func:`preallocate`), so a full disk is that error, not a SIGBUS.
 """
 from __future__ import annotations
 
@@ -215,14 +216,15 @@ def os_error_message(exc: BaseException, path: str | os.PathLike | None = None, 
     if not isinstance(exc, OSError) or exc.errno not in _DISK:
         return None
     where = exc.filename or path or "output"
+    needed = needed or getattr(exc, "needed", None)
     free = _free_bytes(Path(where))
     space = ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         parts = ([f"needs {_size(needed)}"] if needed else []) + ([f"{_size(free)} free"] if free is not None else [])
         space = f" ({', '.join(parts)})" if parts else ""
-        fix = "free some space or write to another disk (--out)"
+        fix = "free some space or write to another disk"
     else:
-        fix = "write to a folder you can write to (--out)"
+        fix = "write to a folder you can write to"
     return f"{where}: cannot write, {_DISK[exc.errno]}{space}; {fix}; nothing half-written was left"
 
 
@@ -243,7 +245,8 @@ def _size(n: int) -> str:
 
 def preallocate(path: str | os.PathLike, nbytes: int) -> None:
     """Reserve ``nbytes`` for the file ``path`` (``posix_fallocate``), so a memory-mapped write into it
-    cannot hit a full disk later (which is SIGBUS, not an error). Raises :class:`OutputError`."""
+    cannot hit a full disk later (which is SIGBUS, not an error). Raises the OSError (ENOSPC) with
+    ``needed`` set, which :func:`os_error_message` puts in its line."""
     if not hasattr(os, "posix_fallocate"):
         return
     fd = os.open(path, os.O_RDWR)
@@ -253,6 +256,7 @@ def preallocate(path: str | os.PathLike, nbytes: int) -> None:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
             return  # a file system without fallocate: nothing to reserve with
         exc.filename = exc.filename or str(path)
-        raise OutputError(os_error_message(exc, path, needed=nbytes) or str(exc)) from None
+        exc.needed = int(nbytes)  # type: ignore[attr-defined]  # for os_error_message, once the path is final
+        raise
     finally:
         os.close(fd)
