@@ -79,8 +79,10 @@ class CheckpointConfig:
                 or not isinstance(model.get("kwargs", {}), dict):
             raise bad(f"'model' must be {{\"name\": str, \"kwargs\": {{...}}}}, got {model!r:.60}")
         kwargs = model.get("kwargs", {})
-        for key in ("num_classes", "in_channels"):
-            value = config.get(key)
+        for key in ("num_classes", "in_channels"):  # optional in a hand-made config: the model spec has them
+            value = config.get(key, kwargs.get(key))
+            if value is None and key not in config:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(f"'{key}' must be a positive integer, got {value!r:.40}")
             if key in kwargs and kwargs[key] != value:
@@ -95,13 +97,14 @@ class CheckpointConfig:
             if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        and math.isfinite(v) for v in values):
                 raise bad(f"normalization {key} must be a list of finite numbers, got {values!r:.60}")
-            if len(values) != config["in_channels"]:
-                raise bad(f"normalization {key} has {len(values)} values but in_channels is {config['in_channels']}")
+            channels = config.get("in_channels", kwargs.get("in_channels"))
+            if channels is not None and len(values) != channels:
+                raise bad(f"normalization {key} has {len(values)} values but in_channels is {channels}")
             if key == "std" and any(v <= 0 for v in values):
                 raise bad(f"normalization std must be > 0, got {values}")
-        classes = config.get("classes")
-        if classes is not None and (not isinstance(classes, list) or len(classes) != config["num_classes"]):
-            raise bad(f"'classes' must list {config['num_classes']} names (num_classes), got {classes!r:.60}")
+        classes, k = config.get("classes"), config.get("num_classes", kwargs.get("num_classes"))
+        if classes is not None and (not isinstance(classes, list) or (k is not None and len(classes) != k)):
+            raise bad(f"'classes' must list {k} names (num_classes), got {classes!r:.60}")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object (optional fields left out when unset)."""

@@ -4,6 +4,7 @@
 folder dataset); every ``bad_*`` function writes one broken variant into the folder it is given
 and returns its path.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,11 @@ def write_dataset(root: Path, *, n: int = 4, size: int = 16, classes: list[str] 
     stems = [f"s{i}" for i in range(n)]
     for i, stem in enumerate(stems):
         mask = np.zeros((size, size), np.uint8)
-        mask[4:10, 4 + i % 4:10 + i % 4] = 1
+        mask[4:10, 4 + i % 4 : 10 + i % 4] = 1
         _png(root / "images" / f"{stem}.png", (rng.random((size, size)) * 60 + mask * 150).astype(np.uint8))
         _png(root / "masks" / f"{stem}.png", mask)
     (root / "train.txt").write_text("\n".join(stems[: n // 2]) + "\n")
-    (root / "val.txt").write_text("\n".join(stems[n // 2:]) + "\n")
+    (root / "val.txt").write_text("\n".join(stems[n // 2 :]) + "\n")
     (root / "classes.txt").write_text("\n".join(classes or ["background", "square"]) + "\n")
     return root
 
@@ -62,14 +63,29 @@ class Assets:
         torch.manual_seed(0)
         model = build_model("allconv", num_classes=2, in_channels=1, width=4, stages=2)
         train = {"data": str(self.data), "model": "allconv"}
-        self.config = {"task": "segmentation", "num_classes": 2, "in_channels": 1, "classes": ["background", "square"],
-                       "palette": [[0, 0, 0], [255, 0, 0]], "normalization": {"mean": [0.2], "std": [0.25]},
-                       "train": train}
+        self.config = {
+            "task": "segmentation",
+            "num_classes": 2,
+            "in_channels": 1,
+            "classes": ["background", "square"],
+            "palette": [[0, 0, 0], [255, 0, 0]],
+            "normalization": {"mean": [0.2], "std": [0.25]},
+            "train": train,
+        }
         self.ckpt = save_checkpoint(root / "ckpt", model, dict(self.config))
         self.run = root / "run"
         shutil.copytree(self.ckpt, self.run / "best")
-        save_config(TrainConfig(data=str(self.data), model="allconv", model_options={"width": 4, "stages": 2},
-                                out=str(self.run), epochs=1, device="cpu"), self.run / "config.yaml")
+        save_config(
+            TrainConfig(
+                data=str(self.data),
+                model="allconv",
+                model_options={"width": 4, "stages": 2},
+                out=str(self.run),
+                epochs=1,
+                device="cpu",
+            ),
+            self.run / "config.yaml",
+        )
         torch.save({"state_dict": {k: v for k, v in model.state_dict().items()}, "epoch": 0}, self.run / "trainer.ckpt")
         self.image = _png(root / "images" / "good.png", (np.arange(256).reshape(16, 16) % 200).astype(np.uint8))
         self.weights = root / "resnet18_bad_head.pth"
@@ -113,6 +129,7 @@ class Assets:
 # --- bad image files -----------------------------------------------------------------------------
 def png_bomb(path: Path, width: int = 60000, height: int = 60000) -> Path:
     """A PNG whose header claims ``width x height`` pixels (a few bytes of data): a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

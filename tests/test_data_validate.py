@@ -1,14 +1,15 @@
 """Data validated before training: one pass over every file of the splits used, cached in the
 user cache dir by path + size + mtime; ``data check`` reports symlink loops, NaN/inf and labels
 past the inferred-class bound."""
+
 from __future__ import annotations
 
 import os
 
+import bad_input_files as bad
 import numpy as np
 import pytest
 
-import bad_input_files as bad
 import fcnkit.data.validate as validate
 from fcnkit.data import load_dataset
 from fcnkit.data.checks import inspect_dataset
@@ -40,7 +41,9 @@ def test_second_validation_reads_nothing_and_the_dataset_folder_is_not_written(t
     calls = _counting(monkeypatch)
     assert validate.validate_before_training(sets) == 6
     assert calls == {"image": 6, "mask": 6}
-    assert validate.cache_file(data).is_file() and str(validate.cache_file(data)).startswith(os.environ["FCNKIT_CACHE_DIR"])
+    assert validate.cache_file(data).is_file() and str(validate.cache_file(data)).startswith(
+        os.environ["FCNKIT_CACHE_DIR"]
+    )
     assert validate.validate_before_training(sets) == 6
     assert calls == {"image": 6, "mask": 6}  # second run: from the cache
     data.chmod(0o755)

@@ -2,6 +2,7 @@
 left, earlier checkpoints intact and the run resumable. The disk is a small tmpfs (CI runs as
 root); where mounting is impossible the tests are skipped and say why.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,11 @@ import sys
 import uuid
 from pathlib import Path
 
+import bad_input_files as bad
 import numpy as np
 import pytest
 import torch
 
-import bad_input_files as bad
 from fcnkit.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,8 +31,9 @@ def tmpfs(tmp_path):
     def mount(size: str) -> Path:
         folder = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
         folder.mkdir()
-        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if made.returncode != 0:
             reason = f"cannot mount a {size} tmpfs here ({made.stderr.strip() or 'not root'}): disk-full case skipped"
             print(reason)
@@ -58,7 +60,7 @@ def fill(disk: Path, leave: int = 0) -> Path:
 
 def run_cli(argv, capsys):
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):  # their handlers keep the stream
-        for handler in logging.getLogger(name).handlers:                 # of an earlier test's capture
+        for handler in logging.getLogger(name).handlers:  # of an earlier test's capture
             if isinstance(handler, logging.StreamHandler):
                 handler.stream = sys.stderr
     capsys.readouterr()
@@ -87,8 +89,9 @@ def assets(tmp_path_factory):
 def test_predict_probabilities_on_a_full_disk_is_an_error_not_sigbus(assets, tmpfs, tmp_path, capsys):
     disk = tmpfs("1m")
     image = bad._png(tmp_path / "big.png", (np.random.default_rng(0).random((512, 512)) * 255).astype(np.uint8))
-    rc, out, err, lines = run_cli(["predict", assets.ckpt, image, "--out", disk / "pred", "--probabilities", "--quiet"],
-                                  capsys)
+    rc, out, err, lines = run_cli(
+        ["predict", assets.ckpt, image, "--out", disk / "pred", "--probabilities", "--quiet"], capsys
+    )
     _assert_disk_full_line(rc, err, lines, "big")
     assert "needs 2.0 MB" in lines[-1]  # 2 classes x 512 x 512 x float32, reserved up front
     assert len(lines) == 1
@@ -111,8 +114,9 @@ def test_convert_on_a_full_disk(tmpfs, tmp_path, capsys):
     weights = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)  # 45 MB, a 2 MB disk
     disk = tmpfs("2m")
-    rc, out, err, lines = run_cli(["convert", "--arch", "torchvision:resnet18", "--weights", weights,
-                                   "--out", disk / "fcn"], capsys)
+    rc, out, err, lines = run_cli(
+        ["convert", "--arch", "torchvision:resnet18", "--weights", weights, "--out", disk / "fcn"], capsys
+    )
     _assert_disk_full_line(rc, err, lines, str(disk))
     assert len(lines) == 1
     assert not list(disk.iterdir())
@@ -155,6 +159,8 @@ def test_train_on_a_full_disk_keeps_the_run_resumable(tmp_path, tmpfs, capsys):
 def test_train_first_checkpoint_on_a_full_disk(tmp_path, tmpfs, capsys):
     data = bad.write_dataset(tmp_path / "data", n=4)
     disk = tmpfs("1m")  # allconv width 48: a 3.5 MB checkpoint
-    rc, out, err, lines = run_cli(_train_argv(data, disk / "run", "--epochs", "1", "--model-option", "width=48"), capsys)
+    rc, out, err, lines = run_cli(
+        _train_argv(data, disk / "run", "--epochs", "1", "--model-option", "width=48"), capsys
+    )
     _assert_disk_full_line(rc, err, lines, str(disk))
     assert not _temps(disk / "run"), _temps(disk / "run")

@@ -1,5 +1,6 @@
 """fcnkit.utils.outputs: never delete or write into what fcnkit did not write; --overwrite removes
 only fcnkit's own artifacts; a folder made by a failed job goes again."""
+
 from __future__ import annotations
 
 import errno
@@ -98,6 +99,17 @@ def test_convert_never_deletes_an_existing_folder(tmp_path, capsys):
     (mine / "thesis.tex").write_text("years of work")
     torch.save({"fc.weight": torch.zeros(3, 512)}, tmp_path / "w.pth")
     for extra in ([], ["--overwrite"]):
-        rc = main(["convert", "--arch", "torchvision:resnet18", "--weights", str(tmp_path / "w.pth"), "--out", str(mine), *extra])
+        rc = main(
+            [
+                "convert",
+                "--arch",
+                "torchvision:resnet18",
+                "--weights",
+                str(tmp_path / "w.pth"),
+                "--out",
+                str(mine),
+                *extra,
+            ]
+        )
         assert rc == 2 and "did not write" in capsys.readouterr().err
     assert (mine / "thesis.tex").read_text() == "years of work"

@@ -163,6 +163,9 @@ class FolderDataset(ArrayDataset):
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[self._index(index)]
         image, mask = read_image(pair.image), read_mask(pair.mask)
+        if image.dtype.kind == "f" and not np.isfinite(image).all():  # evaluation reads here, unvalidated
+            raise InputError(f"{pair.image}: the image holds NaN or inf pixels; replace them (e.g. numpy.nan_to_num) "
+                             "and save it again")
         if image.shape[:2] != mask.shape:
             raise InputError(
                 f"{pair.mask}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "

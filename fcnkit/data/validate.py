@@ -13,13 +13,15 @@ in a JSON file per dataset folder in the USER cache dir, ``$XDG_CACHE_HOME/fcnki
 never in the dataset folder, which may be read-only. A second run re-reads only files that changed;
 an unwritable cache folder only costs the re-reading.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +39,8 @@ MAX_INFERRED_CLASSES = 255
 def cache_file(root: str | os.PathLike) -> Path:
     """The cache file of the dataset folder ``root`` (in the user's cache dir, never in ``root``)."""
     base = os.environ.get("FCNKIT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcnkit")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fcnkit"
+    )
     key = hashlib.sha1(str(Path(root).resolve()).encode("utf-8")).hexdigest()[:16]
     return Path(base) / "datacheck" / f"{key}.json"
 
@@ -72,6 +75,7 @@ class FileFacts:
 
     def image(self, path: Path) -> dict[str, Any]:
         """``{"shape": [h, w], "finite": bool}``."""
+
         def read(p: Path) -> dict[str, Any]:
             arr = read_image(p)
             finite = bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
@@ -81,6 +85,7 @@ class FileFacts:
 
     def mask(self, path: Path) -> dict[str, Any]:
         """``{"shape": [h, w], "labels": sorted distinct labels}``."""
+
         def read(p: Path) -> dict[str, Any]:
             arr = read_mask(p)
             return {"shape": [int(arr.shape[0]), int(arr.shape[1])], "labels": np.unique(arr).tolist()}
@@ -128,15 +133,21 @@ def _check_pair(facts: FileFacts, pair, k: int, root: Path) -> None:
     more = f"; run `fcnkit data check {root}` to list every problem"
     image = facts.image(pair.image)
     if not image["finite"]:
-        raise InputError(f"{pair.image}: the image holds NaN or inf pixels; replace them (e.g. numpy.nan_to_num) "
-                         f"and save it again{more}")
+        raise InputError(
+            f"{pair.image}: the image holds NaN or inf pixels; replace them (e.g. numpy.nan_to_num) "
+            f"and save it again{more}"
+        )
     mask = facts.mask(pair.mask)
     if mask["shape"] != image["shape"]:
         (mh, mw), (ih, iw) = mask["shape"], image["shape"]
-        raise InputError(f"{pair.mask}: mask is {mh}x{mw} but its image {pair.image.name} is {ih}x{iw}; "
-                         f"resize the mask with NEAREST to the image size{more}")
+        raise InputError(
+            f"{pair.mask}: mask is {mh}x{mw} but its image {pair.image.name} is {ih}x{iw}; "
+            f"resize the mask with NEAREST to the image size{more}"
+        )
     bad = [v for v in mask["labels"] if v < 0 or (v >= k and v != IGNORE_INDEX)]
     if bad:
         shown = ", ".join(str(v) for v in bad[:5])
-        raise InputError(f"{pair.mask}: labels {shown} are outside 0..{k - 1} (255 = ignore); fix the mask or "
-                         f"declare more classes (classes.txt / --data-option num_classes=N){more}")
+        raise InputError(
+            f"{pair.mask}: labels {shown} are outside 0..{k - 1} (255 = ignore); fix the mask or "
+            f"declare more classes (classes.txt / --data-option num_classes=N){more}"
+        )

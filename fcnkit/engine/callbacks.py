@@ -59,7 +59,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         weights_only: Optional[bool] = None) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        return load_trainer_state(path, map_location)
+        return load_trainer_state(path, map_location, lightning=False)
 
 
 class FcnkitCheckpoint(L.Callback):
@@ -138,9 +138,10 @@ class FcnkitCheckpoint(L.Callback):
         save_checkpoint(self.run_dir / which, pl_module.model, config)
 
 
-def load_trainer_state(path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_trainer_state(path, map_location: Any = "cpu", lightning: bool = True) -> Any:
     """``torch.load(path, weights_only=True)`` (nothing is unpickled); a truncated, tampered or foreign
-    file is one :class:`~fcnkit.errors.InputError` naming it, not a traceback."""
+    file is one :class:`~fcnkit.errors.InputError` naming it, not a traceback. ``lightning``: it must
+    also be a Lightning checkpoint (a dict with ``state_dict``)."""
     from fcnkit.errors import InputError
 
     try:
@@ -153,6 +154,6 @@ def load_trainer_state(path, map_location: Any = "cpu") -> dict[str, Any]:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:140]
         raise InputError(f"{path}: cannot read the trainer state ({type(exc).__name__}: {first}); it is truncated or "
                          "not written by fcnkit (it was not unpickled); restore it, or start over with --overwrite") from None
-    if not isinstance(state, dict) or "state_dict" not in state:
+    if lightning and (not isinstance(state, dict) or "state_dict" not in state):
         raise InputError(f"{path}: not a Lightning trainer state (no 'state_dict'); restore it, or start over with --overwrite")
     return state

@@ -16,6 +16,7 @@ Disk full, read-only and permission errors become one line with the destination'
 known, the space needed (:func:`os_error_message`; the CLI prints it, exit 2); memory-mapped outputs
 reserve their blocks first (:func:`preallocate`), so a full disk is that error, not a SIGBUS.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,15 +24,26 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Iterator
 
 from fcnkit.errors import FcnkitError, InputError
 
-__all__ = ["OutputKind", "KINDS", "MARKER", "OutputError", "check_output", "prepare_output", "output_folder",
-           "check_output_file", "os_error_message", "preallocate", "remove_artifacts"]
+__all__ = [
+    "OutputKind",
+    "KINDS",
+    "MARKER",
+    "OutputError",
+    "check_output",
+    "prepare_output",
+    "output_folder",
+    "check_output_file",
+    "os_error_message",
+    "preallocate",
+    "remove_artifacts",
+]
 
 MARKER = ".fcnkit"
 
@@ -54,19 +66,82 @@ class OutputKind:
     fix: str = "pick another --out"
 
 
-KINDS = {k.name: k for k in (
-    OutputKind("run", "a run", ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config.yaml",
-               "curves.png", "report.md", "confusion.png", "predictions.png", "predictions", "init_from.json",
-               ".trainer.ckpt.*", ".best.*", ".last.*", ".config.yaml.*", ".metrics.csv.*", ".lock", "train.log"),
-               needs_overwrite=True,
-               fix="continue it with --resume {path}, start over with --overwrite, or pick another --out"),
-    OutputKind("checkpoint", "a checkpoint", ("model.safetensors", "config.json"), needs_overwrite=True,
-               fix="replace it with --overwrite, or pick another --out"),
-    OutputKind("predictions", "predictions", ("*_mask.png", "*_mask.tif", "*_overlay.png", "*_prob.npy", ".*.npy",
-               ".*_mask.*", ".*_overlay.*", ".*_prob.*"), needs_overwrite=False),
-    OutputKind("experiment", "an experiment", ("results.json", "summary.md", "*.png", "runs", "classifier",
-               "finetuned", "scratch", ".results.json.*", ".summary.md.*", ".*.png"), needs_overwrite=False),
-)}
+KINDS = {
+    k.name: k
+    for k in (
+        OutputKind(
+            "run",
+            "a run",
+            (
+                "best",
+                "last",
+                "trainer.ckpt",
+                "logs",
+                "metrics.csv",
+                "config.yaml",
+                "curves.png",
+                "report.md",
+                "confusion.png",
+                "predictions.png",
+                "predictions",
+                "init_from.json",
+                ".trainer.ckpt.*",
+                ".best.*",
+                ".last.*",
+                ".config.yaml.*",
+                ".metrics.csv.*",
+                ".report.md.*",
+                ".*.png",
+                "scores_*.json",
+                "*.lock",
+                ".lock",
+                "lock",
+                "train.log",
+            ),
+            needs_overwrite=True,
+            fix="continue it with --resume {path}, start over with --overwrite, or pick another --out",
+        ),
+        OutputKind(
+            "checkpoint",
+            "a checkpoint",
+            ("model.safetensors", "config.json"),
+            needs_overwrite=True,
+            fix="replace it with --overwrite, or pick another --out",
+        ),
+        OutputKind(
+            "predictions",
+            "predictions",
+            (
+                "*_mask.png",
+                "*_mask.tif",
+                "*_overlay.png",
+                "*_prob.npy",
+                ".*.npy",
+                ".*_mask.*",
+                ".*_overlay.*",
+                ".*_prob.*",
+            ),
+            needs_overwrite=False,
+        ),
+        OutputKind(
+            "experiment",
+            "an experiment",
+            (
+                "results.json",
+                "summary.md",
+                "*.png",
+                "runs",
+                "classifier",
+                "finetuned",
+                "scratch",
+                ".results.json.*",
+                ".summary.md.*",
+                ".*.png",
+            ),
+            needs_overwrite=False,
+        ),
+    )
+}
 
 
 def _kind(kind: str | OutputKind) -> OutputKind:
@@ -100,8 +175,10 @@ def check_output(path: str | os.PathLike, kind: str | OutputKind, overwrite: boo
     """
     kind, path = _kind(kind), Path(path)
     if path.exists() and not path.is_dir():
-        raise InputError(f"{kind.flag} {path}: is an existing file, not a folder; {kind.fix.format(path=path)} "
-                         "(fcnkit does not delete what it did not write)")
+        raise InputError(
+            f"{kind.flag} {path}: is an existing file, not a folder; {kind.fix.format(path=path)} "
+            "(fcnkit does not delete what it did not write)"
+        )
     if not path.exists():
         _check_writable(_existing_parent(path), path, kind)
         return False
@@ -111,13 +188,17 @@ def check_output(path: str | os.PathLike, kind: str | OutputKind, overwrite: boo
         return False
     marked = _marker_kind(path)
     if marked is not None and marked != kind.name:
-        raise InputError(f"{kind.flag} {path}: holds {KINDS[marked].what if marked in KINDS else marked} written by "
-                         f"fcnkit, not {kind.what}; pick another --out")
+        raise InputError(
+            f"{kind.flag} {path}: holds {KINDS[marked].what if marked in KINDS else marked} written by "
+            f"fcnkit, not {kind.what}; pick another --out"
+        )
     if marked is None or kind.name == "checkpoint":  # a checkpoint folder is replaced as a whole
         foreign = [n for n in entries if not _is_artifact(n, kind)]
         if foreign:
-            raise InputError(f"{kind.flag} {path}: folder holds files fcnkit did not write (e.g. '{foreign[0]}'); "
-                             "pick a new or empty --out folder (fcnkit never deletes what it did not write)")
+            raise InputError(
+                f"{kind.flag} {path}: folder holds files fcnkit did not write (e.g. '{foreign[0]}'); "
+                "pick a new or empty --out folder (fcnkit never deletes what it did not write)"
+            )
     holds = _holds_output(path, kind)
     if holds and kind.needs_overwrite and not overwrite:
         raise InputError(f"{kind.flag} {path}: already holds {kind.what}; {kind.fix.format(path=path)}")
@@ -180,14 +261,18 @@ def check_output_file(path: str | os.PathLike, flag: str, looks_like_ours) -> Pa
     if path.is_dir():
         raise InputError(f"{flag} {path}: is a folder; give a file path such as {path / 'scores.json'}")
     if path.exists() and not looks_like_ours(path):
-        raise InputError(f"{flag} {path}: the file exists and was not written by fcnkit; give a new file name "
-                         "(fcnkit does not overwrite what it did not write)")
+        raise InputError(
+            f"{flag} {path}: the file exists and was not written by fcnkit; give a new file name "
+            "(fcnkit does not overwrite what it did not write)"
+        )
     parent = _existing_parent(path)
     if not parent.is_dir():
         raise InputError(f"{flag} {path}: {parent} is a file, not a folder; give a path in a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {path}: {parent} is not writable (read-only or permission denied); "
-                         "give a path in a writable folder")
+        raise InputError(
+            f"{flag} {path}: {parent} is not writable (read-only or permission denied); "
+            "give a path in a writable folder"
+        )
     return path
 
 
@@ -202,16 +287,25 @@ def _check_writable(folder: Path, path: Path, kind: OutputKind) -> None:
     if not folder.is_dir():
         raise InputError(f"{kind.flag} {path}: {folder} is a file, not a folder; pick another --out")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{kind.flag} {path}: {folder} is not writable (read-only or permission denied); "
-                         "pick a writable --out folder")
+        raise InputError(
+            f"{kind.flag} {path}: {folder} is not writable (read-only or permission denied); "
+            "pick a writable --out folder"
+        )
 
 
-_DISK = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-         errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-         errno.EFBIG: "file too large for the file system"}
+_DISK = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EFBIG: "file too large for the file system",
+}
 
 
-def os_error_message(exc: BaseException, path: str | os.PathLike | None = None, needed: int | None = None) -> str | None:
+def os_error_message(
+    exc: BaseException, path: str | os.PathLike | None = None, needed: int | None = None
+) -> str | None:
     """One line for a write the disk refused (full, quota, read-only, permission), else ``None``."""
     if not isinstance(exc, OSError) or exc.errno not in _DISK:
         return None
