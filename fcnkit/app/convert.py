@@ -78,7 +78,6 @@ def convert_classifier(
         from_classifier,
     )
     from fcnkit.data.io import voc_palette
-
     from fcnkit.utils.outputs import check_output
 
     if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):

@@ -82,12 +82,11 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
     """
     from fcnkit import checkpoint
     from fcnkit.data.io import voc_palette
-
     from fcnkit.utils.device import resolve_device
     from fcnkit.utils.outputs import check_output, output_folder
 
     files = expand_inputs(inputs)
-    device = resolve_device(device)
+    device = resolve_device(device) if device is not None else resolve_device("cpu")  # a bad name: one line, first
     checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
     check_output(out_dir, "predictions")  # never writes into a folder of the user's files
     model, config = checkpoint.load_checkpoint(run_dir, map_location=device)
