@@ -57,7 +57,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        _name(exc, path, tmp)
+        _name(exc, path, Path(tmp))
         raise
 
 
