@@ -80,3 +80,14 @@ def test_data_check_reports_symlink_loops_nan_and_labels_outside_classes(tmp_pat
     assert any("s4.png: labels 3 are outside 0..1" in p for p in problems), problems
     with pytest.raises(InputError, match="symlink loop"):  # and the loader refuses, not skips
         load_dataset(str(data), "train")
+
+
+def test_data_check_command_lists_them_and_exits_2(tmp_path, capsys):
+    from fcnkit.cli.main import main
+
+    data = bad.write_dataset(tmp_path / "data", n=6)
+    bad.symlink_loop(data / "masks", "s9.png")
+    rc = main(["data", "check", str(data)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in out + err
+    assert "s9.png: is a symlink loop; point it at the real file or remove it" in out
