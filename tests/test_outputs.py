@@ -113,3 +113,13 @@ def test_convert_never_deletes_an_existing_folder(tmp_path, capsys):
         )
         assert rc == 2 and "did not write" in capsys.readouterr().err
     assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_users_config_yaml_in_an_unmarked_folder_is_theirs(tmp_path):
+    """`fcnkit train --config RUN/config.yaml --out RUN`: fcnkit would rewrite that file, so refuse."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("epochs: 3\n")
+    with pytest.raises(InputError, match="config.yaml"):
+        prepare_output(run, "run", overwrite=True)
+    assert (run / "config.yaml").read_text() == "epochs: 3\n"

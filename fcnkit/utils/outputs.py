@@ -56,7 +56,9 @@ class OutputError(FcnkitError):
 class OutputKind:
     """What one job writes into its folder: ``artifacts`` are glob patterns of its own entries
     (``overwrite`` removes these and nothing else); ``needs_overwrite``: an existing output of this
-    kind is replaced only with ``overwrite`` (a run, a checkpoint), else outputs are replaced by name."""
+    kind is replaced only with ``overwrite`` (a run, a checkpoint), else outputs are replaced by name.
+    ``weak``: artifact names a user may well have written themselves (a run's ``config.yaml``): in a
+    folder without the marker they count as fcnkit's only next to a real output (``best/``, ...)."""
 
     name: str
     what: str
@@ -64,6 +66,7 @@ class OutputKind:
     needs_overwrite: bool
     flag: str = "--out"
     fix: str = "pick another --out"
+    weak: tuple[str, ...] = ()
 
 
 KINDS = {
@@ -100,6 +103,7 @@ KINDS = {
             ),
             needs_overwrite=True,
             fix="continue it with --resume {path}, start over with --overwrite, or pick another --out",
+            weak=("config.yaml", "report.md", "metrics.csv"),
         ),
         OutputKind(
             "checkpoint",
@@ -193,7 +197,8 @@ def check_output(path: str | os.PathLike, kind: str | OutputKind, overwrite: boo
             f"fcnkit, not {kind.what}; pick another --out"
         )
     if marked is None or kind.name == "checkpoint":  # a checkpoint folder is replaced as a whole
-        foreign = [n for n in entries if not _is_artifact(n, kind)]
+        holds_output = _holds_output(path, kind)
+        foreign = [n for n in entries if not _is_artifact(n, kind) or (n in kind.weak and not holds_output)]
         if foreign:
             raise InputError(
                 f"{kind.flag} {path}: folder holds files fcnkit did not write (e.g. '{foreign[0]}'); "
