@@ -61,7 +61,10 @@ def to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scr
         cell = np.rint((np.arange(n, dtype=np.float64) - float(o)) / float(j)).astype(np.int64)
         idx.append(np.clip(cell, 0, total - 1))
     if scratch is not None:
+        from fcnkit.utils.outputs import preallocate
+
         out = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=size)
+        preallocate(scratch, os.path.getsize(scratch))  # a full disk is an error here, not SIGBUS later
     else:
         out = np.empty(size, dtype=np.uint8)
     for y in range(0, size[0], 1024):
@@ -79,20 +82,23 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
     """
     from fcnkit import checkpoint
     from fcnkit.data.io import voc_palette
+    from fcnkit.utils.device import resolve_device
+    from fcnkit.utils.outputs import check_output, output_folder
 
     files = expand_inputs(inputs)
+    device = resolve_device(device) if device is not None else resolve_device("cpu")  # a bad name: one line, first
     checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
-    model, config = checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
+    check_output(out_dir, "predictions")  # never writes into a folder of the user's files
+    model, config = checkpoint.load_checkpoint(run_dir, map_location=device)
     if config.get("task", "segmentation") != "segmentation":
         raise InputError(f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint")
     norm = config.get("normalization") or {}
     channels = int(config.get("in_channels", 3))
     mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
     palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    with eval_mode(model, model_device(model, device)):
+    # a folder this job creates goes again if the first input fails: bad input leaves nothing behind
+    with output_folder(out_dir, "predictions") as out_dir, eval_mode(model, model_device(model, device)):
         for path in files:
             source = open_image(path, channels, mean, std)
             job = TiledJob(model, source, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)

@@ -24,9 +24,6 @@ from fcnkit.errors import InputError, MissingFileError
 
 __all__ = ["train", "train_and_log", "is_main_process"]
 
-# artifacts a run folder may hold; --overwrite removes these and nothing else
-_RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config.yaml", "curves.png",
-                  "report.md", "confusion.png", "predictions.png", "predictions", "init_from.json")
 # settings that define what is being trained: a resumed run cannot change them
 _FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime", "val_split")
 
@@ -67,6 +64,9 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: 
     data = task.datamodule(cfg, regime)
     info = data.info
     _check_data_task(cfg, info)
+    from fcnkit.data.validate import validate_before_training
+
+    validate_before_training([data.train_set, getattr(data, "val_set", None)])  # every file, before any epoch
     model = _build_model(cfg, info)
     init_report = None
     if cfg.init_from and not cfg.resume:
@@ -139,6 +139,9 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     run = Path(cfg.resume)
     if not (run / TRAINER_CKPT).is_file() or not (run / "config.yaml").is_file():
         raise MissingFileError(f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'")
+    from fcnkit.engine.callbacks import load_trainer_state
+
+    load_trainer_state(run / TRAINER_CKPT)  # truncated/tampered: one line before anything is written
     saved = load_config(run / "config.yaml")
     defaults, given = TrainConfig(), cfg.to_dict()
     changed = {k: v for k, v in given.items() if v != getattr(defaults, k) and k not in ("resume", "out")}
@@ -153,21 +156,14 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
 
 
 def _prepare_fresh(run: Path, overwrite: bool, clear: bool) -> None:
-    from fcnkit.engine.callbacks import TRAINER_CKPT
+    """Refuse a ``--out`` that holds a run (without --overwrite) or anything fcnkit did not write;
+    with ``clear``, remove the old run's artifacts (only those) and mark the folder as a run."""
+    from fcnkit.utils.outputs import check_output, prepare_output
 
-    holds_run = any((run / name).exists() for name in ("best", "last", TRAINER_CKPT))
-    if holds_run and not overwrite:
-        raise InputError(f"{run} already holds a run; continue it with --resume {run}, start over with --overwrite, or pick another --out")
-    if not clear:
+    if not clear or not is_main_process():  # under torchrun every rank gets here: one writes
+        check_output(run, "run", overwrite)
         return
-    if holds_run and is_main_process():  # under torchrun every rank gets here: one deletes
-        for name in _RUN_ARTIFACTS:
-            target = run / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    run.mkdir(parents=True, exist_ok=True)
+    prepare_output(run, "run", overwrite)
 
 
 def _build_model(cfg: TrainConfig, info):

@@ -43,11 +43,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from fcnkit.app.predict import predict_files
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or "auto"
     results = predict_files(
         args.run_dir, args.inputs, args.out, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
         blend=args.blend, overlap=args.overlap, device=device, memory_budget=args.memory_budget,
