@@ -236,7 +236,8 @@ class Patchwise(Regime):
         return patch_collate
 
 
-REGIMES = {"whole": WholeImage, "loss-sampling": LossSampling, "class-balanced": ClassBalanced, "patchwise": Patchwise}
+REGIMES = {"whole": WholeImage, "loss-sampling": LossSampling, "class-balanced": ClassBalanced, "patchwise": Patchwise,
+           "tiled": None}  # tiled (fcnkit.training.tiled_regime) wraps one of the first three; built by build_tiled
 
 
 def build_regime(spec: str | dict | None) -> Regime:
@@ -253,6 +254,10 @@ def build_regime(spec: str | dict | None) -> Regime:
     if name not in REGIMES:
         raise InputError(f"regime: unknown name '{name}'{did_you_mean(name, REGIMES)}; available: {', '.join(REGIMES)}")
     spec = {**_parse_inline(name, inline), **spec}
+    if name == "tiled":  # a wrapper: its remaining options belong to the regime it wraps
+        from fcnkit.training.tiled_regime import build_tiled
+
+        return build_tiled(spec)
     cls = REGIMES[name]
     allowed = [f.name for f in dataclasses.fields(cls) if f.name != "name" and not f.name.startswith("_")]
     for key in spec:
