@@ -28,7 +28,7 @@ def _net(kind):
         m = build_model("allconv", num_classes=K, width=4, norm="none", padding="valid", output="coarse")
     else:
         m = build_model("fcn8s", num_classes=K)
-    for name, p in m.named_parameters():
+    for p in m.parameters():
         torch.nn.init.normal_(p, std=0.3 if kind != "fcn8s" else 0.1)  # non-zero skips, non-trivial BatchNorm
     for b in m.modules():
         if isinstance(b, torch.nn.BatchNorm2d):

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError
 from fcnkit.inference.tiling import TilePlan, core_cells, origin_cell, plan_tiles
 
@@ -49,7 +50,6 @@ __all__ = ["TiledResult", "tileable_geometry", "tiled_backward", "tiled_gradient
 
 LOSSES = ("ce",)
 REDUCTIONS = ("sum", "mean")
-IGNORE_INDEX = 255
 
 
 class TiledResult:
@@ -66,8 +66,9 @@ def tileable_geometry(model: nn.Module, in_channels: int, geometry=None):
     whole-image gradient; :class:`InputError` naming the layer and the fix otherwise."""
     for name, module in model.named_modules():
         if module.training and isinstance(module, nn.modules.batchnorm._BatchNorm):
-            raise InputError(f"layer '{name}' is BatchNorm in training mode: its statistics over a tile differ from those "
-                             "over the whole image; freeze it (call .eval() on the BatchNorm layers) or build with norm='none'")
+            raise InputError(f"layer '{name}' is BatchNorm in training mode: its statistics over a tile differ "
+                             "from those over the whole image; freeze it (call .eval() on the BatchNorm layers) "
+                             "or build with norm='none'")
         if module.training and isinstance(module, nn.modules.dropout._DropoutNd):
             raise InputError(f"layer '{name}' is Dropout in training mode: each tile would draw its own mask; "
                              "call .eval() on it or build the model without dropout")
@@ -80,7 +81,8 @@ def tileable_geometry(model: nn.Module, in_channels: int, geometry=None):
                          "use a net without it (norm='none' or eval-mode BatchNorm instead of group/instance norm)")
     for s, a in zip(geometry.stride, geometry.align):
         if (Fraction(a) / Fraction(s)).denominator != 1:
-            raise InputError(f"{type(model).__name__}: output stride {s} does not divide its alignment {a}; train it whole (tile=None)")
+            raise InputError(f"{type(model).__name__}: output stride {s} does not divide its alignment {a}; "
+                             "train it whole (tile=None)")
     return geometry
 
 
@@ -95,8 +97,9 @@ def training_tile(model: nn.Module, geometry, in_channels: int, budget: int) -> 
     side = int(math.sqrt(budget / per_px)) // align * align
     smallest = 2 * max(geometry.halo()) + align
     if side < smallest:
-        raise InputError(f"memory budget {budget / 2**20:.0f} MiB fits no training tile of this model (a {smallest}x{smallest} "
-                         f"tile needs about {per_px * smallest**2 / 2**20:.0f} MiB); raise the budget or pass tile=N")
+        raise InputError(f"memory budget {budget / 2**20:.0f} MiB fits no training tile of this model (a "
+                         f"{smallest}x{smallest} tile needs about {per_px * smallest**2 / 2**20:.0f} MiB); "
+                         "raise the budget or pass tile=N")
     return side
 
 
@@ -126,7 +129,8 @@ def training_bytes_per_pixel(model: nn.Module, in_channels: int, size: int = 64)
         elements = sum(t.numel() for t in saved.values() if t.dim() >= 3)
         peak = _elements_per_pixel(model, in_channels)
         return (elements / side**2 + peak) * torch.finfo(dtype).bits / 8 * 1.25
-    raise InputError(f"{type(model).__name__}: cannot run the model to size its training tiles; pass tile=N instead of 'auto'")
+    raise InputError(f"{type(model).__name__}: cannot run the model to size its training tiles; "
+                     "pass tile=N instead of 'auto'")
 
 
 def tiled_gradients(model: nn.Module, image, mask, tile, *, loss: str = "ce", weights=None, class_weights=None,
@@ -221,7 +225,8 @@ class _TiledPass:
         x = source.read((tile.rows.start, tile.rows.stop), (tile.cols.start, tile.cols.stop))
         y = select_output(self.model(x[None].to(self.device, non_blocking=True)))
         if not isinstance(y, torch.Tensor) or y.dim() != 4:
-            raise InputError(f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; tiled training needs a segmentation model")
+            raise InputError(f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; "
+                             "tiled training needs a segmentation model")
         return y
 
     def cells(self, tile, out_shape) -> tuple[slice, slice]:

@@ -52,7 +52,8 @@ class Tiled(Regime):
 
     def __post_init__(self):
         if self.tile != "auto" and (isinstance(self.tile, bool) or not isinstance(self.tile, int) or self.tile < 1):
-            raise InputError(f"regime 'tiled': tile must be a whole number of pixels or auto, got {self.tile!r}; e.g. tile=512")
+            raise InputError(f"regime 'tiled': tile must be a whole number of pixels or auto, got {self.tile!r}; "
+                             "e.g. tile=512")
         if self.memory != "auto":
             from fcnkit.inference.predict import parse_memory
 
@@ -60,7 +61,8 @@ class Tiled(Regime):
         if not isinstance(self.freeze_bn, bool):
             raise InputError(f"regime 'tiled': freeze_bn must be true or false, got {self.freeze_bn!r}")
         if self.inner.name not in SAMPLES:
-            raise InputError(f"regime 'tiled': sample={self.inner.name} cannot be tiled; use one of {', '.join(SAMPLES)}")
+            raise InputError(f"regime 'tiled': sample={self.inner.name} cannot be tiled; "
+                             f"use one of {', '.join(SAMPLES)}")
 
     @property
     def sample(self) -> str:
@@ -89,7 +91,8 @@ class Tiled(Regime):
 
             p = next(model.parameters(), None)
             device = p.device if p is not None else torch.device("cpu")
-            tile = training_tile(model, geometry, channels, _budget(device, None if self.memory == "auto" else self.memory))
+            budget = _budget(device, None if self.memory == "auto" else self.memory)
+            tile = training_tile(model, geometry, channels, budget)
         return dataclasses.replace(self, inner=inner, _tile=int(tile), _geometry=geometry)
 
     def train_dataset(self, dataset):
@@ -139,7 +142,8 @@ def build_tiled(spec: dict) -> Tiled:
     own = {k: spec.pop(k) for k in _OWN if k in spec}
     sample = str(own.pop("sample", "whole"))
     if sample not in SAMPLES:
-        raise InputError(f"regime 'tiled': sample '{sample}' is not known{did_you_mean(sample, SAMPLES)}; use one of {', '.join(SAMPLES)}")
+        raise InputError(f"regime 'tiled': sample '{sample}' is not known{did_you_mean(sample, SAMPLES)}; "
+                         f"use one of {', '.join(SAMPLES)}")
     if isinstance(own.get("freeze_bn"), str):
         own["freeze_bn"] = {"true": True, "false": False}.get(own["freeze_bn"].lower(), own["freeze_bn"])
     if "memory" in own:
@@ -155,7 +159,8 @@ class _frozen_bn:
     """Within the block, BatchNorm layers run in eval mode (running statistics) when ``on``."""
 
     def __init__(self, model: nn.Module, on: bool):
-        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training] if on else []
+        bn = nn.modules.batchnorm._BatchNorm
+        self.layers = [m for m in model.modules() if isinstance(m, bn) and m.training] if on else []
 
     def __enter__(self):
         for m in self.layers:
