@@ -168,3 +168,15 @@ def test_auto_tile_fits_the_budget_and_is_aligned():
     assert small % 8 == 0 and large % 8 == 0 and 2 * small - 16 <= large <= 2 * small + 16  # side ~ sqrt(budget)
     with pytest.raises(InputError, match="fits no training tile"):
         training_tile(model, g, 3, 1 << 10)
+
+
+def test_even_tile_keeps_the_tile_count_and_shrinks_the_overlap():
+    from fcnkit.inference.tiling import plan_axis
+    from fcnkit.training.tiled_backward import even_tile
+
+    assert even_tile(2048, 1500, 32, 8) == 1056  # 2 tiles sharing one seam of 2 halos, not 1500 + 612
+    for length in range(150, 2500, 37):
+        for tile, halo, align in ((100, 32, 8), (512, 32, 8), (1500, 192, 32)):
+            w = even_tile(length, tile, halo, align)
+            assert w <= tile and w % align == 0 or w == tile
+            assert len(plan_axis(length, w, halo, align)) == len(plan_axis(length, tile, halo, align))

@@ -133,6 +133,21 @@ def training_bytes_per_pixel(model: nn.Module, in_channels: int, size: int = 64)
                      "pass tile=N instead of 'auto'")
 
 
+def even_tile(length: int, tile: int, halo: int, align: int) -> int:
+    """The smallest aligned window that covers ``length`` with as few tiles as windows of ``tile``.
+
+    ``n`` windows of width ``w`` cover ``n * w - 2 * halo * (n - 1)`` pixels (neighbours share two
+    halos), so a 2048-pixel side with halo 32 needs 2 windows of 1056, not 1504 + 608: the halo
+    is recomputed once per seam, not over half a tile. Never larger than ``tile``.
+    """
+    t = tile // align * align
+    if length <= t or t - 2 * halo < align:
+        return tile  # one tile, or a tile the planner refuses with its own message
+    n = -(-(length - 2 * halo) // (t - 2 * halo))
+    w = -(-(length + 2 * halo * (n - 1)) // n)
+    return min(-(-w // align) * align, t)
+
+
 def tiled_gradients(model: nn.Module, image, mask, tile, *, loss: str = "ce", weights=None, class_weights=None,
                     ignore_index: int = IGNORE_INDEX, reduction: str = "sum", geometry=None,
                     memory_budget=None) -> TiledResult:
@@ -159,7 +174,7 @@ def tiled_backward(model: nn.Module, image, mask, tile, *, loss: str = "ce", wei
             (``fcnkit.inference.open_image``: a memory-mapped TIFF is read tile by tile).
         mask: ``[H', W']`` (``[B, H', W']``) targets of the model's output cells, int, 255 = ignore;
             a tensor or a numpy array (memory-mapped welcome).
-        tile: tile side in input pixels (rounded down to the alignment), ``None`` = one tile, or
+        tile: largest tile side in input pixels (tiles are evened out: :func:`even_tile`), ``None`` = one tile, or
             ``"auto"``: the largest whose forward + backward fit ``memory_budget`` (default 512 MiB
             on CPU, half the free memory on CUDA).
         loss: ``"ce"``, the pixelwise cross-entropy of :func:`fcnkit.training.losses.pixelwise_loss`.
@@ -213,10 +228,13 @@ class _TiledPass:
         self.params = [q for q in model.parameters() if q.requires_grad]
 
     def plan(self, size: tuple[int, int]) -> TilePlan:
-        """The tile plan of one image (the inference planner: halo and alignment from the geometry)."""
+        """The tile plan of one image (the inference planner: halo and alignment from the geometry),
+        with the tiles evened out (:func:`even_tile`)."""
         if self.tile is None or self.tile >= max(size):
             return plan_tiles(size, size, 0, 1)
-        return plan_tiles(size, self.tile, self.geometry.halo(), self.geometry.align, "crop")
+        halo, align = self.geometry.halo(), self.geometry.align
+        tile = tuple(even_tile(n, self.tile, h, a) for n, h, a in zip(size, halo, align))
+        return plan_tiles(size, tile, halo, align, "crop")
 
     def forward_tile(self, source, tile) -> torch.Tensor:
         """Logits ``[1, K, h, w]`` of one tile window (with autograd)."""
