@@ -141,7 +141,7 @@ def even_tile(length: int, tile: int, halo: int, align: int) -> int:
     is recomputed once per seam, not over half a tile. Never larger than ``tile``.
     """
     t = tile // align * align
-    if length <= t or t - 2 * halo < align:
+    if length <= tile or t - 2 * halo < align:
         return tile  # one tile, or a tile the planner refuses with its own message
     n = -(-(length - 2 * halo) // (t - 2 * halo))
     w = -(-(length + 2 * halo * (n - 1)) // n)
