@@ -1,0 +1,264 @@
+"""Experiment ``large-image``: whole-image steps vs exact tiled steps vs random patches, at equal wall time.
+
+Data: large images made of real digit canvases. A *mosaic* is a ``grid x grid`` arrangement of
+``digit-canvas`` canvases (64 x 84 pixels, 1-3 MNIST digits each, labels 0 = background,
+k + 1 = digit k), so a mosaic of grid 6 is 384 x 504 pixels with 6-18 digits; training mosaics
+come from the canvases of the train split, validation mosaics from the val split::
+
+    +------+------+------+
+    | 3  7 |   1  | 5    |    one mosaic = grid x grid canvases (here 3 x 3)
+    +------+------+------+
+    |  2   | 9    |  4 8 |
+    +------+------+------+
+
+One model (``allconv``, ``norm="none"``: no batch statistics, so tiles are exact), one optimiser
+(Adam), the same wall-time budget per arm, one mosaic per step (cycled)::
+
+    whole            model(mosaic) -> pixelwise loss -> backward
+    tiled            fcnkit.tiled_backward(tile=T): the same gradient, memory of one tile
+    patches          ``patches`` random N x N crops (uniform centres), loss on their labelled pixels
+    tiled p=0.25     tiled + loss sampling p=0.25 on the stride-8 cells: tiles without a sampled
+                     cell are skipped (forward and backward)
+    tiled p=0.25 b64 the same with 64 x 64-pixel sampling blocks (``cell=64``), so whole tile cores
+                     can be empty and skipping saves compute
+
+Measured: for each arm on the first mosaic (fresh processes for memory), the max relative
+difference of its gradient from the whole-image one (tiled: equal to float32 rounding), the step
+time (median of ``repeats``) and the peak resident memory a step adds (RSS after the step minus
+RSS before it); during training, steps done, training loss, tiles skipped, and validation mean
+IU (whole-image prediction of the validation mosaics) at the end of the budget.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from fcnkit.experiments import runner
+from fcnkit.metrics import confusion_matrix, scores
+
+__all__ = ["run", "ARMS", "DEFAULTS", "make_mosaics"]
+
+ARMS = ("whole", "tiled", "patches", "tiled p=0.25", "tiled p=0.25 b64")
+REFERENCE_MINUTES = 4.0
+DEFAULTS = {"grid": 6, "train_mosaics": 8, "val_mosaics": 2, "tile": 192, "patch": 96, "patches": 4,
+            "width": 16, "lr": 3e-3, "repeats": 3, "seconds_per_arm": 36.0}
+NUM_CLASSES = 11
+
+
+def make_mosaics(split: str, grid: int, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` mosaics of ``grid x grid`` digit canvases: images uint8 and masks int64 ``(N, H, W)``."""
+    from fcnkit.data.canvas import DEFAULT_SIZE, make_canvases
+
+    images, masks = make_canvases(split, DEFAULT_SIZE, count * grid * grid, seed)[:2]
+    h, w = DEFAULT_SIZE
+    shape = (count, grid, grid, h, w)
+    images = images.reshape(shape).transpose(0, 1, 3, 2, 4).reshape(count, grid * h, grid * w)
+    masks = masks.reshape(shape).transpose(0, 1, 3, 2, 4).reshape(count, grid * h, grid * w)
+    return images, masks.astype(np.int64)
+
+
+def _data(settings, seed=0):
+    train_x, train_y = make_mosaics("train", settings["grid"], settings["train_mosaics"], seed)
+    val_x, val_y = make_mosaics("val", settings["grid"], settings["val_mosaics"], seed)
+    mean, std = float(train_x.mean()) / 255, float(train_x.std()) / 255
+
+    def norm(x):
+        return ((torch.from_numpy(x.astype(np.float32)) / 255 - mean) / std)[:, None]
+
+    return norm(train_x), torch.from_numpy(train_y), norm(val_x), torch.from_numpy(val_y)
+
+
+def _model(settings, seed=0):
+    from fcnkit.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model("allconv", num_classes=NUM_CLASSES, in_channels=1, width=settings["width"], norm="none")
+
+
+class _Step:
+    """One training step of an arm on image ``x [1, H, W]`` and mask ``y [H, W]``: gradients in ``.grad``."""
+
+    def __init__(self, arm: str, model, settings, seed: int = 0):
+        from fcnkit.training.regimes import LossSampling
+
+        self.arm, self.model, self.settings = arm, model, settings
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sampling = None
+        if arm.startswith("tiled p="):
+            self.sampling = LossSampling(p=0.25, seed=seed, cell=64 if arm.endswith("b64") else "auto").bind(model)
+        self.tiles = self.skipped = 0
+
+    def __call__(self, x, y, step: int) -> float:
+        from fcnkit.training.losses import pixelwise_loss
+        from fcnkit.training.samplers import crop_patches, uniform_centres
+        from fcnkit.training.tiled_backward import tiled_gradients
+
+        self.model.zero_grad(set_to_none=True)
+        if self.arm == "whole":
+            loss = pixelwise_loss(self.model(x[None]), y[None])
+            loss.backward()
+            return float(loss.detach())
+        if self.arm == "patches":
+            n = self.settings["patch"]
+            centres = uniform_centres(tuple(y.shape), self.settings["patches"], self.generator)
+            px, py = crop_patches(x, y, centres, n)
+            loss = pixelwise_loss(self.model(px), py)
+            loss.backward()
+            return float(loss.detach())
+        weights = None
+        if self.sampling is not None:
+            batch = {"image": x[None], "mask": y[None]}
+            weights = self.sampling.weight_map(batch, torch.empty(1, 1, *y.shape), step=step)[0]
+        result = tiled_gradients(self.model, x, y, self.settings["tile"], weights=weights, reduction="mean")
+        for p, g in zip([p for p in self.model.parameters() if p.requires_grad], result.grads):
+            p.grad = g
+        self.tiles += result.tiles
+        self.skipped += result.skipped
+        return result.loss
+
+
+def _measure_one(arm, settings, queue) -> None:
+    """In a fresh process: one step's time (median of repeats), its added peak RSS and its gradient."""
+    torch.set_num_threads(settings["threads"])
+    x, y, _, _ = _data(settings)
+    model = _model(settings)
+    step = _Step(arm, model, settings)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(settings["repeats"]):
+        t0 = time.perf_counter()
+        step(x[0], y[0], 0)
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    queue.put({"arm": arm, "step_seconds": statistics.median(times), "step_seconds_all": times,
+               "peak_added_mb": (peak - before) / 1024, "grads": grads,
+               "tiles": step.tiles / settings["repeats"], "skipped": step.skipped / settings["repeats"]})
+
+
+def measure(settings) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    out = {}
+    for arm in ARMS:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_measure_one, args=(arm, settings, queue))
+        proc.start()
+        out[arm] = queue.get()
+        proc.join()
+    ref = out["whole"].pop("grads")
+    for arm in ARMS[1:]:
+        grads = out[arm].pop("grads")
+        out[arm]["grad_rel_diff"] = max(float((g - r).abs().max() / r.abs().max().clamp_min(1e-30))
+                                        for g, r in zip(grads, ref))
+    out["whole"]["grad_rel_diff"] = 0.0
+    return out
+
+
+def _mean_iu(model, val_x, val_y) -> float:
+    cm = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
+    with torch.no_grad():
+        model.eval()
+        for x, y in zip(val_x, val_y):
+            cm += confusion_matrix(model(x[None]).argmax(1)[0], y, NUM_CLASSES)
+        model.train()
+    return float(scores(cm)["mean_iu"])
+
+
+def train_arm(arm, settings, data) -> dict:
+    train_x, train_y, val_x, val_y = data
+    model = _model(settings)
+    step = _Step(arm, model, settings)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings["lr"])
+    curve, spent, k = [], 0.0, 0
+    while spent < settings["seconds_per_arm"]:
+        t0 = time.perf_counter()
+        loss = step(train_x[k % len(train_x)], train_y[k % len(train_y)], k)
+        optimizer.step()
+        spent += time.perf_counter() - t0
+        k += 1
+        curve.append({"step": k, "seconds": spent, "loss": loss})
+    tail = [c["loss"] for c in curve[-max(1, len(curve) // 10):]]
+    return {"steps": k, "seconds": spent, "final_loss": sum(tail) / len(tail),
+            "val_mean_iu": _mean_iu(model, val_x, val_y),
+            "tiles_skipped": step.skipped / max(1, step.tiles + step.skipped), "curve": curve}
+
+
+def run(out_dir, *, seeds: int = 1, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
+        datasets: list[str] | None = None, progress=None, threads: int | None = None, **overrides) -> dict:
+    """Run the experiment into ``out_dir`` (results.json, large_image.png, summary.md); CPU only."""
+    from fcnkit.errors import InputError
+
+    if datasets:
+        raise InputError("large-image builds its own mosaics of digit canvases; drop --datasets")
+    if device == "cuda":
+        raise InputError("large-image runs on the CPU for now; use --device cpu")
+    settings = {**DEFAULTS, **overrides, "threads": threads or 1}
+    scale = (budget_minutes or REFERENCE_MINUTES) / REFERENCE_MINUTES
+    settings["seconds_per_arm"] = DEFAULTS["seconds_per_arm"] * scale
+    old = torch.get_num_threads()
+    torch.set_num_threads(settings["threads"])
+    try:
+        results = {"experiment": "large-image", "settings": settings, "machine": runner.machine_info("cpu")}
+        results["measure"] = measure(settings)
+        if progress:
+            progress("measured one step of each arm")
+        data = _data(settings)
+        results["image_size"] = list(data[0].shape[-2:])
+        results["train"] = {}
+        for seed in range(seeds):
+            for arm in ARMS:
+                results["train"].setdefault(arm, []).append(train_arm(arm, settings, data))
+                if progress:
+                    r = results["train"][arm][-1]
+                    progress(f"{arm} seed {seed}: {r['steps']} steps, val mean IU {r['val_mean_iu']:.3f}")
+        results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    finally:
+        torch.set_num_threads(old)
+    runner.write_outputs(out_dir, results, summary(results), {"large_image": lambda p: _plot(results, p)})
+    return results
+
+
+def summary(results) -> str:
+    s, m = results["settings"], results["measure"]
+    h, w = results["image_size"]
+    rows = []
+    for arm in ARMS:
+        tr = results["train"][arm]
+        a = m[arm]
+        skipped = f"{a['skipped'] / max(1, a['tiles'] + a['skipped']):.0%}" if arm.startswith("tiled") else "-"
+        rows.append([arm, f"{a['grad_rel_diff']:.1e}", f"{a['step_seconds']:.2f}", f"{a['peak_added_mb']:.0f}", skipped,
+                     round(statistics.mean(r["steps"] for r in tr), 1),
+                     f"{statistics.mean(r['final_loss'] for r in tr):.3f}",
+                     f"{statistics.mean(r['val_mean_iu'] for r in tr):.3f}"])
+    table = runner.markdown_table(["arm", "grad diff vs whole", "step s", "step peak +MB", "tiles skipped", "steps",
+                                   "final loss", "val mean IU"], rows)
+    return (f"# large-image\n\n{runner.measured_on(results)}\n\n"
+            f"Mosaics of {s['grid']} x {s['grid']} digit canvases ({h} x {w} pixels), {s['train_mosaics']} for "
+            "training, "
+            f"{s['val_mosaics']} for validation; allconv width {s['width']} (norm none), Adam lr {s['lr']}, one mosaic "
+            f"per step, {s['seconds_per_arm']:.0f} s of training steps per arm; tiles of {s['tile']} px; patches: "
+            f"{s['patches']} crops of {s['patch']} px.\n\n{table}\n\n"
+            "grad diff: max relative difference of one step's gradient from the whole-image one (float32). "
+            "step peak +MB: resident memory a step adds on top of the process after loading "
+            "(fresh process per arm; at this size the mosaic itself is small).\n")
+
+
+def _plot(results, path) -> None:
+    from fcnkit.experiments.plots import new_figure, save
+
+    fig, axes = new_figure(1, 1, (6.0, 4.0))
+    ax = axes[0, 0]
+    for arm in ARMS:
+        c = results["train"][arm][0]["curve"]
+        ax.plot([p["seconds"] for p in c], [p["loss"] for p in c], label=arm)
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    save(fig, path)
+
