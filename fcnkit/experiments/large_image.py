@@ -19,22 +19,22 @@ One model (``allconv``, ``norm="none"``: no batch statistics, so tiles are exact
     patches          ``patches`` random N x N crops (uniform centres), loss on their labelled pixels
     tiled p=0.25     tiled + loss sampling p=0.25 on the stride-8 cells: tiles without a sampled
                      cell are skipped (forward and backward)
-    tiled p=0.25 b64 the same with 64 x 64-pixel sampling blocks (``cell=64``), so whole tile cores
-                     can be empty and skipping saves compute
+    tiled p=0.25 b128 the same with 128 x 128-pixel sampling blocks (``cell=128``), so whole tile
+                     cores can be empty and skipping saves compute
 
-Measured: for each arm on the first mosaic (fresh processes for memory), the max relative
-difference of its gradient from the whole-image one (tiled: equal to float32 rounding), the step
-time (median of ``repeats``) and the peak resident memory a step adds (RSS after the step minus
-RSS before it); during training, steps done, training loss, tiles skipped, and validation mean
+Measured: for each arm on the first mosaic, in a fresh process, the max relative difference of its
+gradient from the whole-image one (tiled: equal to float32 rounding), the step time (median of
+``repeats`` after the first step) and the peak resident memory the first step adds (Linux: peak
+RSS reset before it, minus the RSS then); during training, steps done, training loss, tiles skipped, and validation mean
 IU (whole-image prediction of the validation mosaics) at the end of the budget.
 """
 from __future__ import annotations
 
-import multiprocessing
+import gc
 import os
-import resource
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,9 +44,9 @@ from fcnkit.metrics import confusion_matrix, scores
 
 __all__ = ["run", "ARMS", "DEFAULTS", "make_mosaics"]
 
-ARMS = ("whole", "tiled", "patches", "tiled p=0.25", "tiled p=0.25 b64")
+ARMS = ("whole", "tiled", "patches", "tiled p=0.25", "tiled p=0.25 b128")
 REFERENCE_MINUTES = 4.0
-DEFAULTS = {"grid": 6, "train_mosaics": 8, "val_mosaics": 2, "tile": 192, "patch": 96, "patches": 4,
+DEFAULTS = {"grid": 6, "train_mosaics": 8, "val_mosaics": 2, "tile": 256, "patch": 96, "patches": 4,
             "width": 16, "lr": 3e-3, "repeats": 3, "seconds_per_arm": 36.0}
 NUM_CLASSES = 11
 
@@ -91,7 +91,7 @@ class _Step:
         self.generator = torch.Generator().manual_seed(seed)
         self.sampling = None
         if arm.startswith("tiled p="):
-            self.sampling = LossSampling(p=0.25, seed=seed, cell=64 if arm.endswith("b64") else "auto").bind(model)
+            self.sampling = LossSampling(p=0.25, seed=seed, cell=128 if arm.endswith("b128") else "auto").bind(model)
         self.tiles = self.skipped = 0
 
     def __call__(self, x, y, step: int) -> float:
@@ -123,41 +123,82 @@ class _Step:
         return result.loss
 
 
-def _measure_one(arm, settings, queue) -> None:
-    """In a fresh process: one step's time (median of repeats), its added peak RSS and its gradient."""
+def _memory_mb(field: str) -> float | None:
+    """``VmRSS`` / ``VmHWM`` of this process in MiB (Linux), else None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0: clear_refs 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(settings) -> dict:
+    """One step of each arm on the first mosaic, each in a fresh process (so memory is its own)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    out, ref = {}, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for arm in ARMS:
+            grads_file = Path(tmp, "grads.pt")
+            code = "import sys; from fcnkit.experiments.large_image import measure_child; measure_child()"
+            done = subprocess.run([sys.executable, "-c", code, arm, json.dumps(settings), str(grads_file)],
+                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _root()})
+            if done.returncode:
+                raise RuntimeError(f"measuring arm {arm} failed: {done.stderr.strip()[-2000:]}")
+            out[arm] = json.loads(done.stdout.strip().splitlines()[-1])
+            grads = torch.load(grads_file, weights_only=True)
+            ref = ref or grads
+            out[arm]["grad_rel_diff"] = max(float((g - r).abs().max() / r.abs().max().clamp_min(1e-30))
+                                            for g, r in zip(grads, ref))
+    return out
+
+
+def measure_child() -> None:
+    """(In a fresh process) argv: arm, settings JSON, gradient file; prints one JSON line."""
+    import json
+    import sys
+
+    arm, settings, grads_file = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     torch.set_num_threads(settings["threads"])
     x, y, _, _ = _data(settings)
     model = _model(settings)
     step = _Step(arm, model, settings)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    gc.collect()
+    before = _memory_mb("VmRSS") if _reset_peak() else None
+    t0 = time.perf_counter()
+    step(x[0], y[0], 0)  # the first step: its memory peak (then the allocator keeps the pages)
+    times = [time.perf_counter() - t0]
+    peak = _memory_mb("VmHWM") if before is not None else None
+    torch.save([p.grad.clone() for p in model.parameters() if p.requires_grad], grads_file)
     for _ in range(settings["repeats"]):
         t0 = time.perf_counter()
         step(x[0], y[0], 0)
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
-    queue.put({"arm": arm, "step_seconds": statistics.median(times), "step_seconds_all": times,
-               "peak_added_mb": (peak - before) / 1024, "grads": grads,
-               "tiles": step.tiles / settings["repeats"], "skipped": step.skipped / settings["repeats"]})
+    runs = settings["repeats"] + 1
+    print(json.dumps({"step_seconds": statistics.median(times[1:] or times), "step_seconds_all": times,
+                      "peak_added_mb": None if peak is None else peak - before,
+                      "tiles": step.tiles / runs, "skipped": step.skipped / runs}))
 
 
-def measure(settings) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    out = {}
-    for arm in ARMS:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_measure_one, args=(arm, settings, queue))
-        proc.start()
-        out[arm] = queue.get()
-        proc.join()
-    ref = out["whole"].pop("grads")
-    for arm in ARMS[1:]:
-        grads = out[arm].pop("grads")
-        out[arm]["grad_rel_diff"] = max(float((g - r).abs().max() / r.abs().max().clamp_min(1e-30))
-                                        for g, r in zip(grads, ref))
-    out["whole"]["grad_rel_diff"] = 0.0
-    return out
+def _root() -> str:
+    import fcnkit
+
+    parent = str(Path(fcnkit.__file__).resolve().parents[1])
+    return os.pathsep.join([parent, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
 def _mean_iu(model, val_x, val_y) -> float:
@@ -204,8 +245,10 @@ def run(out_dir, *, seeds: int = 1, budget_minutes: float | None = REFERENCE_MIN
     old = torch.get_num_threads()
     torch.set_num_threads(settings["threads"])
     try:
-        results = {"experiment": "large-image", "settings": settings, "machine": runner.machine_info("cpu")}
+        results = {"experiment": "large-image", "settings": {"mosaics": settings},
+                   "machine": runner.machine_info("cpu")}
         results["measure"] = measure(settings)
+        results["measure_load_average"] = [round(v, 2) for v in os.getloadavg()]
         if progress:
             progress("measured one step of each arm")
         data = _data(settings)
@@ -225,7 +268,7 @@ def run(out_dir, *, seeds: int = 1, budget_minutes: float | None = REFERENCE_MIN
 
 
 def summary(results) -> str:
-    s, m = results["settings"], results["measure"]
+    s, m = results["settings"]["mosaics"], results["measure"]
     h, w = results["image_size"]
     rows = []
     for arm in ARMS:
@@ -245,8 +288,9 @@ def summary(results) -> str:
             f"per step, {s['seconds_per_arm']:.0f} s of training steps per arm; tiles of {s['tile']} px; patches: "
             f"{s['patches']} crops of {s['patch']} px.\n\n{table}\n\n"
             "grad diff: max relative difference of one step's gradient from the whole-image one (float32). "
-            "step peak +MB: resident memory a step adds on top of the process after loading "
-            "(fresh process per arm; at this size the mosaic itself is small).\n")
+            "step peak +MB: peak resident memory of the first step above the resident memory before it "
+            "(fresh process). "
+            "tiles skipped: tiles without a sampled cell in their core, not run (forward or backward).\n")
 
 
 def _plot(results, path) -> None:
