@@ -39,6 +39,12 @@ command line also ``--regime name:option=value,option=value``):
     step give ``batch_size * patches_per_image`` crops. ``patch_size: rf`` = the model's
     receptive field (allconv: the coarse cell's ``receptive_field``; else the geometry's size).
 
+``tiled`` (``tile``, ``memory``, ``freeze_bn``, ``sample`` + the sampled regime's options)
+    Whole-image training with the loss evaluated tile by tile: the same gradient, the memory of
+    one tile (:mod:`fcnkit.training.tiled_regime`, :func:`fcnkit.tiled_backward`); ``sample`` =
+    ``whole`` | ``loss-sampling`` | ``class-balanced`` gives the batch and the weight map, and
+    tiles without a kept cell are skipped.
+
 A regime is built from the config by :func:`build_regime` and then :meth:`Regime.bind` to the model
 and training set (it resolves ``rf``, the cell size and the class frequencies).
 """
