@@ -255,13 +255,13 @@ class _TiledPass:
 
     def weight(self, b: int, rows: slice, cols: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Targets and per-cell weights (0 for ignored cells) of a block of image ``b``'s cells."""
-        target = torch.as_tensor(np.asarray(self.masks[b][rows, cols])).to(self.device, torch.int64)
+        target = _block(self.masks[b], rows, cols).to(self.device, torch.int64)
         valid = target != self.ignore_index
         weight = valid.to(torch.float64 if self._float64 else torch.float32)
         if self.class_weights is not None:
             weight = weight * self.class_weights.to(weight.dtype)[torch.where(valid, target, 0)]
         if self.weights[b] is not None:
-            weight = weight * torch.as_tensor(np.asarray(self.weights[b][rows, cols])).to(self.device, weight.dtype)
+            weight = weight * _block(self.weights[b], rows, cols).to(self.device, weight.dtype)
         return target, weight
 
     def run(self) -> TiledResult:
@@ -304,6 +304,13 @@ class _TiledPass:
         if (last_r and o_r + logits.shape[-2] != out_shape[0]) or (last_c and o_c + logits.shape[-1] != out_shape[1]):
             raise _shape_error(self.model, logits, out_shape, (o_r, o_c))
         return logits[..., rows.start - o_r:rows.stop - o_r, cols.start - o_c:cols.stop - o_c]
+
+
+def _block(array, rows: slice, cols: slice) -> torch.Tensor:
+    """``array[rows, cols]`` as a tensor: a tensor is sliced where it lives, a (memory-mapped) array read."""
+    if isinstance(array, torch.Tensor):
+        return array[rows, cols]
+    return torch.as_tensor(np.asarray(array[rows, cols]))
 
 
 def _shape_error(model, logits, mask_shape, origin=(0, 0)) -> InputError:
