@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -177,7 +178,6 @@ def test_model_mode_is_restored_and_progress_reported():
 
 
 def test_lazy_tiff_input(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
     from fcnkit.data.io import read_image, to_model_input
 
     raw = np.random.default_rng(0).integers(0, 65535, (97, 203), dtype=np.uint16)

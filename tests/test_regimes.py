@@ -181,7 +181,8 @@ def test_score_stride_and_rf_patch_size_from_the_model():
     assert score_stride(dense) == 8
     assert score_stride(build_model("fcn8s", num_classes=3, in_channels=1)) == 8
     assert score_stride(build_model("fcn32s", num_classes=3, in_channels=1)) == 32
-    assert score_stride(nn.Conv2d(1, 3, 3)) == 1
+    assert score_stride(nn.Conv2d(1, 3, 3), in_channels=1) == 1  # no attribute: the traced output stride
+    assert score_stride(nn.Conv2d(1, 3, 3, stride=4), in_channels=1) == 4
     assert Patchwise().bind(dense)._patch == dense.receptive_field == 38
     # a model without the attribute: the geometry's receptive field (two 3x3 convs: 5)
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 3))

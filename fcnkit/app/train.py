@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ _RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config
 _FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime", "val_split")
 
 
-def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
+def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
     """Train a segmentation (or, ``task: classification``, a classification) model as ``config``
     says; returns the run folder.
 
@@ -38,7 +39,8 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     state, best score), with the run's saved config; settings given that differ from the
     defaults override it (e.g. ``epochs`` to train longer), except those that define the model
     and data. ``config.init_from`` starts a new run from a checkpoint's weights (what was loaded
-    is written to ``RUN/init_from.json``). Raises :class:`~fcnkit.errors.InputError` for bad
+    is written to ``RUN/init_from.json``). ``callbacks``: extra Lightning callbacks (e.g. an
+    experiment's measurements), run after fcnkit's own. Raises :class:`~fcnkit.errors.InputError` for bad
     settings and when the loss turns non-finite (``RUN/last`` then holds the last good weights).
     """
     import lightning as L
@@ -80,7 +82,8 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
 
         write_json(init_report.to_dict(), run / "init_from.json")
     checkpoint_config = CheckpointConfig.from_info(model_spec(model), info, train=cfg.to_dict()).to_dict()
-    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size)
+    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size,
+                  callbacks=callbacks)
     if trainer.is_global_zero and report:
         task.report(run, data)
     return run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,14 @@ __all__ = ["fit", "distributed_devices", "TRAINER_CKPT"]
 
 
 def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run: Path,
-        checkpoint_config: dict[str, Any], batch_size: int) -> L.Trainer:
+        checkpoint_config: dict[str, Any], batch_size: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train ``module`` on ``data`` into the run folder ``run``; returns the finished Trainer.
 
     ``checkpoint_config`` is the config.json of every checkpoint written (without ``metrics``);
     ``batch_size`` is the training loader's batch size (for the logging interval). With
     ``cfg.resume`` the Lightning state in ``run/trainer.ckpt`` is restored (read with
     ``weights_only=True``). Divergence (non-finite loss or weights) is an InputError saying what
-    was kept.
+    was kept. ``callbacks``: extra Lightning callbacks (an experiment's measurements), after fcnkit's own.
     """
     devices = distributed_devices(cfg)
     processes = devices["devices"] * devices.get("num_nodes", 1)
@@ -51,7 +52,7 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
             max_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
             logger=L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs"),
-            callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor), StepLog()],
+            callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor), StepLog(), *callbacks],
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
             num_sanity_val_steps=0,

@@ -33,7 +33,6 @@ import copy
 from typing import Any, Callable
 
 from fcnkit.experiments import runner
-from fcnkit.experiments.plots import smooth
 from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "ARMS", "DATASETS", "DEFAULTS", "analyse"]
@@ -48,11 +47,8 @@ DATASETS = ("digit-canvas", "nuclei")
 REFERENCE_MINUTES = 20.0
 DEFAULTS: dict[str, Any] = {
     "steps": 300,  # iterations per run at budget_minutes=20 (CPU)
-    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
-    "data": {"digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
-             "nuclei": {"data_options": {"tile": 64}}},
+    **runner.SMALL_SEGMENTATION,
 }
-TOLERANCE = 0.10  # "same per iteration": within 10% of whole's final loss, or within twice the seed std
 
 
 def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
@@ -156,12 +152,3 @@ def _loss_at(train: list[dict], seconds: float | None, window: int = 10) -> floa
     """Mean training loss of the ``window`` steps ending at ``seconds`` of training."""
     before = [x["loss"] for x in train if seconds is not None and x.get("seconds", float("inf")) <= seconds * (1 + 1e-9)]
     return sum(before[-window:]) / len(before[-window:]) if before else None
-
-
-def curves(arm: dict, x: str, y: str, rows: str = "train", window: int = 1) -> list[tuple[list, list]]:
-    """One ``(x values, y values)`` per seed of ``arm`` (``y`` smoothed over ``window`` rows)."""
-    out = []
-    for r in arm["runs"]:
-        pts = [p for p in r[rows] if p.get(x) is not None and p.get(y) is not None]
-        out.append(([p[x] for p in pts], list(smooth([p[y] for p in pts], window))))
-    return out
