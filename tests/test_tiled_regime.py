@@ -111,8 +111,10 @@ def test_tiled_regime_refuses_batchnorm_in_training_mode_at_bind_unless_frozen()
     assert build_regime("tiled:tile=32,freeze_bn=true").bind(model, None, num_classes=2, in_channels=1)._tile == 32
     auto = build_regime("tiled:memory=64M,freeze_bn=true").bind(model, None, num_classes=2, in_channels=1)
     assert auto._tile % 4 == 0 and auto._tile > 2 * 12  # tile=auto: from the budget, aligned, more than the halos
-    with pytest.raises(InputError, match="sample 'patchwise' is not known"):
+    with pytest.raises(InputError, match="sample=patchwise cannot be tiled"):
         build_regime("tiled:sample=patchwise")
+    with pytest.raises(InputError, match="regime 'tiled': regime: unknown name 'los-sampling'"):
+        build_regime("tiled:sample=los-sampling")
     with pytest.raises(InputError, match="unknown option 'q'"):
         build_regime("tiled:q=1")
     with pytest.raises(InputError, match="tile must be"):

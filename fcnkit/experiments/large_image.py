@@ -195,9 +195,7 @@ def measure_child() -> None:
 
 
 def _root() -> str:
-    import fcnkit
-
-    parent = str(Path(fcnkit.__file__).resolve().parents[1])
+    parent = str(Path(__file__).resolve().parents[2])  # the folder that holds the fcnkit package
     return os.pathsep.join([parent, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 

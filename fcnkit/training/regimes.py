@@ -244,7 +244,7 @@ class Patchwise(Regime):
 
 
 REGIMES = {"whole": WholeImage, "loss-sampling": LossSampling, "class-balanced": ClassBalanced, "patchwise": Patchwise,
-           "tiled": None}  # tiled (fcnkit.training.tiled_regime) wraps one of the first three; built by build_tiled
+           "tiled": None}  # fcnkit.training.tiled_regime.Tiled wraps one of the first three (see build_regime)
 
 
 def build_regime(spec: str | dict | None) -> Regime:
@@ -262,9 +262,14 @@ def build_regime(spec: str | dict | None) -> Regime:
         raise InputError(f"regime: unknown name '{name}'{did_you_mean(name, REGIMES)}; available: {', '.join(REGIMES)}")
     spec = {**_parse_inline(name, inline), **spec}
     if name == "tiled":  # a wrapper: its remaining options belong to the regime it wraps
-        from fcnkit.training.tiled_regime import build_tiled
+        from fcnkit.training.tiled_regime import OWN_OPTIONS, Tiled
 
-        return build_tiled(spec)
+        own = {k: spec.pop(k) for k in OWN_OPTIONS if k in spec}
+        try:
+            inner = build_regime({"name": str(own.pop("sample", "whole")), **spec})
+        except InputError as exc:
+            raise InputError(f"regime 'tiled': {exc}; its own options are {', '.join(OWN_OPTIONS)}") from None
+        return Tiled(inner, **own)
     cls = REGIMES[name]
     allowed = [f.name for f in dataclasses.fields(cls) if f.name != "name" and not f.name.startswith("_")]
     for key in spec:

@@ -25,28 +25,32 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from fcnkit.errors import InputError, did_you_mean
-from fcnkit.training.regimes import Regime, WholeImage
+from fcnkit.errors import InputError
 
-__all__ = ["SAMPLES", "Tiled", "build_tiled"]
+__all__ = ["Tiled", "SAMPLES", "OWN_OPTIONS"]
 
 SAMPLES = ("whole", "loss-sampling", "class-balanced")
-_OWN = ("tile", "memory", "sample", "freeze_bn")
+OWN_OPTIONS = ("tile", "memory", "sample", "freeze_bn")  # the rest of ``tiled:...`` goes to the sampled regime
 
 
 @dataclass(frozen=True)
-class Tiled(Regime):
-    """Whole-image training, tile by tile; ``inner`` is the sampling regime (its batch and weight map)."""
+class Tiled:
+    """Whole-image training, tile by tile; ``inner`` is the sampling regime (its batch and weight map).
 
+    Built by :func:`fcnkit.training.regimes.build_regime` (``"tiled:tile=512,sample=..."``); it has
+    the :class:`~fcnkit.training.regimes.Regime` interface plus :meth:`training_loss`.
+    """
+
+    inner: Any  # a bound or unbound Regime among SAMPLES
     name: str = "tiled"
     tile: int | str = "auto"
     memory: str = "auto"  # budget for tile=auto: "512M", "2G"; auto = 512 MiB on CPU, half the free GPU memory
     freeze_bn: bool = False
-    inner: Regime = field(default_factory=WholeImage)
     _tile: int | None = field(default=None, repr=False)
     _geometry: object = field(default=None, repr=False)
 
@@ -54,14 +58,18 @@ class Tiled(Regime):
         if self.tile != "auto" and (isinstance(self.tile, bool) or not isinstance(self.tile, int) or self.tile < 1):
             raise InputError(f"regime 'tiled': tile must be a whole number of pixels or auto, got {self.tile!r}; "
                              "e.g. tile=512")
+        object.__setattr__(self, "memory", str(self.memory))
         if self.memory != "auto":
             from fcnkit.inference.predict import parse_memory
 
             parse_memory(self.memory)
+        if isinstance(self.freeze_bn, str):
+            flag = {"true": True, "false": False}.get(self.freeze_bn.lower(), self.freeze_bn)
+            object.__setattr__(self, "freeze_bn", flag)
         if not isinstance(self.freeze_bn, bool):
             raise InputError(f"regime 'tiled': freeze_bn must be true or false, got {self.freeze_bn!r}")
-        if self.inner.name not in SAMPLES:
-            raise InputError(f"regime 'tiled': sample={self.inner.name} cannot be tiled; "
+        if getattr(self.inner, "name", None) not in SAMPLES:
+            raise InputError(f"regime 'tiled': sample={getattr(self.inner, 'name', self.inner)} cannot be tiled; "
                              f"use one of {', '.join(SAMPLES)}")
 
     @property
@@ -132,27 +140,6 @@ class Tiled(Regime):
         loss = torch.tensor(result.loss, dtype=torch.float32, device=mask.device) + (inner - inner.detach())
         object.__setattr__(self, "last_pass", result)  # tiles run and skipped, for the experiment (not a setting)
         return loss, weight_map
-
-
-def build_tiled(spec: dict) -> Tiled:
-    """``{"tile": 512, "sample": "loss-sampling", "p": 0.25, ...}`` (from build_regime) -> :class:`Tiled`."""
-    from fcnkit.training.regimes import build_regime
-
-    spec = dict(spec)
-    own = {k: spec.pop(k) for k in _OWN if k in spec}
-    sample = str(own.pop("sample", "whole"))
-    if sample not in SAMPLES:
-        raise InputError(f"regime 'tiled': sample '{sample}' is not known{did_you_mean(sample, SAMPLES)}; "
-                         f"use one of {', '.join(SAMPLES)}")
-    if isinstance(own.get("freeze_bn"), str):
-        own["freeze_bn"] = {"true": True, "false": False}.get(own["freeze_bn"].lower(), own["freeze_bn"])
-    if "memory" in own:
-        own["memory"] = str(own["memory"])
-    try:
-        inner = build_regime({"name": sample, **spec})
-    except InputError as exc:
-        raise InputError(f"regime 'tiled': {exc}; its own options are {', '.join(_OWN)}") from None
-    return Tiled(inner=inner, **own)
 
 
 class _frozen_bn:
