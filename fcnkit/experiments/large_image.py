@@ -12,7 +12,8 @@ come from the canvases of the train split, validation mosaics from the val split
     +------+------+------+
 
 One model (``allconv``, ``norm="none"``: no batch statistics, so tiles are exact), one optimiser
-(Adam), the same wall-time budget per arm, one mosaic per step (cycled)::
+(Adam), the same wall-time budget per arm (the arms take turns, one step each, so the machine's
+load changes hit them alike), one mosaic per step (cycled)::
 
     whole            model(mosaic) -> pixelwise loss -> backward
     tiled            fcnkit.tiled_backward(tile=T): the same gradient, memory of one tile
@@ -209,23 +210,40 @@ def _mean_iu(model, val_x, val_y) -> float:
     return float(scores(cm)["mean_iu"])
 
 
-def train_arm(arm, settings, data) -> dict:
-    train_x, train_y, val_x, val_y = data
-    model = _model(settings)
-    step = _Step(arm, model, settings)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings["lr"])
-    curve, spent, k = [], 0.0, 0
-    while spent < settings["seconds_per_arm"]:
+class _Arm:
+    """One arm's training state: model, step, optimizer, curve and the step time it has spent."""
+
+    def __init__(self, arm, settings, seed):
+        self.model = _model(settings, seed)
+        self.step = _Step(arm, self.model, settings, seed)
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=settings["lr"])
+        self.curve, self.spent, self.k = [], 0.0, 0
+
+    def advance(self, train_x, train_y) -> None:
         t0 = time.perf_counter()
-        loss = step(train_x[k % len(train_x)], train_y[k % len(train_y)], k)
-        optimizer.step()
-        spent += time.perf_counter() - t0
-        k += 1
-        curve.append({"step": k, "seconds": spent, "loss": loss})
-    tail = [c["loss"] for c in curve[-max(1, len(curve) // 10):]]
-    return {"steps": k, "seconds": spent, "final_loss": sum(tail) / len(tail),
-            "val_mean_iu": _mean_iu(model, val_x, val_y),
-            "tiles_skipped": step.skipped / max(1, step.tiles + step.skipped), "curve": curve}
+        loss = self.step(train_x[self.k % len(train_x)], train_y[self.k % len(train_y)], self.k)
+        self.optimizer.step()
+        self.spent += time.perf_counter() - t0
+        self.k += 1
+        self.curve.append({"step": self.k, "seconds": self.spent, "loss": loss})
+
+
+def train_arms(settings, data, seed: int = 0) -> dict:
+    """Every arm until each has spent ``seconds_per_arm`` in its steps, round-robin: one step of
+    each arm in turn, so a change of the machine's load slows all arms alike."""
+    train_x, train_y, val_x, val_y = data
+    arms = {arm: _Arm(arm, settings, seed) for arm in ARMS}
+    while any(a.spent < settings["seconds_per_arm"] for a in arms.values()):
+        for a in arms.values():
+            if a.spent < settings["seconds_per_arm"]:
+                a.advance(train_x, train_y)
+    out = {}
+    for arm, a in arms.items():
+        tail = [c["loss"] for c in a.curve[-max(1, len(a.curve) // 10):]]
+        out[arm] = {"steps": a.k, "seconds": a.spent, "final_loss": sum(tail) / len(tail),
+                    "val_mean_iu": _mean_iu(a.model, val_x, val_y),
+                    "tiles_skipped": a.step.skipped / max(1, a.step.tiles + a.step.skipped), "curve": a.curve}
+    return out
 
 
 def run(out_dir, *, seeds: int = 1, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
@@ -253,10 +271,9 @@ def run(out_dir, *, seeds: int = 1, budget_minutes: float | None = REFERENCE_MIN
         results["image_size"] = list(data[0].shape[-2:])
         results["train"] = {}
         for seed in range(seeds):
-            for arm in ARMS:
-                results["train"].setdefault(arm, []).append(train_arm(arm, settings, data))
+            for arm, r in train_arms(settings, data, seed).items():
+                results["train"].setdefault(arm, []).append(r)
                 if progress:
-                    r = results["train"][arm][-1]
                     progress(f"{arm} seed {seed}: {r['steps']} steps, val mean IU {r['val_mean_iu']:.3f}")
         results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     finally:
@@ -283,8 +300,8 @@ def summary(results) -> str:
             f"Mosaics of {s['grid']} x {s['grid']} digit canvases ({h} x {w} pixels), {s['train_mosaics']} for "
             "training, "
             f"{s['val_mosaics']} for validation; allconv width {s['width']} (norm none), Adam lr {s['lr']}, one mosaic "
-            f"per step, {s['seconds_per_arm']:.0f} s of training steps per arm; tiles of {s['tile']} px; patches: "
-            f"{s['patches']} crops of {s['patch']} px.\n\n{table}\n\n"
+            f"per step, {s['seconds_per_arm']:.0f} s of training steps per arm (round-robin); tiles of {s['tile']} px; "
+            f"patches: {s['patches']} crops of {s['patch']} px.\n\n{table}\n\n"
             "grad diff: max relative difference of one step's gradient from the whole-image one (float32). "
             "step peak +MB: peak resident memory of the first step above the resident memory before it "
             "(fresh process). "
