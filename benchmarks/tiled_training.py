@@ -16,6 +16,7 @@
 Model: ``allconv`` registry defaults (width 16, 3 stages, stride 8, skips) with ``norm="none"``:
 GroupNorm normalises over the whole image, so no tiling can give its whole-image gradient.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,9 @@ def _grads(model):
 
 
 def _rel(a, b):
-    return max(float((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-300))
-               for x, y in zip(a, b))
+    return max(
+        float((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-300)) for x, y in zip(a, b)
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -135,9 +137,16 @@ def part_time(args) -> dict:
             fn()
             times[name].append(time.perf_counter() - t0)
     ratios = [t / w for t, w in zip(times["tiled"], times["whole"])]
-    out = {"size": n, "tile": tile, "window": even_tile(n, tile, geometry.halo()[0], geometry.align[0]),
-           "whole_s": times["whole"], "tiled_s": times["tiled"], "ratio_median": statistics.median(ratios),
-           "ratio_min": min(ratios), "ratio_max": max(ratios)}
+    out = {
+        "size": n,
+        "tile": tile,
+        "window": even_tile(n, tile, geometry.halo()[0], geometry.align[0]),
+        "whole_s": times["whole"],
+        "tiled_s": times["tiled"],
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
     print(json.dumps(out), flush=True)
     return out
 
@@ -163,16 +172,45 @@ def worker(args) -> None:
         from fcnkit.training.tiled_backward import tiled_gradients
 
         tile = args.tile if args.tile == "auto" else int(args.tile)
-        result = tiled_gradients(model, open_image(args.image, 3, MEAN, STD), np.load(args.mask, mmap_mode="r"), tile,
-                                 reduction="mean", memory_budget=args.budget)
+        result = tiled_gradients(
+            model,
+            open_image(args.image, 3, MEAN, STD),
+            np.load(args.mask, mmap_mode="r"),
+            tile,
+            reduction="mean",
+            memory_budget=args.budget,
+        )
         tiles = result.tiles
-    print(json.dumps({"worker": args.worker, "seconds": time.perf_counter() - t0, "tiles": tiles,
-                      "torch_mb": base, "peak_mb": _peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "worker": args.worker,
+                "seconds": time.perf_counter() - t0,
+                "tiles": tiles,
+                "torch_mb": base,
+                "peak_mb": _peak_rss_mb(),
+            }
+        )
+    )
 
 
 def _spawn(kind, image, mask, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--image", str(image), "--mask", str(mask), "--tile", args.tile,
-           "--budget", args.budget, "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--image",
+        str(image),
+        "--mask",
+        str(mask),
+        "--tile",
+        args.tile,
+        "--budget",
+        args.budget,
+        "--threads",
+        str(args.threads),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -216,8 +254,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}, "
-          f"{os.cpu_count()} cpus, torch {torch.__version__}", flush=True)
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}, "
+        f"{os.cpu_count()} cpus, torch {torch.__version__}",
+        flush=True,
+    )
     for part in args.parts:
         {"grad": part_grad, "time": part_time, "rss": part_rss}[part](args)
     print(f"# done {time.strftime('%H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}", flush=True)

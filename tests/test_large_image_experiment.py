@@ -2,6 +2,7 @@
 
 (The experiment itself runs in minutes; its numbers are in docs/experiments.md.)
 """
+
 import numpy as np
 
 from fcnkit.experiments.large_image import ARMS, make_mosaics

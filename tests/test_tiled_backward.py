@@ -4,6 +4,7 @@ float64 throughout, so "equal" means <= 1e-10 relative (measured: ~1e-14). Nets:
 stride 8 and skips (same padding), allconv valid + strided + learned upsampling + eval-mode
 BatchNorm, a valid coarse allconv, and FCN-8s on the allconv backbone (eval BatchNorm, align 32).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -60,12 +61,15 @@ def _max_rel(model, ref):
     return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-300)) for a, b in zip(got, ref))
 
 
-@pytest.mark.parametrize("kind, size, tiles", [
-    ("same-skips", (150, 130), (72, 84, 100)),       # halo 32, align 8; 100 divides neither side
-    ("valid-learned-bn", (150, 130), (72, 88, 100)),
-    ("coarse-valid", (150, 130), (72, 84, 100)),
-    ("fcn8s", (400, 450), (416,)),                    # halo 192, align 32: 1 x 2 tiles (it is the costly one)
-])
+@pytest.mark.parametrize(
+    "kind, size, tiles",
+    [
+        ("same-skips", (150, 130), (72, 84, 100)),  # halo 32, align 8; 100 divides neither side
+        ("valid-learned-bn", (150, 130), (72, 88, 100)),
+        ("coarse-valid", (150, 130), (72, 84, 100)),
+        ("fcn8s", (400, 450), (416,)),  # halo 192, align 32: 1 x 2 tiles (it is the costly one)
+    ],
+)
 def test_tiled_gradient_equals_the_whole_image_gradient_fp64(kind, size, tiles):
     model, tol = _net(kind), 1e-10
     x, mask = _case(model, size)
@@ -84,8 +88,10 @@ def test_sum_reduction_class_weights_and_accumulation_into_grad():
     cw = torch.tensor([1.0, 0.5, 2.0, 3.0], dtype=torch.float64)
     wm = torch.rand(mask.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     model.zero_grad(set_to_none=True)
-    loss = (pixelwise_loss(model(x[None]), mask[None], weight_map=wm[None], class_weights=cw, ignore_index=255)
-            * ((mask != 255) * cw[torch.where(mask != 255, mask, 0)] * wm).sum())  # mean -> sum
+    loss = (
+        pixelwise_loss(model(x[None]), mask[None], weight_map=wm[None], class_weights=cw, ignore_index=255)
+        * ((mask != 255) * cw[torch.where(mask != 255, mask, 0)] * wm).sum()
+    )  # mean -> sum
     loss.backward()
     ref = [p.grad.clone() for p in model.parameters() if p.requires_grad]
     for p in model.parameters():  # tiled_backward ADDS to .grad, as backward() does

@@ -1,5 +1,6 @@
 """The ``tiled`` regime through the real train() loop (Lightning on CPU): it trains, it equals
 ``whole`` training step for step (same gradient), it resumes, and it skips tiles under loss sampling."""
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +30,7 @@ class Squares(torch.utils.data.Dataset):
         for _ in range(n):
             mask = np.zeros((SIZE, SIZE), np.int64)
             y, x = rng.integers(3, SIZE - 12, 2)
-            mask[y:y + 10, x:x + 10] = 1
+            mask[y : y + 10, x : x + 10] = 1
             image = (rng.random((SIZE, SIZE)) * 60 + mask * 150).astype(np.float32) / 255
             mask[:3] = 255
             self.items.append((image, mask))
@@ -52,10 +53,22 @@ def squares(monkeypatch):
 
 
 def _cfg(tmp_path, regime, name="run", **kw):
-    return TrainConfig.from_dict({"data": "squares", "batch_size": 2, "epochs": 1, "out": str(tmp_path / name),
-                                  "threads": 1,
-                                  "model_options": {"width": 2, "stages": 2, "norm": "none"}, "log_every_n_steps": 1,
-                                  "optimizer": "sgd", "lr": 0.05, "lr_schedule": "none", "regime": regime, **kw})
+    return TrainConfig.from_dict(
+        {
+            "data": "squares",
+            "batch_size": 2,
+            "epochs": 1,
+            "out": str(tmp_path / name),
+            "threads": 1,
+            "model_options": {"width": 2, "stages": 2, "norm": "none"},
+            "log_every_n_steps": 1,
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "lr_schedule": "none",
+            "regime": regime,
+            **kw,
+        }
+    )
 
 
 def _weights(out):
@@ -67,8 +80,13 @@ def _weights(out):
 def test_tiled_training_equals_whole_training_and_resumes(tmp_path, squares):
     whole = train_and_log(_cfg(tmp_path, "whole", "whole"))
     tiled = train_and_log(_cfg(tmp_path, "tiled:tile=32"))
-    assert tiled["config"]["regime"] == {"name": "tiled", "tile": 32, "memory": "auto", "freeze_bn": False,
-                                         "sample": "whole"}
+    assert tiled["config"]["regime"] == {
+        "name": "tiled",
+        "tile": 32,
+        "memory": "auto",
+        "freeze_bn": False,
+        "sample": "whole",
+    }
     assert [r["step_cells"] for r in tiled["train"]] == [r["step_cells"] for r in whole["train"]]
     # 2 SGD steps on the same batches: the same weights up to float32 rounding (the gradient is the same)
     after_one = _weights(tiled)
@@ -83,8 +101,16 @@ def test_tiled_training_equals_whole_training_and_resumes(tmp_path, squares):
 
 def test_loss_sampling_inside_tiles_skips_tiles_and_keeps_the_batch_rule():
     regime = build_regime("tiled:tile=32,sample=loss-sampling,p=0.25,seed=2")
-    assert regime.options() == {"name": "tiled", "tile": 32, "memory": "auto", "freeze_bn": False,
-                                "sample": "loss-sampling", "p": 0.25, "seed": 2, "cell": "auto"}
+    assert regime.options() == {
+        "name": "tiled",
+        "tile": 32,
+        "memory": "auto",
+        "freeze_bn": False,
+        "sample": "loss-sampling",
+        "p": 0.25,
+        "seed": 2,
+        "cell": "auto",
+    }
     assert build_regime(regime.options()) == regime
     assert regime.batch_size(2) == 8  # ceil(2 / p) images, as loss-sampling
     from fcnkit import build_model

@@ -29,6 +29,7 @@ gradient from the whole-image one (tiled: equal to float32 rounding), the step t
 RSS reset before it, minus the RSS then); during training, steps done, training loss, tiles skipped, and validation mean
 IU (whole-image prediction of the validation mosaics) at the end of the budget.
 """
+
 from __future__ import annotations
 
 import gc
@@ -47,8 +48,18 @@ __all__ = ["run", "ARMS", "DEFAULTS", "make_mosaics"]
 
 ARMS = ("whole", "tiled", "patches", "tiled p=0.25", "tiled p=0.25 b128")
 REFERENCE_MINUTES = 4.0
-DEFAULTS = {"grid": 6, "train_mosaics": 8, "val_mosaics": 2, "tile": 256, "patch": 96, "patches": 4,
-            "width": 16, "lr": 3e-3, "repeats": 3, "seconds_per_arm": 36.0}
+DEFAULTS = {
+    "grid": 6,
+    "train_mosaics": 8,
+    "val_mosaics": 2,
+    "tile": 256,
+    "patch": 96,
+    "patches": 4,
+    "width": 16,
+    "lr": 3e-3,
+    "repeats": 3,
+    "seconds_per_arm": 36.0,
+}
 NUM_CLASSES = 11
 
 
@@ -156,15 +167,20 @@ def measure(settings) -> dict:
         for arm in ARMS:
             grads_file = Path(tmp, "grads.pt")
             code = "import sys; from fcnkit.experiments.large_image import measure_child; measure_child()"
-            done = subprocess.run([sys.executable, "-c", code, arm, json.dumps(settings), str(grads_file)],
-                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _root()})
+            done = subprocess.run(
+                [sys.executable, "-c", code, arm, json.dumps(settings), str(grads_file)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": _root()},
+            )
             if done.returncode:
                 raise RuntimeError(f"measuring arm {arm} failed: {done.stderr.strip()[-2000:]}")
             out[arm] = json.loads(done.stdout.strip().splitlines()[-1])
             grads = torch.load(grads_file, weights_only=True)
             ref = ref or grads
-            out[arm]["grad_rel_diff"] = max(float((g - r).abs().max() / r.abs().max().clamp_min(1e-30))
-                                            for g, r in zip(grads, ref))
+            out[arm]["grad_rel_diff"] = max(
+                float((g - r).abs().max() / r.abs().max().clamp_min(1e-30)) for g, r in zip(grads, ref)
+            )
     return out
 
 
@@ -190,9 +206,17 @@ def measure_child() -> None:
         step(x[0], y[0], 0)
         times.append(time.perf_counter() - t0)
     runs = settings["repeats"] + 1
-    print(json.dumps({"step_seconds": statistics.median(times[1:] or times), "step_seconds_all": times,
-                      "peak_added_mb": None if peak is None else peak - before,
-                      "tiles": step.tiles / runs, "skipped": step.skipped / runs}))
+    print(
+        json.dumps(
+            {
+                "step_seconds": statistics.median(times[1:] or times),
+                "step_seconds_all": times,
+                "peak_added_mb": None if peak is None else peak - before,
+                "tiles": step.tiles / runs,
+                "skipped": step.skipped / runs,
+            }
+        )
+    )
 
 
 def _root() -> str:
@@ -239,15 +263,29 @@ def train_arms(settings, data, seed: int = 0) -> dict:
                 a.advance(train_x, train_y)
     out = {}
     for arm, a in arms.items():
-        tail = [c["loss"] for c in a.curve[-max(1, len(a.curve) // 10):]]
-        out[arm] = {"steps": a.k, "seconds": a.spent, "final_loss": sum(tail) / len(tail),
-                    "val_mean_iu": _mean_iu(a.model, val_x, val_y),
-                    "tiles_skipped": a.step.skipped / max(1, a.step.tiles + a.step.skipped), "curve": a.curve}
+        tail = [c["loss"] for c in a.curve[-max(1, len(a.curve) // 10) :]]
+        out[arm] = {
+            "steps": a.k,
+            "seconds": a.spent,
+            "final_loss": sum(tail) / len(tail),
+            "val_mean_iu": _mean_iu(a.model, val_x, val_y),
+            "tiles_skipped": a.step.skipped / max(1, a.step.tiles + a.step.skipped),
+            "curve": a.curve,
+        }
     return out
 
 
-def run(out_dir, *, seeds: int = 1, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
-        datasets: list[str] | None = None, progress=None, threads: int | None = None, **overrides) -> dict:
+def run(
+    out_dir,
+    *,
+    seeds: int = 1,
+    budget_minutes: float | None = REFERENCE_MINUTES,
+    device: str = "auto",
+    datasets: list[str] | None = None,
+    progress=None,
+    threads: int | None = None,
+    **overrides,
+) -> dict:
     """Run the experiment into ``out_dir`` (results.json, large_image.png, summary.md); CPU only."""
     from fcnkit.errors import InputError
 
@@ -261,8 +299,11 @@ def run(out_dir, *, seeds: int = 1, budget_minutes: float | None = REFERENCE_MIN
     old = torch.get_num_threads()
     torch.set_num_threads(settings["threads"])
     try:
-        results = {"experiment": "large-image", "settings": {"mosaics": settings},
-                   "machine": runner.machine_info("cpu")}
+        results = {
+            "experiment": "large-image",
+            "settings": {"mosaics": settings},
+            "machine": runner.machine_info("cpu"),
+        }
         results["measure"] = measure(settings)
         results["measure_load_average"] = [round(v, 2) for v in os.getloadavg()]
         if progress:
@@ -290,22 +331,34 @@ def summary(results) -> str:
         tr = results["train"][arm]
         a = m[arm]
         skipped = f"{a['skipped'] / max(1, a['tiles'] + a['skipped']):.0%}" if arm.startswith("tiled") else "-"
-        rows.append([arm, f"{a['grad_rel_diff']:.1e}", f"{a['step_seconds']:.2f}", f"{a['peak_added_mb']:.0f}", skipped,
-                     round(statistics.mean(r["steps"] for r in tr), 1),
-                     f"{statistics.mean(r['final_loss'] for r in tr):.3f}",
-                     f"{statistics.mean(r['val_mean_iu'] for r in tr):.3f}"])
-    table = runner.markdown_table(["arm", "grad diff vs whole", "step s", "step peak +MB", "tiles skipped", "steps",
-                                   "final loss", "val mean IU"], rows)
-    return (f"# large-image\n\n{runner.measured_on(results)}\n\n"
-            f"Mosaics of {s['grid']} x {s['grid']} digit canvases ({h} x {w} pixels), {s['train_mosaics']} for "
-            "training, "
-            f"{s['val_mosaics']} for validation; allconv width {s['width']} (norm none), Adam lr {s['lr']}, one mosaic "
-            f"per step, {s['seconds_per_arm']:.0f} s of training steps per arm (round-robin); tiles of {s['tile']} px; "
-            f"patches: {s['patches']} crops of {s['patch']} px.\n\n{table}\n\n"
-            "grad diff: max relative difference of one step's gradient from the whole-image one (float32). "
-            "step peak +MB: peak resident memory of the first step above the resident memory before it "
-            "(fresh process). "
-            "tiles skipped: tiles without a sampled cell in their core, not run (forward or backward).\n")
+        rows.append(
+            [
+                arm,
+                f"{a['grad_rel_diff']:.1e}",
+                f"{a['step_seconds']:.2f}",
+                f"{a['peak_added_mb']:.0f}",
+                skipped,
+                round(statistics.mean(r["steps"] for r in tr), 1),
+                f"{statistics.mean(r['final_loss'] for r in tr):.3f}",
+                f"{statistics.mean(r['val_mean_iu'] for r in tr):.3f}",
+            ]
+        )
+    table = runner.markdown_table(
+        ["arm", "grad diff vs whole", "step s", "step peak +MB", "tiles skipped", "steps", "final loss", "val mean IU"],
+        rows,
+    )
+    return (
+        f"# large-image\n\n{runner.measured_on(results)}\n\n"
+        f"Mosaics of {s['grid']} x {s['grid']} digit canvases ({h} x {w} pixels), {s['train_mosaics']} for "
+        "training, "
+        f"{s['val_mosaics']} for validation; allconv width {s['width']} (norm none), Adam lr {s['lr']}, one mosaic "
+        f"per step, {s['seconds_per_arm']:.0f} s of training steps per arm (round-robin); tiles of {s['tile']} px; "
+        f"patches: {s['patches']} crops of {s['patch']} px.\n\n{table}\n\n"
+        "grad diff: max relative difference of one step's gradient from the whole-image one (float32). "
+        "step peak +MB: peak resident memory of the first step above the resident memory before it "
+        "(fresh process). "
+        "tiles skipped: tiles without a sampled cell in their core, not run (forward or backward).\n"
+    )
 
 
 def _plot(results, path) -> None:
@@ -320,4 +373,3 @@ def _plot(results, path) -> None:
     ax.set_ylabel("training loss")
     ax.legend()
     save(fig, path)
-

@@ -53,13 +53,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, did_you_mean
+
+if TYPE_CHECKING:
+    from fcnkit.training.tiled_regime import Tiled
 
 __all__ = ["Regime", "WholeImage", "LossSampling", "ClassBalanced", "Patchwise", "build_regime",
            "count_kept_cells", "score_stride", "REGIMES"]
@@ -243,11 +246,12 @@ class Patchwise(Regime):
         return patch_collate
 
 
-REGIMES = {"whole": WholeImage, "loss-sampling": LossSampling, "class-balanced": ClassBalanced, "patchwise": Patchwise,
-           "tiled": None}  # fcnkit.training.tiled_regime.Tiled wraps one of the first three (see build_regime)
+REGIMES = {"whole": WholeImage, "loss-sampling": LossSampling, "class-balanced": ClassBalanced, "patchwise": Patchwise}
+# "tiled" (fcnkit.training.tiled_regime.Tiled) wraps one of the first three: built apart in build_regime
+NAMES = (*REGIMES, "tiled")
 
 
-def build_regime(spec: str | dict | None) -> Regime:
+def build_regime(spec: str | dict | None) -> Regime | Tiled:
     """``"whole"``, ``"loss-sampling:p=0.25,seed=1"``, ``{"name": "patchwise", ...}`` or ``None`` -> a :class:`Regime`."""
     if spec is None:
         spec = {"name": "whole"}
@@ -258,8 +262,8 @@ def build_regime(spec: str | dict | None) -> Regime:
     spec = dict(spec)
     name, _, inline = str(spec.pop("name", "whole")).partition(":")
     name = name.strip()
-    if name not in REGIMES:
-        raise InputError(f"regime: unknown name '{name}'{did_you_mean(name, REGIMES)}; available: {', '.join(REGIMES)}")
+    if name not in NAMES:
+        raise InputError(f"regime: unknown name '{name}'{did_you_mean(name, NAMES)}; available: {', '.join(NAMES)}")
     spec = {**_parse_inline(name, inline), **spec}
     if name == "tiled":  # a wrapper: its remaining options belong to the regime it wraps
         from fcnkit.training.tiled_regime import OWN_OPTIONS, Tiled

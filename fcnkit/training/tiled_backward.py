@@ -32,6 +32,7 @@ hooks (DDP's all-reduce) do not fire once per tile; :func:`tiled_backward` then 
 resolution stage) exists, it would replace :meth:`_TiledPass.forward_tile`; the plan, the
 core-cell bookkeeping, the skipping and the reduction stay as they are.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,23 +67,31 @@ def tileable_geometry(model: nn.Module, in_channels: int, geometry=None):
     whole-image gradient; :class:`InputError` naming the layer and the fix otherwise."""
     for name, module in model.named_modules():
         if module.training and isinstance(module, nn.modules.batchnorm._BatchNorm):
-            raise InputError(f"layer '{name}' is BatchNorm in training mode: its statistics over a tile differ "
-                             "from those over the whole image; freeze it (call .eval() on the BatchNorm layers) "
-                             "or build with norm='none'")
+            raise InputError(
+                f"layer '{name}' is BatchNorm in training mode: its statistics over a tile differ "
+                "from those over the whole image; freeze it (call .eval() on the BatchNorm layers) "
+                "or build with norm='none'"
+            )
         if module.training and isinstance(module, nn.modules.dropout._DropoutNd):
-            raise InputError(f"layer '{name}' is Dropout in training mode: each tile would draw its own mask; "
-                             "call .eval() on it or build the model without dropout")
+            raise InputError(
+                f"layer '{name}' is Dropout in training mode: each tile would draw its own mask; "
+                "call .eval() on it or build the model without dropout"
+            )
     if geometry is None:
         from fcnkit.geometry import receptive_field
 
         geometry = receptive_field(model, in_channels)
     if geometry.blockers:
-        raise InputError(f"{type(model).__name__}: tiles cannot give the whole-image gradient: {geometry.blockers[0]}; "
-                         "use a net without it (norm='none' or eval-mode BatchNorm instead of group/instance norm)")
+        raise InputError(
+            f"{type(model).__name__}: tiles cannot give the whole-image gradient: {geometry.blockers[0]}; "
+            "use a net without it (norm='none' or eval-mode BatchNorm instead of group/instance norm)"
+        )
     for s, a in zip(geometry.stride, geometry.align):
         if (Fraction(a) / Fraction(s)).denominator != 1:
-            raise InputError(f"{type(model).__name__}: output stride {s} does not divide its alignment {a}; "
-                             "train it whole (tile=None)")
+            raise InputError(
+                f"{type(model).__name__}: output stride {s} does not divide its alignment {a}; "
+                "train it whole (tile=None)"
+            )
     return geometry
 
 
@@ -97,9 +106,11 @@ def training_tile(model: nn.Module, geometry, in_channels: int, budget: int) -> 
     side = int(math.sqrt(budget / per_px)) // align * align
     smallest = 2 * max(geometry.halo()) + align
     if side < smallest:
-        raise InputError(f"memory budget {budget / 2**20:.0f} MiB fits no training tile of this model (a "
-                         f"{smallest}x{smallest} tile needs about {per_px * smallest**2 / 2**20:.0f} MiB); "
-                         "raise the budget or pass tile=N")
+        raise InputError(
+            f"memory budget {budget / 2**20:.0f} MiB fits no training tile of this model (a "
+            f"{smallest}x{smallest} tile needs about {per_px * smallest**2 / 2**20:.0f} MiB); "
+            "raise the budget or pass tile=N"
+        )
     return side
 
 
@@ -129,8 +140,9 @@ def training_bytes_per_pixel(model: nn.Module, in_channels: int, size: int = 64)
         elements = sum(t.numel() for t in saved.values() if t.dim() >= 3)
         peak = _elements_per_pixel(model, in_channels)
         return (elements / side**2 + peak) * torch.finfo(dtype).bits / 8 * 1.25
-    raise InputError(f"{type(model).__name__}: cannot run the model to size its training tiles; "
-                     "pass tile=N instead of 'auto'")
+    raise InputError(
+        f"{type(model).__name__}: cannot run the model to size its training tiles; pass tile=N instead of 'auto'"
+    )
 
 
 def even_tile(length: int, tile: int, halo: int, align: int) -> int:
@@ -148,20 +160,43 @@ def even_tile(length: int, tile: int, halo: int, align: int) -> int:
     return min(-(-w // align) * align, t)
 
 
-def tiled_gradients(model: nn.Module, image, mask, tile, *, loss: str = "ce", weights=None, class_weights=None,
-                    ignore_index: int = IGNORE_INDEX, reduction: str = "sum", geometry=None,
-                    memory_budget=None) -> TiledResult:
+def tiled_gradients(
+    model: nn.Module,
+    image,
+    mask,
+    tile,
+    *,
+    loss: str = "ce",
+    weights=None,
+    class_weights=None,
+    ignore_index: int = IGNORE_INDEX,
+    reduction: str = "sum",
+    geometry=None,
+    memory_budget=None,
+) -> TiledResult:
     """The whole-image loss and its gradient, computed tile by tile, without touching ``.grad``.
 
     Same arguments as :func:`tiled_backward`; ``geometry`` (a checked one, to skip the trace).
     Returns a :class:`TiledResult` whose ``grads`` follow ``[p for p in model.parameters() if p.requires_grad]``.
     """
-    return _TiledPass(model, image, mask, tile, loss, weights, class_weights, ignore_index, reduction, geometry,
-                      memory_budget).run()
+    return _TiledPass(
+        model, image, mask, tile, loss, weights, class_weights, ignore_index, reduction, geometry, memory_budget
+    ).run()
 
 
-def tiled_backward(model: nn.Module, image, mask, tile, *, loss: str = "ce", weights=None, class_weights=None,
-                   ignore_index: int = IGNORE_INDEX, reduction: str = "sum", memory_budget=None) -> float:
+def tiled_backward(
+    model: nn.Module,
+    image,
+    mask,
+    tile,
+    *,
+    loss: str = "ce",
+    weights=None,
+    class_weights=None,
+    ignore_index: int = IGNORE_INDEX,
+    reduction: str = "sum",
+    memory_budget=None,
+) -> float:
     """Add to the parameters' ``.grad`` the gradient of the whole-image loss, computed tile by tile.
 
     Equals ``L = pixelwise CE(model(image[None]), mask[None])`` followed by ``L.backward()``
@@ -186,8 +221,18 @@ def tiled_backward(model: nn.Module, image, mask, tile, *, loss: str = "ce", wei
     Returns:
         The whole-image loss (float).
     """
-    result = tiled_gradients(model, image, mask, tile, loss=loss, weights=weights, class_weights=class_weights,
-                             ignore_index=ignore_index, reduction=reduction, memory_budget=memory_budget)
+    result = tiled_gradients(
+        model,
+        image,
+        mask,
+        tile,
+        loss=loss,
+        weights=weights,
+        class_weights=class_weights,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        memory_budget=memory_budget,
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.no_grad():
         for p, g in zip(params, result.grads):
@@ -203,8 +248,9 @@ def tiled_backward(model: nn.Module, image, mask, tile, *, loss: str = "ce", wei
 class _TiledPass:
     """One tiled forward + backward over one image or a batch (see the module docstring)."""
 
-    def __init__(self, model, image, mask, tile, loss, weights, class_weights, ignore_index, reduction, geometry,
-                 memory_budget):
+    def __init__(
+        self, model, image, mask, tile, loss, weights, class_weights, ignore_index, reduction, geometry, memory_budget
+    ):
         if not isinstance(model, nn.Module):
             raise InputError(f"tiled_backward needs a torch.nn.Module, got {type(model).__name__}")
         if loss not in LOSSES:
@@ -233,7 +279,7 @@ class _TiledPass:
         if self.tile is None or self.tile >= max(size):
             return plan_tiles(size, size, 0, 1)
         halo, align = self.geometry.halo(), self.geometry.align
-        tile = tuple(even_tile(n, self.tile, h, a) for n, h, a in zip(size, halo, align))
+        tile = (even_tile(size[0], self.tile, halo[0], align[0]), even_tile(size[1], self.tile, halo[1], align[1]))
         return plan_tiles(size, tile, halo, align, "crop")
 
     def forward_tile(self, source, tile) -> torch.Tensor:
@@ -243,14 +289,18 @@ class _TiledPass:
         x = source.read((tile.rows.start, tile.rows.stop), (tile.cols.start, tile.cols.stop))
         y = select_output(self.model(x[None].to(self.device, non_blocking=True)))
         if not isinstance(y, torch.Tensor) or y.dim() != 4:
-            raise InputError(f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; "
-                             "tiled training needs a segmentation model")
+            raise InputError(
+                f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; "
+                "tiled training needs a segmentation model"
+            )
         return y
 
     def cells(self, tile, out_shape) -> tuple[slice, slice]:
         """The tile's core cells in whole-output coordinates."""
-        (r0, r1), (c0, c1) = (core_cells(span, n, s, o) for span, n, s, o in
-                              zip((tile.rows, tile.cols), out_shape, self.geometry.stride, self.geometry.offset))
+        (r0, r1), (c0, c1) = (
+            core_cells(span, n, s, o)
+            for span, n, s, o in zip((tile.rows, tile.cols), out_shape, self.geometry.stride, self.geometry.offset)
+        )
         return slice(r0, r1), slice(c0, c1)
 
     def weight(self, b: int, rows: slice, cols: slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,7 +353,7 @@ class _TiledPass:
         # the tile that ends at the image's end fixes the output size: it must match the mask's
         if (last_r and o_r + logits.shape[-2] != out_shape[0]) or (last_c and o_c + logits.shape[-1] != out_shape[1]):
             raise _shape_error(self.model, logits, out_shape, (o_r, o_c))
-        return logits[..., rows.start - o_r:rows.stop - o_r, cols.start - o_c:cols.stop - o_c]
+        return logits[..., rows.start - o_r : rows.stop - o_r, cols.start - o_c : cols.stop - o_c]
 
 
 def _block(array, rows: slice, cols: slice) -> torch.Tensor:
@@ -315,8 +365,10 @@ def _block(array, rows: slice, cols: slice) -> torch.Tensor:
 
 def _shape_error(model, logits, mask_shape, origin=(0, 0)) -> InputError:
     size = (origin[0] + logits.shape[-2], origin[1] + logits.shape[-1])
-    return InputError(f"{type(model).__name__} returns {size} score cells where the mask has {tuple(mask_shape)}; "
-                      "pass the mask of the model's output cells (for allconv, a dense model: output='dense')")
+    return InputError(
+        f"{type(model).__name__} returns {size} score cells where the mask has {tuple(mask_shape)}; "
+        "pass the mask of the model's output cells (for allconv, a dense model: output='dense')"
+    )
 
 
 def _per_image(image, mask, weights) -> tuple[list, list, list]:
@@ -327,8 +379,11 @@ def _per_image(image, mask, weights) -> tuple[list, list, list]:
     sources = [TensorSource(x) for x in image] if batched else [as_source(image)]
     masks = list(mask) if batched else [mask]
     if len(masks) != len(sources) or any(getattr(m, "ndim", 0) != 2 for m in masks):
-        raise InputError(f"mask of shape {tuple(getattr(mask, 'shape', ()))} does not fit the image "
-                         f"{tuple(getattr(image, 'shape', ()))}; pass [H', W'] per image ([B, H', W'] for a batch)")
+        raise InputError(
+            f"mask of shape {tuple(getattr(mask, 'shape', ()))} does not fit the image "
+            f"{tuple(getattr(image, 'shape', ()))}; pass [H', W'] per image ([B, H', W'] for a batch)"
+        )
+    maps: list = []
     if weights is None:
         maps = [None] * len(masks)
     else:

@@ -21,6 +21,7 @@ BatchNorm must not use batch statistics (tiles differ from the image): build the
 ``norm: none``, or set ``freeze_bn=true`` to run BatchNorm layers in eval mode (running
 statistics, e.g. from a pretrained backbone) during the tiled step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +57,9 @@ class Tiled:
 
     def __post_init__(self):
         if self.tile != "auto" and (isinstance(self.tile, bool) or not isinstance(self.tile, int) or self.tile < 1):
-            raise InputError(f"regime 'tiled': tile must be a whole number of pixels or auto, got {self.tile!r}; "
-                             "e.g. tile=512")
+            raise InputError(
+                f"regime 'tiled': tile must be a whole number of pixels or auto, got {self.tile!r}; e.g. tile=512"
+            )
         object.__setattr__(self, "memory", str(self.memory))
         if self.memory != "auto":
             from fcnkit.inference.predict import parse_memory
@@ -69,8 +71,10 @@ class Tiled:
         if not isinstance(self.freeze_bn, bool):
             raise InputError(f"regime 'tiled': freeze_bn must be true or false, got {self.freeze_bn!r}")
         if getattr(self.inner, "name", None) not in SAMPLES:
-            raise InputError(f"regime 'tiled': sample={getattr(self.inner, 'name', self.inner)} cannot be tiled; "
-                             f"use one of {', '.join(SAMPLES)}")
+            raise InputError(
+                f"regime 'tiled': sample={getattr(self.inner, 'name', self.inner)} cannot be tiled; "
+                f"use one of {', '.join(SAMPLES)}"
+            )
 
     @property
     def sample(self) -> str:
@@ -78,8 +82,14 @@ class Tiled:
 
     def options(self) -> dict:
         inner = {k: v for k, v in self.inner.options().items() if k != "name"}
-        return {"name": self.name, "tile": self.tile, "memory": self.memory, "freeze_bn": self.freeze_bn,
-                "sample": self.inner.name, **inner}
+        return {
+            "name": self.name,
+            "tile": self.tile,
+            "memory": self.memory,
+            "freeze_bn": self.freeze_bn,
+            "sample": self.inner.name,
+            **inner,
+        }
 
     def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> Tiled:
         from fcnkit.training.tiled_backward import tileable_geometry, training_tile
@@ -118,8 +128,9 @@ class Tiled:
     def weight_map(self, batch, logits, step=0, rank=0):
         return self.inner.weight_map(batch, logits, step, rank)
 
-    def training_loss(self, model: nn.Module, batch: dict, *, step: int = 0, rank: int = 0,
-                      class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def training_loss(
+        self, model: nn.Module, batch: dict, *, step: int = 0, rank: int = 0, class_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(loss, weight_map)`` of one training batch; ``loss.backward()`` gives the whole-image gradient."""
         from fcnkit.training.tiled_backward import tiled_gradients
 
@@ -130,8 +141,16 @@ class Tiled:
         stand_in = torch.empty((1, 1, 1, 1), device=mask.device).expand(mask.shape[0], 1, *mask.shape[-2:])
         weight_map = self.weight_map(batch, stand_in, step, rank)
         with _frozen_bn(model, self.freeze_bn):
-            result = tiled_gradients(model, image, mask, self._tile, weights=weight_map, class_weights=class_weights,
-                                     reduction="mean", geometry=self._geometry)
+            result = tiled_gradients(
+                model,
+                image,
+                mask,
+                self._tile,
+                weights=weight_map,
+                class_weights=class_weights,
+                reduction="mean",
+                geometry=self._geometry,
+            )
         params = [p for p in model.parameters() if p.requires_grad]
         terms = [(p * g).sum() for p, g in zip(params, result.grads) if g is not None]
         if not terms:  # every tile skipped: a zero gradient that still reaches every parameter
