@@ -31,6 +31,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                      "All-CNN: max-pool vs strided conv vs strided-only vs average pool"),
     "residual-skips": ("fcnkit.experiments.residual_skips",
                        "FishNet: residual skip at a resolution drop, 1x1 projection vs pool + zero-pad / concat"),
+    "large-image": ("fcnkit.experiments.large_image",
+                    "whole-image vs exact tiled steps vs random patches on large mosaics, at equal wall time"),
 }
 
 
