@@ -16,14 +16,16 @@ def resolve_model(name_or_dir: str, in_channels: int | None = None):
 
         model, config = load_checkpoint(path)
         return model, in_channels or int(config.get("in_channels", 3)), f"{config['model']['name']} ({path})"
-    from fcnkit.models.registry import build_model, list_models
+    from fcnkit.models.registry import build_model, list_models, model_info
 
-    names = list(list_models())
-    if name_or_dir not in names:
+    try:
+        model_info(name_or_dir)  # imports only the model modules up to the one defining it
+    except InputError:
+        names = list(list_models())
         raise InputError(
             f"'{name_or_dir}' is neither a run folder nor a registry model{did_you_mean(name_or_dir, names)}; "
             "see 'fcnkit models' for names"
-        )
+        ) from None
     channels = in_channels or 3
     return build_model(name_or_dir, num_classes=21, in_channels=channels).eval(), channels, name_or_dir
 

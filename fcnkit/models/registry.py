@@ -74,8 +74,12 @@ def register(name: str, *, task: str, description: str, init_only: Iterable[str]
     return decorate
 
 
-def _ensure_loaded() -> None:
+def _ensure_loaded(until: str | None = None) -> None:
+    """Import the model modules in order; stop early once ``until`` is registered (so building an
+    allconv model does not import torchvision, whose import also loads ``torch._dynamo``)."""
     for module in _MODEL_MODULES:
+        if until is not None and until in _REGISTRY:
+            return
         if module in _loaded:
             continue
         try:
@@ -88,7 +92,7 @@ def _ensure_loaded() -> None:
 
 
 def _entry(name: str) -> _Entry:
-    _ensure_loaded()
+    _ensure_loaded(until=name)
     if name not in _REGISTRY:
         names = sorted(_REGISTRY)
         raise InputError(
