@@ -14,7 +14,7 @@ from fcnkit import __version__
 from fcnkit.errors import FcnkitError
 
 # order = order in `fcnkit --help`
-COMMANDS = ["demo", "train", "evaluate", "predict", "models", "data", "rf", "convert", "experiment"]
+COMMANDS = ["demo", "train", "evaluate", "predict", "export", "models", "data", "rf", "convert", "experiment"]
 
 
 class _Parser(argparse.ArgumentParser):

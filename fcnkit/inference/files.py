@@ -70,18 +70,18 @@ def _to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, sc
 
 def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
                   overlap: float = 0.25, device=None, memory_budget=None, probabilities: bool = False,
-                  progress=False) -> list[dict]:
+                  progress=False, backend: str = "torch") -> list[dict]:
     """Predict every input image with the checkpoint in ``run_dir``; returns one dict of paths per input.
 
     ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict`. An input that fails
-    (unreadable, wrong channels) raises before any of its outputs appear.
+    (unreadable, wrong channels) raises before any of its outputs appear. ``backend="onnx"`` runs
+    the exported ``model.onnx`` of the checkpoint (or ``run_dir`` itself if it is an ``.onnx``
+    file) with onnxruntime, reading classes/normalisation/geometry from the file.
     """
-    from fcnkit import checkpoint
     from fcnkit.data.io import voc_palette
 
     files = expand_inputs(inputs)
-    checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
-    model, config = checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
+    model, config = _load_model(run_dir, device, backend)
     if config.get("task", "segmentation") != "segmentation":
         raise InputError(f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint")
     norm = config.get("normalization") or {}
@@ -97,6 +97,25 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
             job = TiledJob(model, source, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
             results.append(_one(job, source, path, out_dir, palette, probabilities))
     return results
+
+
+def _load_model(run_dir, device, backend: str):
+    from fcnkit import checkpoint
+
+    if backend == "onnx":
+        from fcnkit.inference.onnx_model import OnnxModel
+
+        path = Path(run_dir)
+        if path.suffix != ".onnx":
+            path = checkpoint.resolve_checkpoint(run_dir) / "model.onnx"
+            if not path.is_file():
+                raise MissingFileError(f"{path}: not exported yet; run 'fcnkit export {run_dir} --format onnx' first")
+        model = OnnxModel(path)
+        return model, model.config
+    if backend != "torch":
+        raise InputError(f"backend {backend!r} is not known; use torch or onnx")
+    checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
+    return checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
 
 
 def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilities: bool) -> dict:
