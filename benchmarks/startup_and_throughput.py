@@ -158,7 +158,8 @@ def confusion(repeats: int) -> list[dict]:
     assert np.array_equal(reference(), confusion_matrix(pt, tt, k).numpy())
     times = {"numpy bincount scorer": [], "fcnkit confusion_matrix": []}
     for _ in range(repeats):
-        for name, f in (("numpy bincount scorer", reference), ("fcnkit confusion_matrix", lambda: confusion_matrix(pt, tt, k))):
+        for name, f in (("numpy bincount scorer", reference),
+                        ("fcnkit confusion_matrix", lambda: confusion_matrix(pt, tt, k))):
             t = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t)

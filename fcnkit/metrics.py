@@ -53,7 +53,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         if lo < 0 or hi >= num_classes:  # only predictions at counted cells must be valid
             kept = pred[~dropped]
             if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= num_classes):
-                raise ValueError(f"predicted labels must lie in 0..{num_classes - 1}, got {int(kept.min())}..{int(kept.max())}")
+                raise ValueError(f"predicted labels must lie in 0..{num_classes - 1}, "
+                                 f"got {int(kept.min())}..{int(kept.max())}")
             pred = pred.clamp(0, num_classes - 1)
     # one bincount over the flat index i*K + j (dropped cells go to the extra bin K*K): deterministic on CPU
     index = (target * num_classes + pred).masked_fill_(dropped, num_classes * num_classes)

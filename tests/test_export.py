@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")]
 
 CONFIG = {"task": "segmentation", "num_classes": 3, "in_channels": 3, "classes": ["bg", "cell", "edge"],
-          "palette": [[0, 0, 0], [200, 0, 0], [0, 200, 0]], "normalization": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}}
+          "palette": [[0, 0, 0], [200, 0, 0], [0, 200, 0]],
+          "normalization": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}}
 
 
 def _randomised(model):
@@ -77,8 +78,8 @@ def test_predict_with_onnx_backend_gives_the_same_masks(ckpt, tmp_path, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (150, 203, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     for backend in ("torch", "onnx"):
-        args = ["predict", str(ckpt), str(tmp_path / "a.png"), "--out", str(tmp_path / backend), "--tile", "96", "--quiet",
-                "--probabilities"]
+        args = ["predict", str(ckpt), str(tmp_path / "a.png"), "--out", str(tmp_path / backend), "--tile", "96",
+                "--quiet", "--probabilities"]
         assert cli.main(args + ["--backend", backend]) == 0
     torch_mask = np.asarray(Image.open(tmp_path / "torch" / "a_mask.png"))
     onnx_mask = np.asarray(Image.open(tmp_path / "onnx" / "a_mask.png"))

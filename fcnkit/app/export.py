@@ -49,7 +49,8 @@ def export_model(model: nn.Module, out, fmt: str = "onnx", *, opset: int = DEFAU
 
     _check_format(fmt)
     if not isinstance(opset, int) or not 11 <= opset <= 23:
-        raise InputError(f"opset={opset!r} is not supported; use an ONNX opset between 11 and 23 (default {DEFAULT_OPSET})")
+        raise InputError(f"opset={opset!r} is not supported; use an ONNX opset between 11 and 23 "
+                         f"(default {DEFAULT_OPSET})")
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give the output file, e.g. {out / ('model' + SUFFIX[fmt])}")

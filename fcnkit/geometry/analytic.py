@@ -120,16 +120,16 @@ def analytic_geometry(model: nn.Module, in_channels: int = 3, input_size=None) -
         g = _first_geometry(model, in_channels, DEFAULT_SIZES)
         if _whole_strides(g) and not any(_SIZE_DEPENDENT in b for b in g.blockers):
             return g
-        odd = f"stride {_fmt(g.stride)} at {_fmt(g.trace_size)}"
-    except InputError as exc:  # refused odd sizes or traced inconsistent strides: try aligned sizes
-        odd = str(exc)
+        odd = f"gives stride {_fmt(tuple(round(float(v), 4) for v in g.stride))} at {_fmt(g.trace_size)}"
+    except InputError:  # refused odd sizes or traced inconsistent strides: try aligned sizes
+        odd = "is refused by the model or gives inconsistent strides"
     a = _first_geometry(model, in_channels, ALIGNED_SIZES)
     size_b = tuple(n + m for n, m in zip(a.trace_size, a.align))
     b = _first_geometry(model, in_channels, [size_b])
     if not _whole_strides(a) or _key(a) != _key(b):
         raise InputError(f"{label}: its geometry changes with the input size (stride {_fmt(a.stride)} at "
                          f"{_fmt(a.trace_size)}, {_fmt(b.stride)} at {_fmt(size_b)}); use method='probe' at one size")
-    note = f"traced at {_fmt(a.trace_size)} and {_fmt(size_b)}: an odd size gives {odd.split(';')[0]}"
+    note = f"traced at {_fmt(a.trace_size)} and {_fmt(size_b)}: an odd size {odd}"
     return replace(a, input_multiple=a.align, notes=a.notes + (note,))
 
 

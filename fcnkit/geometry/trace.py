@@ -21,6 +21,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from fcnkit.geometry.axis import Axis, Taps, conv_taps, interpolate_taps, transposed_taps
+from fcnkit.geometry.meta_shapes import meta_shortcut
 from fcnkit.geometry.result import LayerGeometry, number
 
 __all__ = ["State", "Tracer", "Unsupported"]
@@ -122,44 +123,6 @@ def _tensors(obj):
             yield from _tensors(x)
 
 
-_BINARY = {"add", "__add__", "__radd__", "sub", "__sub__", "mul", "__mul__", "__rmul__"}
-
-
-def _meta_shortcut(func, args: tuple, kwargs: dict):
-    """The meta-device result of batch norm and interpolation, computed here: their meta kernels are
-    Python decompositions whose first call imports ``torch._dynamo`` (~1.5 s of CLI start-up)."""
-    name = getattr(func, "__name__", "")
-    x = args[0] if args else kwargs.get("input")
-    if not isinstance(x, torch.Tensor) or not x.is_meta or x.dim() != 4:
-        return None
-    if name in _BINARY and len(args) >= 2 and not kwargs:
-        other = args[1]
-        shape = torch.broadcast_shapes(x.shape, other.shape) if isinstance(other, torch.Tensor) else x.shape
-        return torch.empty(shape, device="meta", dtype=torch.result_type(x, other))
-    if name == "batch_norm":
-        return torch.empty_like(x)
-    if name == "pad":
-        pad = list(_bind(name, args, kwargs)["pad"])
-        if len(pad) not in (2, 4):
-            return None
-        pad += [0, 0]
-        shape = list(x.shape)
-        shape[-1] += int(pad[0]) + int(pad[1])
-        shape[-2] += int(pad[2]) + int(pad[3])
-        return torch.empty(shape, device="meta", dtype=x.dtype) if min(shape) >= 0 else None
-    if name == "interpolate":
-        a = _bind(name, args, kwargs)
-        size, sf = a.get("size"), a.get("scale_factor")
-        if size is None and sf is not None:
-            sf = sf if isinstance(sf, (list, tuple)) else (sf, sf)
-            size = [int(n * float(f)) for n, f in zip(x.shape[-2:], sf)]  # floor, as F.interpolate
-        if size is None:
-            return None
-        size = _pair(size)
-        return torch.empty(*x.shape[:2], *size, device="meta", dtype=x.dtype)
-    return None
-
-
 class Tracer(TorchFunctionMode):
     """Runs alongside a forward pass and keeps a :class:`State` per activation.
 
@@ -200,7 +163,7 @@ class Tracer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = _meta_shortcut(func, args, kwargs)
+        out = meta_shortcut(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
         ins = [t for t in _tensors((args, kwargs)) if self.state(t) is not None]

@@ -164,7 +164,8 @@ class TiledJob:
             from fcnkit.geometry import receptive_field
 
             # a model that cannot be traced (an onnxruntime session) carries the geometry it was exported with
-            g = getattr(self.model, "fcnkit_geometry", None) or receptive_field(self.model, in_channels=self.source.shape[0])
+            g = getattr(self.model, "fcnkit_geometry", None)
+            g = g or receptive_field(self.model, in_channels=self.source.shape[0])
             for j, a in zip(g.stride, g.align):
                 if (Fraction(a) / Fraction(j)).denominator != 1:
                     raise InputError(f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None")
