@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's fcnkit, also in-process (confusion matrix, set-up)
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 RAW = """
@@ -174,11 +175,11 @@ def main() -> None:
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()
     load = os.getloadavg()[0]
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+              "load_start": round(load, 2), "confusion_matrix": confusion(15)}  # first: a fresh process
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run, folder, one = _setup(tmp, args.images)
-        result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-                  "load_start": round(load, 2), "confusion_matrix": confusion(15)}
         result["startup"] = startup(run, one, tmp / "out1", args.repeats)
         if not args.skip_throughput:
             result["throughput"] = throughput(run, folder, tmp / "outn", max(2, args.repeats - 2), args.images)
