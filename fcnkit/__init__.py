@@ -24,8 +24,12 @@ _EXPORTS = {
     "load_checkpoint": "fcnkit.checkpoint",
     "equivalent_patch_batch": "fcnkit.training.equivalence",
     "FcnkitError": "fcnkit.errors",
+    "train": "fcnkit.app.train",
+    "TrainConfig": "fcnkit.engine.config",
+    "predict_files": "fcnkit.app.predict",
+    "evaluate": "fcnkit.app.evaluate",
 }
-_SUBMODULES = {"metrics", "models", "data", "inference", "training", "geometry", "convert", "checkpoint"}
+_SUBMODULES = {"metrics", "models", "data", "inference", "training", "geometry", "convert", "checkpoint", "engine", "app"}
 
 __all__ = sorted(_EXPORTS)
 

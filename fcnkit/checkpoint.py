@@ -4,12 +4,14 @@ Nothing is ever unpickled, so a checkpoint from anywhere is safe to open. The co
 model by its registry name and keyword arguments; loading rebuilds it with ``build_model`` and
 loads the weights strictly, so a checkpoint of another architecture is a clear error.
 
-config.json keys (see docs/design.md):
+config.json is one :class:`CheckpointConfig` (the single definition of its keys)::
+
     format, version, model {name, kwargs}, task, num_classes, in_channels, classes, palette,
-    normalization {mean, std}, plus optional geometry, train, metrics.
+    normalization {mean, std}, plus optional geometry, train, metrics, converted_from.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,12 +23,47 @@ from torch import nn
 from fcnkit.errors import InputError, MissingFileError
 from fcnkit.utils.atomic import atomic_dir
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_config", "resolve_checkpoint"]
+__all__ = ["CheckpointConfig", "save_checkpoint", "load_checkpoint", "read_config", "resolve_checkpoint"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT = "fcnkit-checkpoint"
 VERSION = 1
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """What a checkpoint's config.json holds besides the weights; ``to_dict()`` is the JSON.
+
+    ``model`` is the registry spec ``{"name", "kwargs"}`` (``build_model(name, **kwargs)``);
+    ``normalization`` the training set's ``{"mean": [C], "std": [C]}``; ``palette`` one RGB
+    triple per class. ``train`` (the resolved train config), ``metrics`` (validation scores of the
+    checkpoint's epoch), ``geometry`` and ``converted_from`` are optional.
+    """
+
+    model: dict[str, Any]
+    task: str
+    num_classes: int
+    in_channels: int
+    classes: list[str]
+    palette: list[list[int]]
+    normalization: dict[str, list[float]]
+    train: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    geometry: dict[str, list] | None = None
+    converted_from: dict[str, Any] | None = None
+
+    @classmethod
+    def from_info(cls, model: dict[str, Any], info: Any, **extra: Any) -> "CheckpointConfig":
+        """From a dataset's ``DatasetInfo`` (classes, palette, normalisation of the training set)."""
+        return cls(model=model, task=str(info.task), num_classes=int(info.num_classes),
+                   in_channels=int(info.in_channels), classes=[str(c) for c in info.class_names],
+                   palette=[[int(v) for v in c] for c in info.palette],
+                   normalization={"mean": [float(v) for v in info.mean], "std": [float(v) for v in info.std]}, **extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object (optional fields left out when unset)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 def model_spec(model: nn.Module) -> dict:
@@ -40,7 +77,8 @@ def model_spec(model: nn.Module) -> dict:
     return spec
 
 
-def save_checkpoint(directory: str | os.PathLike, model: nn.Module, config: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(directory: str | os.PathLike, model: nn.Module,
+                    config: CheckpointConfig | dict[str, Any] | None = None) -> Path:
     """Write ``model`` and ``config`` to the folder ``directory`` atomically (temp folder + rename).
 
     ``config["model"]`` defaults to the spec that ``build_model`` attached to the model.
@@ -48,7 +86,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, config: dict
     """
     from safetensors.torch import save_file
 
-    config = dict(config or {})
+    config = config.to_dict() if isinstance(config, CheckpointConfig) else dict(config or {})
     config.setdefault("model", model_spec(model))
     config["format"], config["version"] = FORMAT, VERSION
     # safetensors refuses shared/non-contiguous storage: store an independent copy of each tensor

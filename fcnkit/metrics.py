@@ -1,7 +1,7 @@
 """Segmentation scores from a confusion matrix (the FCN paper's four metrics).
 
 torchmetrics style: a pure functional core here (torch/numpy only) and, in
-``fcnkit.training.module``, a thin stateful ``torchmetrics.Metric`` whose only state is the
+``fcnkit.engine.segmentation``, a thin stateful ``torchmetrics.Metric`` whose only state is the
 confusion matrix, summed over batches and processes (confusion matrices add, scores do not).
 
 Notation (Long, Shelhamer & Darrell, FCN, Sec. 5): ``n_ij`` = number of pixels of ground-truth
@@ -24,12 +24,15 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["confusion_matrix", "scores", "SCORE_NAMES"]
+from fcnkit.constants import IGNORE_INDEX
+
+__all__ = ["confusion_matrix", "scores", "classification_scores", "SCORE_NAMES", "CLASSIFICATION_SCORE_NAMES"]
 
 SCORE_NAMES = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
+CLASSIFICATION_SCORE_NAMES = ("accuracy", "mean_accuracy")
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Count ``n_ij`` for label tensors: int64 ``[K, K]``, rows = ground truth, columns = prediction.
 
     ``pred`` and ``target`` are integer class-index tensors of the same shape (any shape), NOT
@@ -93,3 +96,15 @@ def scores(cm: torch.Tensor | np.ndarray) -> dict:
 def _nanmean(values: np.ndarray) -> float:
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else math.nan
+
+
+def classification_scores(cm: torch.Tensor) -> dict:
+    """``{"accuracy", "mean_accuracy", "per_class_accuracy": [K]}`` of a confusion matrix
+    (rows = ground truth). A class with no example has NaN accuracy and is left out of the mean."""
+    cm = torch.as_tensor(cm, dtype=torch.float64)
+    total, support = cm.sum(), cm.sum(1)
+    per_class = torch.where(support > 0, cm.diag() / support.clamp(min=1), torch.full_like(support, math.nan))
+    present = per_class[~per_class.isnan()]
+    return {"accuracy": float(cm.diag().sum() / total) if total > 0 else math.nan,
+            "mean_accuracy": float(present.mean()) if len(present) else math.nan,
+            "per_class_accuracy": per_class.tolist()}

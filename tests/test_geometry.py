@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision as tv
 from torch import nn
 
 from fcnkit.errors import InputError
@@ -119,7 +120,6 @@ def test_non_square_kernels_and_strides():
 
 
 def test_published_torchvision_values():
-    tv = pytest.importorskip("torchvision")
     with torch.device("meta"):  # no weights needed (nor their initialisation time)
         vgg16, alexnet, r18 = tv.models.vgg16(), tv.models.alexnet(), tv.models.resnet18().eval()
     vgg = receptive_field(vgg16.features)
@@ -132,7 +132,6 @@ def test_published_torchvision_values():
 
 
 def test_table_lists_layers_with_jump_and_rf():
-    tv = pytest.importorskip("torchvision")
     with torch.device("meta"):
         g = receptive_field(tv.models.vgg16().features)
     convs = [r for r in g.layers if r.op == "conv2d"]
@@ -175,7 +174,6 @@ def test_probe_agrees_with_analytic(make):
 
 
 def test_probe_agrees_on_alexnet():
-    tv = pytest.importorskip("torchvision")
     p = receptive_field(tv.models.alexnet(weights=None).features, method="probe")
     assert (p.size, p.stride, p.offset) == ((195, 195), (32, 32), (31, 31))
 

@@ -3,16 +3,17 @@ atomic outputs, clear errors. The checkpoint loader is replaced by a hand-made m
 tests do not depend on the model registry (tests/test_predict_registry.py covers real checkpoints)."""
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 from torch import nn
 
 import fcnkit.checkpoint
+from fcnkit.app import predict as files
+from fcnkit.app.predict import predict_files
 from fcnkit.cli import main as cli
 from fcnkit.data.io import read_image, to_model_input
 from fcnkit.errors import InputError, MissingFileError
-from fcnkit.inference import files
-from fcnkit.inference.files import predict_files
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 PALETTE = [[0, 0, 0], [200, 0, 0], [0, 200, 0]]
@@ -106,7 +107,6 @@ def test_coarse_output_is_mapped_to_the_input_size(run, tmp_path):
 
 
 def test_huge_images_get_a_tiled_tiff_mask_and_a_reduced_overlay(run, tmp_path, monkeypatch):
-    tifffile = pytest.importorskip("tifffile")
     run_dir, holder = run
     monkeypatch.setattr(files, "PNG_MAX_PIXELS", 500)
     monkeypatch.setattr(files, "SCRATCH_PIXELS", 500)

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from fcnkit.convert.from_weights import convert_classifier
+    from fcnkit.app.convert import convert_classifier
 
     result = convert_classifier(args.arch, args.weights, args.out, num_classes=args.num_classes,
                                 input_size=args.input_size, pool=args.pool, output=args.output)

@@ -35,7 +35,8 @@ def format_scores(result: dict, class_names=None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnkit.training.evaluate import evaluate, write_json
+    from fcnkit.app.evaluate import evaluate
+    from fcnkit.utils.jsonsafe import write_json
 
     result = evaluate(args.run, data=args.data, split=args.split, device=args.device, batch_size=args.batch_size)
     print(format_scores(result, result.get("classes")))

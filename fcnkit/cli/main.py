@@ -14,7 +14,8 @@ from fcnkit import __version__
 from fcnkit.errors import FcnkitError
 
 # order = order in `fcnkit --help`
-COMMANDS = ["demo", "train", "evaluate", "predict", "export", "models", "data", "rf", "convert", "experiment"]
+COMMANDS = ["demo", "train", "evaluate", "predict", "export", "models", "data", "rf", "convert", "experiment",
+            "serve"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fcnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"fcnkit.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"fcnkit.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"fcnkit.cli.{name}").add_parser(sub)
     return parser
 
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 
-def _tile(text: str):
+def tile_size(text: str):
+    """argparse type of --tile: an int, 'auto' or 'none' (the whole image)."""
     if text in ("auto", "none", "None"):
         return None if text.lower() == "none" else "auto"
     try:
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files (PNG, JPEG, TIFF, ...) or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (NAME_mask.png, NAME_overlay.png, ...)")
-    p.add_argument("--tile", type=_tile, default=None, metavar="N|auto",
+    p.add_argument("--tile", type=tile_size, default=None, metavar="N|auto",
                    help="tile size in pixels, or 'auto' (largest that fits --memory-budget); default: whole image")
     p.add_argument("--halo", type=_halo, default="auto", metavar="N|auto", help="tile margin (default: from the receptive field)")
     p.add_argument("--blend", choices=("crop", "average", "gaussian"), default="crop",
@@ -46,7 +47,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from fcnkit.inference.files import predict_files
+    from fcnkit.app.predict import predict_files
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = predict_files(

@@ -33,7 +33,7 @@ def _json(text: str) -> dict:
 
 
 def run(args) -> int:
-    from fcnkit.geometry.report import describe
+    from fcnkit.app.rf import describe
 
     print(describe(args.model, input_size=args.input_size, in_channels=args.in_channels, probe=args.probe,
                    kwargs=args.kwargs))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fcnkit.data.io import IGNORE_INDEX, read_image, read_mask
+from fcnkit.constants import IGNORE_INDEX
+from fcnkit.data.io import read_image, read_mask
 from fcnkit.data.layouts import VOC_CLASSES, Pair, Problem, scan_layout
 from fcnkit.errors import InputError
 

@@ -21,8 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fcnkit.data.base import ArrayDataset, DatasetInfo, channel_stats, check_split, resolve_options
-from fcnkit.data.io import IGNORE_INDEX, read_image, read_mask, voc_palette
+from fcnkit.constants import IGNORE_INDEX
+from fcnkit.data.base import (
+    ArrayDataset,
+    DatasetInfo,
+    channel_stats,
+    check_split,
+    resolve_options,
+)
+from fcnkit.data.io import read_image, read_mask, voc_palette
 from fcnkit.data.layouts import VOC_CLASSES, Layout, Pair, scan_layout
 from fcnkit.errors import InputError
 
@@ -123,8 +130,8 @@ class FolderDataset(ArrayDataset):
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise InputError(f"{problems[0]}{more}; run `fcnkit data check {self.layout.root}` to list every problem")
 
-    @property
-    def info(self) -> DatasetInfo:
+    @property  # computed lazily where the base class has a plain attribute
+    def info(self) -> DatasetInfo:  # type: ignore[override]
         """Dataset description; computed from the training split on first use, then cached."""
         if self._info is None:
             train = tuple(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, MissingFileError
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "to_model_input", "voc_palette", "full_palette", "colorize", "overlay", "save_label_png", "display_uint8",
 ]
 
-IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 _TIFF = (".tif", ".tiff")
 
@@ -74,6 +74,7 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
 def _read_tiff(path: Path, mmap: bool) -> np.ndarray:
     import tifffile
 
+    arr: np.ndarray
     try:
         if mmap:
             try:

@@ -20,7 +20,13 @@ from fractions import Fraction
 import torch
 from torch.overrides import TorchFunctionMode
 
-from fcnkit.geometry.axis import Axis, Taps, conv_taps, interpolate_taps, transposed_taps
+from fcnkit.geometry.axis import (
+    Axis,
+    Taps,
+    conv_taps,
+    interpolate_taps,
+    transposed_taps,
+)
 from fcnkit.geometry.meta_shapes import meta_shortcut
 from fcnkit.geometry.result import LayerGeometry, number
 
@@ -45,7 +51,7 @@ class State:
             local = other if self.whole else self
             return State(local.axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
         try:
-            axes = tuple(a.merge(b) for a, b in zip(self.axes, other.axes))
+            axes = (self.axes[0].merge(other.axes[0]), self.axes[1].merge(other.axes[1]))
         except ValueError as exc:
             raise Unsupported(str(exc)) from None
         return State(axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
@@ -183,6 +189,7 @@ class Tracer(TorchFunctionMode):
     # -- rules ------------------------------------------------------------------------------
     def _rule(self, name, args, kwargs, ins, out) -> State | None:
         first = self.state(ins[0])
+        assert first is not None  # the caller passes only watched tensors (states known) in ins
         x = ins[0]
         if name in _NOT_2D:
             raise Unsupported(f"'{name}': receptive_field follows 2-D networks only")
@@ -277,7 +284,7 @@ class Tracer(TorchFunctionMode):
         return new
 
     def _pointwise(self, name, ins, out, record=False, base=None) -> State:
-        states = [self.state(t) for t in ins]
+        states = [s for s in (self.state(t) for t in ins) if s is not None]
         state = base or states[0]
         for other in states[1:]:
             state = state.merged(other)

@@ -43,8 +43,9 @@ from fcnkit.inference.aggregate import make_aggregator
 from fcnkit.inference.sources import as_source
 from fcnkit.inference.tiling import BLENDS, TilePlan, origin_cell, plan_tiles
 from fcnkit.inference.writers import NpySink, TensorSink
+from fcnkit.utils.device import model_device
 
-__all__ = ["predict", "TiledJob", "parse_memory", "auto_tile"]
+__all__ = ["predict", "TiledJob", "parse_memory", "auto_tile", "eval_mode"]
 
 CPU_BUDGET = 512 << 20  # default activation budget for tile="auto" on the CPU (torch itself takes ~0.5 GB)
 
@@ -59,13 +60,6 @@ def parse_memory(text) -> int:
         return int(float(s[:-1]) * units[s[-1]]) if s and s[-1] in units else int(float(s))
     except ValueError:
         raise InputError(f"memory budget {text!r} is not understood; write e.g. 512M or 2G") from None
-
-
-def _device(model: nn.Module, device) -> torch.device:
-    if device is None:
-        p = next(model.parameters(), None)
-        return p.device if p is not None else torch.device("cpu")
-    return torch.device(device)
 
 
 def _budget(device: torch.device, memory_budget) -> int:
@@ -131,17 +125,17 @@ class TiledJob:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size={batch_size!r} must be a positive int")
         self.model, self.source, self.batch_size, self.progress = model, as_source(image), batch_size, progress
-        self.device = _device(model, device)
+        self.device = model_device(model, device)
         c, h, w = self.source.shape
         self.stride, self.offset, self.geometry = (1, 1), (0, 0), None
         if tile == "auto":
-            tile = auto_tile(model, self._geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend)
+            tile = auto_tile(model, self.model_geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend)
         if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= max(h, w)):
             self.plan = plan_tiles((h, w), (h, w), 0, 1)
             return
         if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
             raise InputError(f"tile={tile!r} must be None, a positive int or 'auto'")
-        g = self._geometry()
+        g = self.model_geometry()
         if halo == "auto":
             halo = g.halo()
         elif not isinstance(halo, int) or isinstance(halo, bool) or halo < 0:
@@ -159,7 +153,8 @@ class TiledJob:
             warnings.warn(msg, stacklevel=3)
         self.stride, self.offset = g.stride, g.offset
 
-    def _geometry(self):
+    def model_geometry(self):
+        """The model's receptive-field geometry, traced once and kept."""
         if self.geometry is None:
             from fcnkit.geometry import receptive_field
 
@@ -209,7 +204,8 @@ class TiledJob:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module, device: torch.device):
+def eval_mode(model: nn.Module, device: torch.device):
+    """Run ``model`` in eval mode on ``device`` for the block, then restore its train/eval mode."""
     was = model.training
     model.eval().to(device)
     try:
@@ -243,7 +239,7 @@ def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"predict needs a torch.nn.Module, got {type(model).__name__}")
-    with _eval_mode(model, _device(model, device)):
+    with eval_mode(model, model_device(model, device)):
         job = TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
         if out is None:
             return job.run(lambda shape: TensorSink(shape, job.out_dtype)).result

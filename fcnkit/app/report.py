@@ -6,22 +6,23 @@ inside the functions only.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from fcnkit.engine.runlog import read_epochs
 from fcnkit.utils.atomic import atomic_path, atomic_write_text
 
-__all__ = ["write_report", "plot_curves", "plot_confusion", "plot_predictions", "read_epochs"]
+__all__ = ["write_report", "plot_curves", "plot_confusion", "plot_predictions", "pyplot", "save_figure"]
 
 _SCORES = (("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean accuracy"),
            ("mean_iu", "mean IU"), ("fw_iu", "frequency-weighted IU"))
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot with the Agg backend (no display), chosen on first use, not at import."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # no display needed; chosen here, not at import
@@ -30,23 +31,9 @@ def _pyplot():
     return plt
 
 
-def read_epochs(metrics_csv: str | os.PathLike) -> dict[int, dict[str, float]]:
-    """``{epoch: {column: value}}`` from a metrics.csv (the last value logged in each epoch)."""
-    epochs: dict[int, dict[str, float]] = {}
-    with Path(metrics_csv).open(newline="") as f:
-        for row in csv.DictReader(f):
-            if not row.get("epoch"):
-                continue
-            slot = epochs.setdefault(int(float(row["epoch"])), {})
-            for key, value in row.items():
-                if value not in ("", None) and key not in ("epoch", "step"):
-                    slot[key] = float(value)
-    return epochs
-
-
 def plot_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Train/val loss and val mean IU per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = read_epochs(metrics_csv)
     xs = sorted(epochs)
     fig, (ax_loss, ax_iu) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -64,12 +51,12 @@ def plot_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike) -> Path
     ax_iu.set_ylabel("val mean IU")
     ax_iu.set_ylim(0, 1)
     fig.tight_layout()
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 def plot_confusion(cm, class_names, path: str | os.PathLike) -> Path:
     """The confusion matrix normalised by row (each ground-truth class sums to 1)."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(cm, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
@@ -88,7 +75,7 @@ def plot_confusion(cm, class_names, path: str | os.PathLike) -> Path:
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 def plot_predictions(model, dataset, palette, path: str | os.PathLike, count: int = 6, device="cpu") -> Path:
@@ -97,7 +84,7 @@ def plot_predictions(model, dataset, palette, path: str | os.PathLike, count: in
 
     from fcnkit.data.io import overlay
 
-    plt = _pyplot()
+    plt = pyplot()
     count = min(count, len(dataset))
     fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.5 * count), squeeze=False)
     model = model.to(device).eval()
@@ -113,7 +100,7 @@ def plot_predictions(model, dataset, palette, path: str | os.PathLike, count: in
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 def write_report(run: str | os.PathLike, dataset=None, overlays: int = 6) -> Path:
@@ -174,7 +161,8 @@ def _markdown(run: Path, ckpt: Path, config: dict, metrics: dict, names, images)
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path, plt) -> Path:
+def save_figure(fig, path, plt) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")

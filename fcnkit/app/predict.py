@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from fcnkit.errors import InputError, MissingFileError
-from fcnkit.inference.predict import TiledJob, _eval_mode, _device
+from fcnkit.inference.predict import TiledJob, eval_mode
 from fcnkit.inference.sources import open_image
 from fcnkit.inference.writers import PNG_MAX_PIXELS, Fanout, LabelSink, NpySink, write_labels, write_overlay
+from fcnkit.utils.device import model_device
 
-__all__ = ["predict_files", "expand_inputs"]
+__all__ = ["predict_files", "expand_inputs", "to_input_grid"]
 
 SCRATCH_PIXELS = 1 << 24  # labels above 16 Mpx go to a memory-mapped scratch file
 
@@ -53,7 +54,7 @@ def expand_inputs(inputs) -> list[Path]:
     return out
 
 
-def _to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scratch) -> np.ndarray:
+def to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scratch) -> np.ndarray:
     """Labels of a coarse/cropped output -> the input's grid: each pixel takes the nearest cell."""
     idx = []
     for n, total, j, o in zip(size, labels.shape, stride, offset):
@@ -91,7 +92,7 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    with _eval_mode(model, _device(model, device)):
+    with eval_mode(model, model_device(model, device)):
         for path in files:
             source = open_image(path, channels, mean, std)
             job = TiledJob(model, source, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
@@ -143,11 +144,12 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
             job.run(make_sink)
             labels = sinks["labels"].result
             if labels.shape != (h, w):  # coarse or valid-padded output: map it onto the input grid
-                g = job.geometry or job._geometry()
-                labels = _to_input_grid(labels, (h, w), g.stride, g.offset, scratch[1] if scratch else None)
+                g = job.geometry or job.model_geometry()
+                labels = to_input_grid(labels, (h, w), g.stride, g.offset, scratch[1] if scratch else None)
             write_labels(tmp["mask"], labels, palette, tiff=big)
             factor = write_overlay(tmp["overlay"], source.array, labels, palette, max_pixels=PNG_MAX_PIXELS)
-            del labels, sinks
+            del labels
+            sinks.clear()  # the memory-mapped scratch arrays are released before they are unlinked
     finally:
         for s in scratch:
             with contextlib.suppress(OSError):

@@ -1,6 +1,6 @@
 """Per-step accounting of a training run, so regimes compare at matched compute (Lightning).
 
-:class:`StepLog` (a Lightning callback, added by :func:`fcnkit.training.run.train`) logs into
+:class:`StepLog` (a Lightning callback, added by :func:`fcnkit.app.train.train`) logs into
 ``metrics.csv``, every ``log_every_n_steps`` steps (the ``total_*`` columns are running sums, so
 no step is lost between logged rows)::
 
@@ -13,26 +13,21 @@ no step is lost between logged rows)::
 
 Under DDP every process logs its own counts (multiply by the number of processes). The sums are
 callback state, saved in ``trainer.ckpt``, so a resumed run keeps counting.
-:func:`read_step_log` reads them back, and :func:`train_and_log` trains one configuration and
-returns its log: the entry point of the regime experiments.
+:func:`fcnkit.engine.runlog.read_step_log` reads them back.
 """
 from __future__ import annotations
 
-import csv
-import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from fcnkit.constants import IGNORE_INDEX
+from fcnkit.engine.runlog import COUNTERS
 from fcnkit.training.flops import batch_flops
 
-__all__ = ["StepLog", "read_step_log", "train_and_log", "COUNTERS"]
-
-COUNTERS = ("images", "items", "cells", "flops", "seconds")
+__all__ = ["StepLog"]
 
 
 class StepLog(L.Callback):
@@ -58,7 +53,7 @@ class StepLog(L.Callback):
         images = batch["image"]
         cells = outputs.get("cells") if isinstance(outputs, dict) else None
         if cells is None:
-            cells = (batch["mask"] != 255).sum()
+            cells = (batch["mask"] != IGNORE_INDEX).sum()
         step = {"images": int(batch.get("num_images", len(images))), "items": int(len(images)),
                 "cells": int(cells), "flops": batch_flops(pl_module.model, images), "seconds": seconds}
         for name, value in step.items():
@@ -82,56 +77,3 @@ def _sync(tensor: torch.Tensor) -> None:
     # CUDA runs asynchronously: without this the time would be that of launching the kernels
     if tensor.is_cuda:
         torch.cuda.synchronize(tensor.device)
-
-
-def read_step_log(run: str | os.PathLike) -> dict[str, list[dict[str, float]]]:
-    """``RUN/metrics.csv`` as ``{"train": [...], "val": [...]}``: rows of floats sorted by step.
-
-    ``train`` rows hold the step counters (``step_*``, ``total_*``, ``train_loss_step``); ``val``
-    rows hold ``val_*`` scores and, carried over from the last train row logged at or before
-    them, the ``total_*`` sums, so a validation score can be plotted against images, cells,
-    FLOPs or seconds spent (their resolution is ``log_every_n_steps``; use 1 for exact sums).
-    """
-    path = Path(run) / "metrics.csv"
-    if not path.is_file():
-        from fcnkit.errors import MissingFileError
-
-        raise MissingFileError(f"{path}: no metrics.csv; give a run folder written by fcnkit train")
-    with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-    rows.sort(key=lambda r: r.get("step", math.inf))
-    train, val, totals = [], [], {}
-    for r in rows:
-        if "total_flops" in r:
-            totals = {k: v for k, v in r.items() if k.startswith("total_")}
-            train.append(r)
-        if any(k.startswith("val_") for k in r):
-            val.append({**totals, **{k: v for k, v in r.items() if not k.startswith(("step_", "total_", "train_"))}})
-    return {"train": train, "val": val}
-
-
-def train_and_log(config, **overrides) -> dict[str, Any]:
-    """Train one configuration (a TrainConfig or mapping, ``overrides`` on top) without a report;
-    returns ``{"run": Path, "config": resolved dict, "train": [...], "val": [...], "best": {...}}``.
-
-    The per-step rows are :func:`read_step_log`'s; ``best`` is the best checkpoint's metrics.
-    Set ``log_every_n_steps: 1`` for a row per step.
-    """
-    import json
-
-    from fcnkit.training.config import TrainConfig
-    from fcnkit.training.run import train
-
-    # a copy: the caller's config is left as it was
-    cfg = TrainConfig.from_dict(config.to_dict() if isinstance(config, TrainConfig) else dict(config))
-    cfg.update(overrides, source="train_and_log")
-    run = train(cfg, report=False)
-    log = read_step_log(run)
-    best_file = run / "best" / "config.json"
-    best = json.loads(best_file.read_text()).get("metrics", {}) if best_file.is_file() else {}
-    resolved = {}
-    if (run / "config.yaml").is_file():
-        import yaml
-
-        resolved = yaml.safe_load((run / "config.yaml").read_text())
-    return {"run": run, "config": resolved, "train": log["train"], "val": log["val"], "best": best}

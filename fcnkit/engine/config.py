@@ -17,10 +17,10 @@ Optimizers (``optimizer``):
     1e-4 suits the smaller images fcnkit targets).
 
 Tasks (``task``): ``segmentation`` (default) or ``classification`` (see
-:mod:`fcnkit.training.classification`; ``sizes`` trains at several input sizes, one per batch).
+:mod:`fcnkit.engine.classification`; ``sizes`` trains at several input sizes, one per batch).
 ``model`` defaults to ``allconv`` for segmentation and ``allconv_cls`` for classification.
 ``init_from`` initialises the model from any fcnkit checkpoint or run folder (tensors whose names
-and shapes match, see :mod:`fcnkit.training.init_from`); unlike ``resume`` it starts a new run.
+and shapes match, see :mod:`fcnkit.app.init_from`); unlike ``resume`` it starts a new run.
 """
 from __future__ import annotations
 

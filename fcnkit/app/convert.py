@@ -70,9 +70,14 @@ def convert_classifier(
     arch); the returned ``notes`` say so. The model spec is ``convolutionalized`` with ``arch``,
     ``num_classes``, ``input_size``, ``pool``, ``output``; normalization is ImageNet's.
     """
-    from fcnkit.checkpoint import save_checkpoint
+    from fcnkit.checkpoint import CheckpointConfig, save_checkpoint
+    from fcnkit.convert.segmenter import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        build_torchvision_classifier,
+        from_classifier,
+    )
     from fcnkit.data.io import voc_palette
-    from fcnkit.models.convolutionalized import IMAGENET_MEAN, IMAGENET_STD, build_torchvision_classifier, from_classifier
 
     path = Path(weights)
     state = read_state_dict(path)
@@ -93,17 +98,13 @@ def convert_classifier(
     model = from_classifier(classifier.eval(), input_size, pool, output)
     kwargs = {"arch": arch, "num_classes": num_classes, "input_size": input_size, "pool": pool, "output": output}
     model.fcnkit_spec = {"name": "convolutionalized", "kwargs": kwargs}
-    config = {
-        "model": model.fcnkit_spec,
-        "task": "segmentation",
-        "num_classes": num_classes,
-        "in_channels": 3,
-        "classes": [f"class_{i}" for i in range(num_classes)],
-        "palette": voc_palette(num_classes),
-        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "geometry": {k: list(v) for k, v in model.geometry.items()},
-        "converted_from": {"arch": arch, "weights": path.name, "reinitialised": [head] if notes else []},
-    }
+    config = CheckpointConfig(
+        model=model.fcnkit_spec, task="segmentation", num_classes=num_classes, in_channels=3,
+        classes=[f"class_{i}" for i in range(num_classes)], palette=voc_palette(num_classes),
+        normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        geometry={k: list(v) for k, v in model.geometry.items()},
+        converted_from={"arch": arch, "weights": path.name, "reinitialised": [head] if notes else []},
+    ).to_dict()
     save_checkpoint(out, model, config)
     return Conversion(Path(out), model, config, notes)
 

@@ -23,8 +23,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fcnkit.checkpoint import save_checkpoint
-from fcnkit.training.evaluate import json_safe
 from fcnkit.utils.atomic import atomic_path
+from fcnkit.utils.jsonsafe import json_safe
 
 __all__ = ["FcnkitCheckpoint", "AtomicCheckpointIO", "NonFiniteWeightsError", "TRAINER_CKPT"]
 
@@ -62,7 +62,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class FcnkitCheckpoint(L.Callback):
-    """Write ``RUN/last`` after every validation epoch and ``RUN/best`` when ``val mean IU`` improves.
+    """Write ``RUN/last`` after every validation epoch and ``RUN/best`` when the ``monitor`` score
+    improves (segmentation: mean IU; classification: accuracy).
 
     ``base_config`` is the checkpoint config.json without ``metrics`` (model spec, task,
     classes, palette, normalization, train); ``metrics`` gets the validation scores of that
@@ -70,11 +71,12 @@ class FcnkitCheckpoint(L.Callback):
     run keeps comparing against it.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, base_config: dict[str, Any]):
+    def __init__(self, run_dir: str | os.PathLike, base_config: dict[str, Any], monitor: str = "mean_iu"):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.base_config = base_config
-        self.best_mean_iu = -math.inf
+        self.monitor = monitor
+        self.best_score = -math.inf
         self.best_epoch: int | None = None
         self._last_saved_step = -1
         self._last_metrics: dict | None = None
@@ -86,10 +88,10 @@ class FcnkitCheckpoint(L.Callback):
         self._check_finite(trainer, pl_module)
         metrics = dict(json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step))
         self._last_metrics = metrics
-        score = pl_module.last_scores[getattr(pl_module, "monitor", "mean_iu")]  # classification: accuracy
-        improved = not math.isnan(score) and score > self.best_mean_iu
+        score = pl_module.last_scores[self.monitor]
+        improved = not math.isnan(score) and score > self.best_score
         if improved:
-            self.best_mean_iu, self.best_epoch = float(score), int(trainer.current_epoch)
+            self.best_score, self.best_epoch = float(score), int(trainer.current_epoch)
         if trainer.is_global_zero:
             self._save(pl_module, "last", metrics)
             if improved:
@@ -114,12 +116,12 @@ class FcnkitCheckpoint(L.Callback):
         # plain types only: the trainer checkpoint is read with weights_only=True. The trainer
         # checkpoint is written at the step it records, so a resumed run that trains no further
         # step does not rewrite last/ (and keeps its scores).
-        return {"best_mean_iu": float(self.best_mean_iu), "best_epoch": self.best_epoch,
+        return {"best_score": float(self.best_score), "best_epoch": self.best_epoch,
                 "last_saved_step": int(self._last_saved_step if self._last_saved_step >= 0 else -1),
                 "last_metrics": self._last_metrics}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_mean_iu = float(state_dict.get("best_mean_iu", -math.inf))
+        self.best_score = float(state_dict.get("best_score", state_dict.get("best_mean_iu", -math.inf)))
         self.best_epoch = state_dict.get("best_epoch")
         self._last_saved_step = int(state_dict.get("last_saved_step", -1))
         self._last_metrics = state_dict.get("last_metrics")

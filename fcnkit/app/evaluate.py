@@ -5,28 +5,16 @@ image is scored exactly as it would be predicted alone), one confusion matrix ov
 """
 from __future__ import annotations
 
-import json
-import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from fcnkit.errors import InputError
-from fcnkit.metrics import confusion_matrix, scores
+from fcnkit.metrics import classification_scores, confusion_matrix, scores
+from fcnkit.utils.device import resolve_device
 
-__all__ = ["evaluate", "classification_scores", "resolve_device", "write_json", "json_safe"]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None -> CUDA when present, else CPU; ``cuda`` without a GPU is an InputError."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible; use --device auto or --device cpu")
-    return device
+__all__ = ["evaluate"]
 
 
 def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, split: str = "val",
@@ -85,18 +73,6 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
     return result
 
 
-def classification_scores(cm: torch.Tensor) -> dict:
-    """``{"accuracy", "mean_accuracy", "per_class_accuracy": [K]}`` of a confusion matrix
-    (rows = ground truth). A class with no example has NaN accuracy and is left out of the mean."""
-    cm = torch.as_tensor(cm, dtype=torch.float64)
-    total, support = cm.sum(), cm.sum(1)
-    per_class = torch.where(support > 0, cm.diag() / support.clamp(min=1), torch.full_like(support, math.nan))
-    present = per_class[~per_class.isnan()]
-    return {"accuracy": float(cm.diag().sum() / total) if total > 0 else math.nan,
-            "mean_accuracy": float(present.mean()) if len(present) else math.nan,
-            "per_class_accuracy": per_class.tolist()}
-
-
 def _same_size_batches(dataset, batch_size: int):
     images, masks = [], []
     for i in range(len(dataset)):
@@ -108,22 +84,3 @@ def _same_size_batches(dataset, batch_size: int):
         masks.append(item["label"] if "label" in item else item["mask"])  # classification: one label per image
     if images:
         yield torch.stack(images), torch.stack(masks)
-
-
-def write_json(result: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write the scores (NaN as null) atomically."""
-    from fcnkit.utils.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(json_safe(result), indent=2) + "\n")
-    return Path(path)
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None (recursively), so JSON output stays strict."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value

@@ -27,10 +27,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", config:
 
     A previous demo run in ``out`` is replaced (only run artifacts are removed).
     """
+    from fcnkit.app.evaluate import evaluate
+    from fcnkit.app.train import train
     from fcnkit.data import load_dataset
-    from fcnkit.training.config import load_config
-    from fcnkit.training.evaluate import evaluate, write_json
-    from fcnkit.training.run import train
+    from fcnkit.engine.config import load_config
+    from fcnkit.utils.jsonsafe import write_json
 
     path = Path(config) if config is not None else demo_config_path()
     if not path.is_file():
@@ -66,8 +67,8 @@ def predict_examples(run: str | os.PathLike, dataset, folder: str | os.PathLike,
 
     from fcnkit.checkpoint import load_checkpoint
     from fcnkit.data.io import overlay, save_label_png
-    from fcnkit.training.evaluate import resolve_device
     from fcnkit.utils.atomic import atomic_path
+    from fcnkit.utils.device import resolve_device
 
     dev = resolve_device(device)
     model, config = load_checkpoint(run, map_location=dev)
