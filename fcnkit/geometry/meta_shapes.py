@@ -9,14 +9,25 @@ import torch
 
 __all__ = ["meta_shortcut"]
 
+_ARGS = {"pad": ("input", "pad"), "interpolate": ("input", "size", "scale_factor")}  # leading positional params
+
+
+def _bind(name: str, args: tuple, kwargs: dict) -> dict:
+    out = dict(zip(_ARGS[name], args))
+    out.update(kwargs)
+    return out
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[-1])) if isinstance(v, (list, tuple)) else (int(v), int(v))
+
+
 _BINARY = {"add", "__add__", "__radd__", "sub", "__sub__", "mul", "__mul__", "__rmul__"}
 
 
 def meta_shortcut(func, args: tuple, kwargs: dict):
     """The meta-device result of add/sub/mul, batch_norm, pad and interpolate (None for anything else):
     the same shape and dtype as their meta kernels give, without importing ``torch._dynamo``."""
-    from fcnkit.geometry.trace import _bind, _pair
-
     name = getattr(func, "__name__", "")
     x = args[0] if args else kwargs.get("input")
     if not isinstance(x, torch.Tensor) or not x.is_meta or x.dim() != 4:
