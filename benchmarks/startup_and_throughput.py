@@ -16,6 +16,7 @@ Every timed call is a fresh process (``subprocess``), and the variants are inter
   ``np.bincount`` version on 2.1 Mpx with 10% 255s, 21 classes (in this process, interleaved, one
   torch thread like numpy).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,11 @@ def _summary(name: str, times: list[float], ref: list[float] | None = None) -> d
     row = {"name": name, "median_s": round(med, 3), "min_s": round(min(times), 3), "max_s": round(max(times), 3)}
     if ref:
         ratios = [a / b for a, b in zip(times, ref)]
-        row.update(ratio=round(med / statistics.median(ref), 2), ratio_min=round(min(ratios), 2),
-                   ratio_max=round(max(ratios), 2))
+        row.update(
+            ratio=round(med / statistics.median(ref), 2),
+            ratio_min=round(min(ratios), 2),
+            ratio_max=round(max(ratios), 2),
+        )
     return row
 
 
@@ -115,11 +119,13 @@ def throughput(run: Path, folder: Path, out: Path, repeats: int, n: int) -> list
     py = sys.executable
     variants = {
         "raw forward+argmax": lambda: _inner([py, "-c", RAW.replace("{reduce}", "argmax(0)"), str(run), str(folder)]),
-        "raw forward+max(0).indices": lambda: _inner([py, "-c", RAW.replace("{reduce}", "max(0).indices"), str(run),
-                                                      str(folder)]),
+        "raw forward+max(0).indices": lambda: _inner(
+            [py, "-c", RAW.replace("{reduce}", "max(0).indices"), str(run), str(folder)]
+        ),
         "predict_files (in process)": lambda: _inner([py, "-c", JOB, str(run), str(folder), str(out)]),
-        "fcnkit predict (whole process)": lambda: _wall([py, "-m", "fcnkit", "predict", str(run), str(folder), "--out",
-                                                         str(out), "--quiet"]),
+        "fcnkit predict (whole process)": lambda: _wall(
+            [py, "-m", "fcnkit", "predict", str(run), str(folder), "--out", str(out), "--quiet"]
+        ),
     }
     times = {k: [] for k in variants}
     for _ in range(repeats):
@@ -132,8 +138,11 @@ def throughput(run: Path, folder: Path, out: Path, repeats: int, n: int) -> list
         row["images_per_s"] = round(n / statistics.median(v), 2)
         # throughput relative to raw forward+argmax: raw time / this time, per interleaved repeat
         ratios = [r / t for r, t in zip(ref, v)]
-        row.update(thru_ratio=round(statistics.median(ref) / statistics.median(v), 2),
-                   thru_min=round(min(ratios), 2), thru_max=round(max(ratios), 2))
+        row.update(
+            thru_ratio=round(statistics.median(ref) / statistics.median(v), 2),
+            thru_min=round(min(ratios), 2),
+            thru_max=round(max(ratios), 2),
+        )
         rows.append(row)
     return rows
 
@@ -159,8 +168,10 @@ def confusion(repeats: int) -> list[dict]:
     assert np.array_equal(reference(), confusion_matrix(pt, tt, k).numpy())
     times = {"numpy bincount scorer": [], "fcnkit confusion_matrix": []}
     for _ in range(repeats):
-        for name, f in (("numpy bincount scorer", reference),
-                        ("fcnkit confusion_matrix", lambda: confusion_matrix(pt, tt, k))):
+        for name, f in (
+            ("numpy bincount scorer", reference),
+            ("fcnkit confusion_matrix", lambda: confusion_matrix(pt, tt, k)),
+        ):
             t = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t)
@@ -175,8 +186,12 @@ def main() -> None:
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()
     load = os.getloadavg()[0]
-    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-              "load_start": round(load, 2), "confusion_matrix": confusion(15)}  # first: a fresh process
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "load_start": round(load, 2),
+        "confusion_matrix": confusion(15),
+    }  # first: a fresh process
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run, folder, one = _setup(tmp, args.images)

@@ -1,6 +1,7 @@
 """CLI start-up: ``fcnkit --help``, ``data check``, ``rf`` and ``predict`` with an allconv run import
 neither Lightning, nor torchvision's models, nor ``torch._dynamo`` (each costs 1.5-2.5 s per call).
 Each command runs in a fresh interpreter, which then lists the heavy modules it imported."""
+
 import json
 import subprocess
 import sys
@@ -26,8 +27,14 @@ print(json.dumps({"code": code, "heavy": [m for m in HEAVY if m in sys.modules]}
 
 
 def _imports(*args) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
-                         cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

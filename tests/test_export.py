@@ -1,5 +1,6 @@
 """``fcnkit export``: ONNX and TorchScript round trips at three sizes (one odd, one a batch of two),
 metadata travels, ``predict --backend onnx`` gives the same masks, bad exports leave nothing behind."""
+
 import json
 
 import numpy as np
@@ -15,12 +16,19 @@ from fcnkit.cli import main as cli
 from fcnkit.errors import InputError
 from fcnkit.inference.onnx_model import OnnxModel
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),
+]
 
-CONFIG = {"task": "segmentation", "num_classes": 3, "in_channels": 3, "classes": ["bg", "cell", "edge"],
-          "palette": [[0, 0, 0], [200, 0, 0], [0, 200, 0]],
-          "normalization": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}}
+CONFIG = {
+    "task": "segmentation",
+    "num_classes": 3,
+    "in_channels": 3,
+    "classes": ["bg", "cell", "edge"],
+    "palette": [[0, 0, 0], [200, 0, 0], [0, 200, 0]],
+    "normalization": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]},
+}
 
 
 def _randomised(model):
@@ -64,8 +72,9 @@ def test_metadata_travels_in_the_onnx_and_torchscript_files(ckpt, tmp_path):
     assert meta["config"]["classes"] == CONFIG["classes"] and meta["config"]["normalization"] == CONFIG["normalization"]
     assert meta["config"]["palette"] == CONFIG["palette"]
     g = OnnxModel(r["path"]).fcnkit_geometry
-    assert (g.size, g.stride, g.align) == ((lambda h: (h.size, h.stride, h.align))(fcnkit.receptive_field(
-        fcnkit.load_checkpoint(ckpt)[0])))
+    assert (g.size, g.stride, g.align) == (
+        (lambda h: (h.size, h.stride, h.align))(fcnkit.receptive_field(fcnkit.load_checkpoint(ckpt)[0]))
+    )
     ts = export_checkpoint(ckpt, "torchscript", out=tmp_path / "m.pt")
     files = {"fcnkit.json": ""}
     torch.jit.load(str(ts["path"]), _extra_files=files)
@@ -78,8 +87,17 @@ def test_predict_with_onnx_backend_gives_the_same_masks(ckpt, tmp_path, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (150, 203, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     for backend in ("torch", "onnx"):
-        args = ["predict", str(ckpt), str(tmp_path / "a.png"), "--out", str(tmp_path / backend), "--tile", "96",
-                "--quiet", "--probabilities"]
+        args = [
+            "predict",
+            str(ckpt),
+            str(tmp_path / "a.png"),
+            "--out",
+            str(tmp_path / backend),
+            "--tile",
+            "96",
+            "--quiet",
+            "--probabilities",
+        ]
         assert cli.main(args + ["--backend", backend]) == 0
     torch_mask = np.asarray(Image.open(tmp_path / "torch" / "a_mask.png"))
     onnx_mask = np.asarray(Image.open(tmp_path / "onnx" / "a_mask.png"))
@@ -90,8 +108,9 @@ def test_predict_with_onnx_backend_gives_the_same_masks(ckpt, tmp_path, capsys):
     # Python API: fcnkit.predict on the onnxruntime session, tiled, equals PyTorch whole-image logits
     model = fcnkit.load_checkpoint(ckpt)[0]
     x = torch.randn(3, 150, 203)
-    np.testing.assert_allclose(fcnkit.predict(OnnxModel(ckpt / "model.onnx"), x, tile=96).numpy(),
-                               fcnkit.predict(model, x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        fcnkit.predict(OnnxModel(ckpt / "model.onnx"), x, tile=96).numpy(), fcnkit.predict(model, x).numpy(), atol=1e-5
+    )
 
 
 class SizeBranch(nn.Module):

@@ -5,6 +5,7 @@ resized back to the input size; smp's Unet / FPN return a tensor. Geometry must 
 tiling must equal whole-image inference where nothing global is in the net, and be refused (one
 line) where something is (ASPP pooling, squeeze-excite, GroupNorm, align_corners resizes).
 """
+
 import pytest
 import segmentation_models_pytorch as smp
 import torch
@@ -72,10 +73,13 @@ def test_geometry_of_resized_output_models_is_whole(name):
             fcnkit.predict(model, torch.randn(3, 2 * multiple, 4 * rf // multiple * multiple), tile=2 * rf)
 
 
-@pytest.mark.parametrize("build, size, tile", [
-    (fcn_resnet50, (40, 496), 480),  # dict output; halo 232: windows [0, 480) and [16, 496)
-    (smp_unet, (64, 704), 672),  # halo 320: windows [0, 672) and [32, 704)
-])
+@pytest.mark.parametrize(
+    "build, size, tile",
+    [
+        (fcn_resnet50, (40, 496), 480),  # dict output; halo 232: windows [0, 480) and [16, 496)
+        (smp_unet, (64, 704), 672),  # halo 320: windows [0, 672) and [32, 704)
+    ],
+)
 def test_tiled_equals_whole_for_third_party_models(build, size, tile):
     torch.manual_seed(0)
     model = build().eval()

@@ -8,6 +8,7 @@ nothing is left behind. The checkpoint's config (classes, palette, normalisation
 the receptive-field geometry travel inside the file: ONNX ``metadata_props["fcnkit"]``, TorchScript
 ``_extra_files["fcnkit.json"]``, both the JSON ``{"config": ..., "geometry": ...}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,15 @@ def export_checkpoint(run_dir, fmt: str = "onnx", out=None, opset: int = DEFAULT
     return export_model(model, out, fmt, opset=opset, config=config, in_channels=int(config.get("in_channels", 3)))
 
 
-def export_model(model: nn.Module, out, fmt: str = "onnx", *, opset: int = DEFAULT_OPSET, config: dict | None = None,
-                 in_channels: int = 3) -> dict:
+def export_model(
+    model: nn.Module,
+    out,
+    fmt: str = "onnx",
+    *,
+    opset: int = DEFAULT_OPSET,
+    config: dict | None = None,
+    in_channels: int = 3,
+) -> dict:
     """Export any segmentation ``model`` to ``out`` and verify it; returns ``{"path", "format",
     "sizes", "max_diff", "scale"}`` (``max_diff``: largest |export - PyTorch| over the three sizes)."""
     from fcnkit.geometry import receptive_field
@@ -49,8 +57,9 @@ def export_model(model: nn.Module, out, fmt: str = "onnx", *, opset: int = DEFAU
 
     _check_format(fmt)
     if not isinstance(opset, int) or not 11 <= opset <= 23:
-        raise InputError(f"opset={opset!r} is not supported; use an ONNX opset between 11 and 23 "
-                         f"(default {DEFAULT_OPSET})")
+        raise InputError(
+            f"opset={opset!r} is not supported; use an ONNX opset between 11 and 23 (default {DEFAULT_OPSET})"
+        )
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give the output file, e.g. {out / ('model' + SUFFIX[fmt])}")
@@ -70,11 +79,19 @@ def export_model(model: nn.Module, out, fmt: str = "onnx", *, opset: int = DEFAU
                 _write_torchscript(model, example, tmp, meta)
         max_diff, scale = _verify(model, tmp, fmt, sizes[1:])
         if max_diff > TOLERANCE * max(1.0, scale):
-            raise InputError(f"{type(model).__name__}: the {fmt} export differs from PyTorch by {max_diff:.3g} "
-                             f"(logits up to {scale:.3g}); the model has size-dependent Python code the tracer "
-                             "cannot follow: report it with the model's name")
-    return {"path": out, "format": fmt, "sizes": sizes[1:], "max_diff": max_diff, "scale": scale,
-            "opset": opset if fmt == "onnx" else None}
+            raise InputError(
+                f"{type(model).__name__}: the {fmt} export differs from PyTorch by {max_diff:.3g} "
+                f"(logits up to {scale:.3g}); the model has size-dependent Python code the tracer "
+                "cannot follow: report it with the model's name"
+            )
+    return {
+        "path": out,
+        "format": fmt,
+        "sizes": sizes[1:],
+        "max_diff": max_diff,
+        "scale": scale,
+        "opset": opset if fmt == "onnx" else None,
+    }
 
 
 def _check_format(fmt: str) -> None:
@@ -88,10 +105,18 @@ def _sizes(geometry, channels: int) -> list[tuple[int, ...]]:
     base = max(64, int(max(geometry.size)) // 2)
     if m > 1:  # models that only take multiples of m (resized outputs)
         base = -(-base // m) * m
-        return [(1, channels, base + m, base + 2 * m), (1, channels, base + 3 * m, base + m),
-                (2, channels, base, base + 2 * m), (1, channels, 2 * base + m, base + 5 * m)]
-    return [(1, channels, base + 33, base + 67), (1, channels, base + 1, base + 35),
-            (2, channels, base, base + 16), (1, channels, 2 * base + 45, base + 99)]
+        return [
+            (1, channels, base + m, base + 2 * m),
+            (1, channels, base + 3 * m, base + m),
+            (2, channels, base, base + 2 * m),
+            (1, channels, 2 * base + m, base + 5 * m),
+        ]
+    return [
+        (1, channels, base + 33, base + 67),
+        (1, channels, base + 1, base + 35),
+        (2, channels, base, base + 16),
+        (1, channels, 2 * base + 45, base + 99),
+    ]
 
 
 def _write_onnx(model, example, tmp: Path, opset: int, meta: str) -> None:
@@ -100,9 +125,16 @@ def _write_onnx(model, example, tmp: Path, opset: int, meta: str) -> None:
     except ImportError:
         raise InputError("ONNX export needs the onnx and onnxruntime packages; pip install 'fcnkit[onnx]'") from None
     axes = {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(_Logits(model).eval(), (example,), str(tmp), dynamo=False, opset_version=opset,
-                      input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": axes, "logits": {0: "batch", 2: "out_height", 3: "out_width"}})
+    torch.onnx.export(
+        _Logits(model).eval(),
+        (example,),
+        str(tmp),
+        dynamo=False,
+        opset_version=opset,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": axes, "logits": {0: "batch", 2: "out_height", 3: "out_width"}},
+    )
     proto = onnx.load(str(tmp))
     entry = proto.metadata_props.add()
     entry.key, entry.value = "fcnkit", meta
@@ -131,8 +163,10 @@ def _verify(model, path: Path, fmt: str, sizes) -> tuple[float, float]:
         with torch.no_grad():
             ref, got = wrapped(x), exported(x)
         if tuple(got.shape) != tuple(ref.shape):
-            raise InputError(f"{type(model).__name__}: the {fmt} export gives {tuple(got.shape)} for {tuple(size)}, "
-                             f"PyTorch {tuple(ref.shape)}; the model has size-dependent code the tracer cannot follow")
+            raise InputError(
+                f"{type(model).__name__}: the {fmt} export gives {tuple(got.shape)} for {tuple(size)}, "
+                f"PyTorch {tuple(ref.shape)}; the model has size-dependent code the tracer cannot follow"
+            )
         max_diff = max(max_diff, float((got - ref).abs().max()))
         scale = max(scale, float(ref.abs().max()))
     return max_diff, scale

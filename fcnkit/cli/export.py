@@ -1,18 +1,24 @@
 """``fcnkit export RUN_DIR --format onnx|torchscript [--out FILE] [--opset N]``: parse, call, print."""
+
 from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX or TorchScript (dynamic batch/H/W, verified)",
+        "export",
+        help="export a checkpoint to ONNX or TorchScript (dynamic batch/H/W, verified)",
         description="Export a trained model to one file that runs without fcnkit (onnxruntime or torch.jit.load), "
-                    "with dynamic batch, height and width; classes, palette and normalisation travel as metadata. "
-                    "The export is checked against PyTorch at three input sizes.",
+        "with dynamic batch, height and width; classes, palette and normalisation travel as metadata. "
+        "The export is checked against PyTorch at three input sizes.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
     p.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
-    p.add_argument("--out", default=None, metavar="FILE",
-                   help="output file (default: model.onnx / model.pt inside the checkpoint folder)")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="output file (default: model.onnx / model.pt inside the checkpoint folder)",
+    )
     p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default 17)")
     p.set_defaults(func=run)
 

@@ -124,7 +124,8 @@ def analytic_geometry(model: nn.Module, in_channels: int = 3, input_size=None) -
     except InputError:  # refused odd sizes or traced inconsistent strides: try aligned sizes
         odd = "is refused by the model or gives inconsistent strides"
     a = _first_geometry(model, in_channels, ALIGNED_SIZES)
-    size_b = tuple(n + m for n, m in zip(a.trace_size, a.align))
+    traced = a.trace_size or ALIGNED_SIZES[0]  # always set by _first_geometry
+    size_b = tuple(n + m for n, m in zip(traced, a.align))
     b = _first_geometry(model, in_channels, [size_b])
     if not _whole_strides(a) or _key(a) != _key(b):
         raise InputError(f"{label}: its geometry changes with the input size (stride {_fmt(a.stride)} at "

@@ -3,6 +3,7 @@
 Their meta kernels are Python decompositions wrapped in ``torch._disable_dynamo``, whose first
 call imports ``torch._dynamo`` (~1.5 s): ``fcnkit rf`` on an allconv model would pay it.
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ config (classes, palette, normalisation) and the receptive-field geometry in the
 metadata (``metadata_props``); ``model.config`` and ``model.fcnkit_geometry`` read them back, so
 tiled prediction needs no PyTorch model to trace.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,14 @@ def geometry_to_json(g) -> dict:
     def pair(p):
         return [[Fraction(v).numerator, Fraction(v).denominator] for v in p]
 
-    return {"size": pair(g.size), "stride": pair(g.stride), "offset": pair(g.offset), "align": list(g.align),
-            "blockers": list(g.blockers), "input_multiple": list(g.input_multiple)}
+    return {
+        "size": pair(g.size),
+        "stride": pair(g.stride),
+        "offset": pair(g.offset),
+        "align": list(g.align),
+        "blockers": list(g.blockers),
+        "input_multiple": list(g.input_multiple),
+    }
 
 
 def geometry_from_json(d: dict):
@@ -41,9 +48,15 @@ def geometry_from_json(d: dict):
     def pair(p):
         return tuple(number(Fraction(a, b)) for a, b in p)
 
-    return Geometry(size=pair(d["size"]), stride=pair(d["stride"]), offset=pair(d["offset"]),
-                    align=tuple(d["align"]), blockers=tuple(d.get("blockers", ())),
-                    input_multiple=tuple(d.get("input_multiple", (1, 1))), method="exported")
+    return Geometry(
+        size=pair(d["size"]),
+        stride=pair(d["stride"]),
+        offset=pair(d["offset"]),
+        align=tuple(d["align"]),
+        blockers=tuple(d.get("blockers", ())),
+        input_multiple=tuple(d.get("input_multiple", (1, 1))),
+        method="exported",
+    )
 
 
 class OnnxModel(nn.Module):
