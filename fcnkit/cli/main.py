@@ -16,7 +16,8 @@ from fcnkit.errors import FcnkitError
 from fcnkit.utils.outputs import os_error_message
 
 # order = order in `fcnkit --help`
-COMMANDS = ["demo", "train", "evaluate", "predict", "models", "data", "rf", "convert", "experiment", "serve"]
+COMMANDS = ["demo", "train", "evaluate", "predict", "export", "models", "data", "rf", "convert", "experiment",
+            "serve"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
                    help="for --tile auto: activation memory, e.g. 512M or 2G (default 512M on CPU, half the free GPU memory)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_prob.npy (float32 [K, H, W])")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch (the checkpoint) or onnx (its model.onnx from 'fcnkit export', or RUN_DIR = a .onnx file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -49,7 +51,7 @@ def run(args) -> int:
     results = predict_files(
         args.run_dir, args.inputs, args.out, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
         blend=args.blend, overlap=args.overlap, device=device, memory_budget=args.memory_budget,
-        probabilities=args.probabilities, progress=not args.quiet,
+        probabilities=args.probabilities, progress=not args.quiet, backend=args.backend,
     )
     for r in results:
         h, w = r["size"]

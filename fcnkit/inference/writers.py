@@ -83,7 +83,8 @@ class LabelSink:
             self.result = np.zeros(size, dtype=np.uint8)
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
-        self.result[rows[0]:rows[1], cols[0]:cols[1]] = block.argmax(0).to(torch.uint8).cpu().numpy()
+        # max(0).indices = argmax(0) (first maximum), 4-5x faster on a CPU [K, H, W] (benchmarks/README.md)
+        self.result[rows[0]:rows[1], cols[0]:cols[1]] = block.max(0).indices.to(torch.uint8).cpu().numpy()
         _release(self.result)
 
     def close(self) -> None:
