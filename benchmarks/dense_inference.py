@@ -100,7 +100,7 @@ def bench_arch(name: str, size: int, device: torch.device, repeats: int, batch: 
         result["flops_crops"] = flops(lambda: model(crops[0])) * len(crops)
 
         # shift-and-stitch (s^2 passes) vs one pass + bilinear upsampling to the image size
-        from fcnkit.models.convolutionalized import aligned_upsample
+        from fcnkit.convert.segmenter import aligned_upsample
 
         scores = fcn(x)
         # upsampling cost grows with the classes (1000 x 500 x 500 floats = 1 GB): time it for a
@@ -128,7 +128,7 @@ def bench_stitch_small(size: int, device: torch.device, sample: int) -> dict:
     """Shift-and-stitch measured in full on a net where s^2 is small (fcnkit's allconv, stride 8,
     64 passes), next to the same extrapolation from ``sample`` passes that the big nets use."""
     from fcnkit.models import build_model
-    from fcnkit.models.convolutionalized import aligned_upsample
+    from fcnkit.convert.segmenter import aligned_upsample
 
     torch.manual_seed(0)
     net = build_model("allconv", num_classes=21, output="coarse").eval().to(device)

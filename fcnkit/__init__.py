@@ -23,9 +23,14 @@ _EXPORTS = {
     "save_checkpoint": "fcnkit.checkpoint",
     "load_checkpoint": "fcnkit.checkpoint",
     "equivalent_patch_batch": "fcnkit.training.equivalence",
+    "tiled_backward": "fcnkit.training.tiled_backward",
     "FcnkitError": "fcnkit.errors",
+    "train": "fcnkit.app.train",
+    "TrainConfig": "fcnkit.engine.config",
+    "predict_files": "fcnkit.app.predict",
+    "evaluate": "fcnkit.app.evaluate",
 }
-_SUBMODULES = {"metrics", "models", "data", "inference", "training", "geometry", "convert", "checkpoint"}
+_SUBMODULES = {"metrics", "models", "data", "inference", "training", "geometry", "convert", "checkpoint", "engine", "app"}
 
 __all__ = sorted(_EXPORTS)
 

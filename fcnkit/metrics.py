@@ -1,7 +1,7 @@
 """Segmentation scores from a confusion matrix (the FCN paper's four metrics).
 
 torchmetrics style: a pure functional core here (torch/numpy only) and, in
-``fcnkit.training.module``, a thin stateful ``torchmetrics.Metric`` whose only state is the
+``fcnkit.engine.segmentation``, a thin stateful ``torchmetrics.Metric`` whose only state is the
 confusion matrix, summed over batches and processes (confusion matrices add, scores do not).
 
 Notation (Long, Shelhamer & Darrell, FCN, Sec. 5): ``n_ij`` = number of pixels of ground-truth
@@ -24,12 +24,15 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["confusion_matrix", "scores", "SCORE_NAMES"]
+from fcnkit.constants import IGNORE_INDEX
+
+__all__ = ["confusion_matrix", "scores", "classification_scores", "SCORE_NAMES", "CLASSIFICATION_SCORE_NAMES"]
 
 SCORE_NAMES = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
+CLASSIFICATION_SCORE_NAMES = ("accuracy", "mean_accuracy")
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Count ``n_ij`` for label tensors: int64 ``[K, K]``, rows = ground truth, columns = prediction.
 
     ``pred`` and ``target`` are integer class-index tensors of the same shape (any shape), NOT
@@ -40,14 +43,25 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}; pass labels (logits.argmax(1)), not logits")
     if pred.is_floating_point() or target.is_floating_point():
         raise TypeError("confusion_matrix takes integer label tensors, not logits or probabilities; use logits.argmax(1)")
-    pred = pred.reshape(-1).long()
-    target = target.reshape(-1).long()
-    keep = (target != ignore_index) & (target >= 0) & (target < num_classes)
-    pred, target = pred[keep], target[keep]
-    if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
-        raise ValueError(f"predicted labels must lie in 0..{num_classes - 1}, got {int(pred.min())}..{int(pred.max())}")
-    # one bincount over the flat index i*K + j: fast, and deterministic on CPU
-    counts = torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
+    # int32 arithmetic and one masked_fill instead of boolean selections (which copy): ~7x faster on
+    # 2 Mpx than selecting the kept cells first (benchmarks/README.md); int64 only for huge K
+    dtype = torch.int32 if num_classes * (num_classes + 1) < 2**31 else torch.int64
+    pred = pred.reshape(-1).to(dtype)
+    target = target.reshape(-1).to(dtype)
+    dropped = (target < 0) | (target >= num_classes)  # ignore_index (255) lies outside 0..K-1
+    if 0 <= ignore_index < num_classes:
+        dropped |= target == ignore_index
+    if pred.numel():
+        lo, hi = (int(v) for v in torch.aminmax(pred))
+        if lo < 0 or hi >= num_classes:  # only predictions at counted cells must be valid
+            kept = pred[~dropped]
+            if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= num_classes):
+                raise ValueError(f"predicted labels must lie in 0..{num_classes - 1}, "
+                                 f"got {int(kept.min())}..{int(kept.max())}")
+            pred = pred.clamp(0, num_classes - 1)
+    # one bincount over the flat index i*K + j (dropped cells go to the extra bin K*K): deterministic on CPU
+    index = (target * num_classes + pred).masked_fill_(dropped, num_classes * num_classes)
+    counts = torch.bincount(index, minlength=num_classes * num_classes + 1)[: num_classes * num_classes]
     return counts.reshape(num_classes, num_classes).to(torch.int64)
 
 
@@ -82,3 +96,15 @@ def scores(cm: torch.Tensor | np.ndarray) -> dict:
 def _nanmean(values: np.ndarray) -> float:
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else math.nan
+
+
+def classification_scores(cm: torch.Tensor) -> dict:
+    """``{"accuracy", "mean_accuracy", "per_class_accuracy": [K]}`` of a confusion matrix
+    (rows = ground truth). A class with no example has NaN accuracy and is left out of the mean."""
+    cm = torch.as_tensor(cm, dtype=torch.float64)
+    total, support = cm.sum(), cm.sum(1)
+    per_class = torch.where(support > 0, cm.diag() / support.clamp(min=1), torch.full_like(support, math.nan))
+    present = per_class[~per_class.isnan()]
+    return {"accuracy": float(cm.diag().sum() / total) if total > 0 else math.nan,
+            "mean_accuracy": float(present.mean()) if len(present) else math.nan,
+            "per_class_accuracy": per_class.tolist()}

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
+from fcnkit.data.sized_batches import SizedItems, SizeGroupedBatchSampler, parse_sizes
+from fcnkit.engine.classification import ClassificationDataModule
+from fcnkit.engine.config import TrainConfig
 from fcnkit.errors import InputError
-from fcnkit.training.classification import ClassificationDataModule, SizedItems, SizeGroupedBatchSampler, parse_sizes
-from fcnkit.training.config import TrainConfig
-from fcnkit.training.evaluate import classification_scores
+from fcnkit.metrics import classification_scores
 
 A, B = (28, 28), (36, 40)
 
@@ -110,7 +111,7 @@ def test_sizes_option_checks():
     ({"data": "digit-canvas", "task": "classification", "data_options": {"count": 4}}, "is a segmentation dataset but the task is classification"),
 ])
 def test_task_mismatch_is_an_input_error(tmp_path, settings, message):
-    from fcnkit.training.run import train
+    from fcnkit.app.train import train
 
     with pytest.raises(InputError, match=message):
         train(TrainConfig(out=str(tmp_path / "run"), device="cpu", **settings))

@@ -9,7 +9,6 @@ import torchvision
 from fcnkit.checkpoint import load_checkpoint
 from fcnkit.cli import main as cli
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

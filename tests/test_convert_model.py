@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from fcnkit import receptive_field
+from fcnkit.convert.segmenter import aligned_upsample
 from fcnkit.errors import InputError
 from fcnkit.models import build_model
-from fcnkit.models.convolutionalized import aligned_upsample
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

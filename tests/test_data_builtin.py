@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcnkit.data import list_datasets, load_dataset
-from fcnkit.data import brain, canvas, digits, sources
+from fcnkit.data import brain, canvas, digits, list_datasets, load_dataset, sources
 from fcnkit.errors import InputError, MissingFileError
 
 BUILTINS = ["digits", "digit-canvas", "nuclei", "brain-mri"]

@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fcnkit.data import Compose, RandomCrop, RandomHorizontalFlip, RandomScale, load_dataset, pad_collate
+from fcnkit.data import (
+    Compose,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScale,
+    load_dataset,
+    pad_collate,
+)
 
 
 def _sample(h=7, w=9, c=2, seed=0):

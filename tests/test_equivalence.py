@@ -7,9 +7,12 @@ from torch import nn
 from fcnkit.errors import InputError
 from fcnkit.geometry import Geometry
 from fcnkit.models import build_model
-from fcnkit.training.equivalence import cell_targets, equivalent_patch_batch, valid_geometry
+from fcnkit.training.equivalence import (
+    cell_targets,
+    equivalent_patch_batch,
+    valid_geometry,
+)
 from fcnkit.training.losses import pixelwise_loss
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,11 +2,9 @@
 import json
 
 import pytest
-import torch
 
 from fcnkit.errors import InputError
 from fcnkit.experiments.gradient_equivalence import run
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,5 +37,5 @@ def test_budget_skips_sizes_and_bad_settings_are_input_errors(tmp_path):
     assert "Skipped" in (tmp_path / "b" / "summary.md").read_text()
     with pytest.raises(InputError, match="below the model's receptive field 38"):
         run(tmp_path / "c", sizes=(32,), width=2)
-    with pytest.raises(InputError, match="use cpu, cuda or auto"):
+    with pytest.raises(InputError, match="use auto, cpu or cuda"):
         run(tmp_path / "c", sizes=(38,), devices="tpu", width=2)

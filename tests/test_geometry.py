@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision as tv
 from torch import nn
 
 from fcnkit.errors import InputError
@@ -119,7 +120,6 @@ def test_non_square_kernels_and_strides():
 
 
 def test_published_torchvision_values():
-    tv = pytest.importorskip("torchvision")
     with torch.device("meta"):  # no weights needed (nor their initialisation time)
         vgg16, alexnet, r18 = tv.models.vgg16(), tv.models.alexnet(), tv.models.resnet18().eval()
     vgg = receptive_field(vgg16.features)
@@ -132,7 +132,6 @@ def test_published_torchvision_values():
 
 
 def test_table_lists_layers_with_jump_and_rf():
-    tv = pytest.importorskip("torchvision")
     with torch.device("meta"):
         g = receptive_field(tv.models.vgg16().features)
     convs = [r for r in g.layers if r.op == "conv2d"]
@@ -175,7 +174,6 @@ def test_probe_agrees_with_analytic(make):
 
 
 def test_probe_agrees_on_alexnet():
-    tv = pytest.importorskip("torchvision")
     p = receptive_field(tv.models.alexnet(weights=None).features, method="probe")
     assert (p.size, p.stride, p.offset) == ((195, 195), (32, 32), (31, 31))
 
@@ -193,7 +191,6 @@ class Head(nn.Module):
     (lambda y: y * y.mean((2, 3), keepdim=True), "global pooling"),
     (nn.InstanceNorm2d(3), "whole image"),
     (nn.GroupNorm(1, 3), "whole image"),
-    (lambda y: F.interpolate(F.avg_pool2d(y, 2), size=(100, 100)), "depends on the image size"),
     (lambda y: F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True), "depends on the image size"),
     (lambda y: y * F.adaptive_avg_pool2d(y, 1), "global"),
 ])
@@ -201,6 +198,16 @@ def test_blockers_are_reported(tail, words):
     m = Head(tail if isinstance(tail, nn.Module) else _Lambda(tail)).eval()
     g = receptive_field(m)
     assert not g.exact_tiling and any(words in b for b in g.blockers), g.blockers
+
+
+def test_geometry_that_changes_with_the_input_size_is_refused_in_one_line():
+    # a resize to a fixed size: the stride is 2.25 at 225 px, 5.12 at 512, 6.4 at 640
+    m = Head(_Lambda(lambda y: F.interpolate(F.avg_pool2d(y, 2), size=(100, 100)))).eval()
+    with pytest.raises(InputError, match="changes with the input size") as info:
+        receptive_field(m)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="not a whole number of pixels"):
+        receptive_field(m, input_size=(225, 225))
 
 
 def test_batchnorm_in_training_mode_is_a_blocker_in_eval_not():

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from fcnkit.geometry import receptive_field
-
-registry = pytest.importorskip("fcnkit.models.registry")
+from fcnkit.models import registry  # noqa: E402
 
 ALLCONV_VARIANTS = [dict(padding=p, output=o) for p in ("same", "valid") for o in ("dense", "coarse")] + [
     dict(downsample=d, padding="valid") for d in ("avgpool", "strided", "strided-only", "none")]

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from fcnkit.app.init_from import init_from_checkpoint
 from fcnkit.checkpoint import save_checkpoint
 from fcnkit.errors import InputError, MissingFileError
 from fcnkit.models import build_model
-from fcnkit.training.init_from import init_from_checkpoint
 
 BODY = {"width": 4, "depth": 1, "stages": 2}
 DIGITS = [str(k) for k in range(10)]
@@ -97,7 +97,7 @@ def test_a_convert_output_initialises_a_model_with_other_classes(tmp_path):
     """``fcnkit convert`` writes a checkpoint folder; init_from reads it like any other."""
     import torchvision
 
-    from fcnkit.convert.from_weights import convert_classifier
+    from fcnkit.app.convert import convert_classifier
 
     torch.manual_seed(0)
     classifier = torchvision.models.resnet18(weights=None, num_classes=10).eval()

@@ -110,7 +110,7 @@ def test_core_training_modules_do_not_import_lightning():
     import subprocess
     import sys
 
-    code = ("import sys, fcnkit.metrics, fcnkit.training.losses, fcnkit.training.regimes, fcnkit.training.config; "
+    code = ("import sys, fcnkit.metrics, fcnkit.training.losses, fcnkit.training.regimes, fcnkit.engine.config; "
             "bad = [m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.errors import InputError
-from fcnkit.models.blocks import chain_geometry, conv_block, downsample
+from fcnkit.models.blocks import conv_block, downsample
 from fcnkit.models.registry import build_model
 
 KINDS = ["maxpool", "avgpool", "strided", "strided-only", "none"]
@@ -137,7 +137,7 @@ def test_learn_upsampling_flag():
 
 def test_feature_info_and_norms():
     model = _net()
-    assert [(f["name"], f["channels"], f["stride"]) for f in model.feature_info] == [
+    assert [(f.name, f.channels, f.stride) for f in model.feature_info] == [
         ("stage0", 4, 1), ("stage1", 8, 2), ("stage2", 16, 4), ("stage3", 32, 8)
     ]
     assert any(isinstance(m, nn.GroupNorm) for m in _net(norm="group").modules())
@@ -186,8 +186,6 @@ def test_blocks():
     assert downsample("strided", 4)(torch.randn(1, 4, 9, 9)).shape == (1, 4, 4, 4)
     with pytest.raises(InputError, match="did you mean 'avgpool'"):
         downsample("avgpol", 4)
-    # geometry of a chain: conv3 p1, pool2: size 4, stride 2, cell 0 centred on 0.5
-    assert chain_geometry(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.MaxPool2d(2))) == (4, 2, 0.5)
 
 
 def test_torch_fx_traceable():

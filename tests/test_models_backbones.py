@@ -16,8 +16,8 @@ def test_taps_match_feature_info(name, channels):
     with torch.device("meta"):
         net = build_backbone(name, in_channels=2).eval()
         taps = net(torch.empty(1, 2, 64, 96))
-    assert [t["channels"] for t in net.feature_info] == channels
-    assert [t["stride"] for t in net.feature_info] == [8, 16, 32]
+    assert net.feature_info.channels == channels
+    assert net.feature_info.strides == [8, 16, 32]
     assert [tuple(t.shape) for t in taps] == [(1, c, 64 // s, 96 // s) for c, s in zip(channels, (8, 16, 32))]
 
 
@@ -97,3 +97,16 @@ def test_vgg16_file_becomes_fc6_fc7_convolutions(tmp_path):
     linear = torch.nn.functional.linear(pool5.flatten(1), state["classifier.0.weight"], state["classifier.0.bias"])
     conv = backbone.fc6[0](pool5)[:, :, 3, 3]
     assert torch.allclose(linear, conv, atol=1e-4)
+
+
+def test_feature_info_validates_its_entries():
+    from fcnkit.models.features import FeatureInfo, FeatureTap
+
+    with pytest.raises(ValueError, match="channels must be a whole number"):
+        FeatureTap("a", "a", 0, 8, 0.0)
+    with pytest.raises(ValueError, match="non-decreasing strides"):
+        FeatureInfo([FeatureTap("a", "a", 4, 16, 0.0), FeatureTap("b", "b", 4, 8, 0.0)])
+    with pytest.raises(ValueError, match="unique"):
+        FeatureInfo([FeatureTap("a", "a", 4, 8, 0.0), FeatureTap("a", "b", 4, 16, 0.0)])
+    info = FeatureInfo([FeatureTap("a", "x.a", 4, 8, 3.5), FeatureTap("b", "x.b", 8, 16, 7.5)])
+    assert info.get("b").channels == 8 and info[1:].strides == [16]

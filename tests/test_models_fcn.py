@@ -4,8 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcnkit.models.blocks import chain_geometry
+from fcnkit.geometry import check_feature_info, receptive_field
 from fcnkit.models.fcn import FCN
+from fcnkit.models.features import FeatureInfo, FeatureTap
 from fcnkit.models.registry import build_model
 
 SIZES = [(37, 53), (65, 97)]
@@ -66,27 +67,28 @@ def test_vgg16_fcn32s_fcn16s_heads_on_the_same_backbone(vgg_fcn8s, skips):
     assert y.shape == (1, 3, 37, 53) and torch.count_nonzero(y) == 0
 
 
-def test_vgg16_tap_offsets_match_the_layer_chain():
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet18", "resnet50", "allconv"])
+def test_declared_taps_match_the_traced_geometry(backbone):
     with torch.device("meta"):
-        vgg = build_model("fcn8s", num_classes=2, backbone="vgg16").backbone
-    pool3 = chain_geometry(vgg.features[:17])
-    pool4 = chain_geometry(vgg.features[:24])
-    pool5 = chain_geometry(nn.Sequential(vgg.features, vgg.fc6, vgg.fc7))
-    assert [(g[1], g[2]) for g in (pool3, pool4, pool5)] == [(t["stride"], t["offset"]) for t in vgg.feature_info]
-    assert pool5[0] == 404  # pool5 sees 212 pixels, fc6 (7x7 at stride 32) 6 * 32 more
+        net = build_model("fcn8s", num_classes=2, backbone=backbone).backbone.eval()
+    check_feature_info(net)  # raises on any tap whose stride/offset is not what the trace gives
 
 
-def test_resnet_tap_offsets_match_the_main_path():
+def test_vgg16_fc7_sees_404_pixels():
     with torch.device("meta"):
-        net = build_model("fcn8s", num_classes=2, backbone="resnet50").backbone
-    path = [net.conv1, net.maxpool]
-    for k, info in zip((2, 3, 4), net.feature_info):
-        convs = path + [
-            c for layer in [net.layer1, net.layer2, net.layer3, net.layer4][:k] for block in layer
-            for c in (block.conv1, block.conv2, block.conv3)
-        ]
-        _, stride, offset = chain_geometry(nn.Sequential(*convs))
-        assert (stride, offset) == (info["stride"], info["offset"]) == (2 ** (k + 1), 0.0)
+        vgg = build_model("fcn8s", num_classes=2, backbone="vgg16").backbone.eval()
+    g = receptive_field(nn.Sequential(vgg.features, vgg.fc6, vgg.fc7))
+    assert g.size == (404, 404)  # pool5 sees 212 pixels, fc6 (7x7 at stride 32) 6 * 32 more
+
+
+def test_a_wrong_tap_is_caught():
+    with torch.device("meta"):
+        net = build_model("fcn8s", num_classes=2, backbone="resnet18").backbone.eval()
+    taps = list(net.feature_info)
+    taps[1] = FeatureTap(taps[1].name, taps[1].module, taps[1].channels, 16, 4.0)
+    net.feature_info = FeatureInfo(taps)
+    with pytest.raises(ValueError, match="layer3: declared stride 16, offset 4.0"):
+        check_feature_info(net)
 
 
 def _randomise_scores(model):

@@ -8,7 +8,11 @@ import torch
 
 from fcnkit.checkpoint import save_checkpoint
 from fcnkit.errors import InputError
-from fcnkit.experiments.patch_to_dense import dense_from_classifier, patch_to_dense, zero_shot_scores
+from fcnkit.experiments.patch_to_dense import (
+    dense_from_classifier,
+    patch_to_dense,
+    zero_shot_scores,
+)
 from fcnkit.models import build_model
 
 BODY = {"width": 4, "depth": 1, "stages": 2}

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +13,6 @@ from fcnkit import predict, receptive_field
 from fcnkit.errors import InputError
 from fcnkit.inference.predict import TiledJob, parse_memory
 from fcnkit.inference.sources import ArraySource, open_image
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -178,7 +178,6 @@ def test_model_mode_is_restored_and_progress_reported():
 
 
 def test_lazy_tiff_input(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
     from fcnkit.data.io import read_image, to_model_input
 
     raw = np.random.default_rng(0).integers(0, 65535, (97, 203), dtype=np.uint16)

@@ -7,9 +7,7 @@ from PIL import Image
 
 from fcnkit import predict, receptive_field
 from fcnkit.cli import main as cli
-
-registry = pytest.importorskip("fcnkit.models.registry")
-
+from fcnkit.models import registry  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

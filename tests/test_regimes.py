@@ -6,14 +6,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnkit.engine.config import TrainConfig
 from fcnkit.errors import InputError
 from fcnkit.models import build_model
-from fcnkit.training.config import TrainConfig
 from fcnkit.training.flops import _CACHE, batch_flops, forward_flops
 from fcnkit.training.losses import class_weights_from_masks, pixelwise_loss
-from fcnkit.training.regimes import (ClassBalanced, LossSampling, Patchwise, WholeImage, build_regime,
-                                     count_kept_cells, score_stride)
-
+from fcnkit.training.regimes import (
+    ClassBalanced,
+    LossSampling,
+    Patchwise,
+    WholeImage,
+    build_regime,
+    count_kept_cells,
+    score_stride,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -175,7 +181,8 @@ def test_score_stride_and_rf_patch_size_from_the_model():
     assert score_stride(dense) == 8
     assert score_stride(build_model("fcn8s", num_classes=3, in_channels=1)) == 8
     assert score_stride(build_model("fcn32s", num_classes=3, in_channels=1)) == 32
-    assert score_stride(nn.Conv2d(1, 3, 3)) == 1
+    assert score_stride(nn.Conv2d(1, 3, 3), in_channels=1) == 1  # no attribute: the traced output stride
+    assert score_stride(nn.Conv2d(1, 3, 3, stride=4), in_channels=1) == 4
     assert Patchwise().bind(dense)._patch == dense.receptive_field == 38
     # a model without the attribute: the geometry's receptive field (two 3x3 convs: 5)
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 3))

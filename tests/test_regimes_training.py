@@ -5,51 +5,18 @@ narrow allconv, so the regime's model-dependent settings (rf, stride) are resolv
 """
 import numpy as np
 import pytest
-import torch
 
-import fcnkit.data
-from fcnkit.training.config import TrainConfig
+from fcnkit.app.train import train_and_log
+from fcnkit.engine.config import TrainConfig
+from fcnkit.engine.runlog import read_step_log
 from fcnkit.training.flops import forward_flops
-from fcnkit.training.steplog import read_step_log, train_and_log
 
 SIZE = 24
 
 
-class _Info:
-    name, task, num_classes, in_channels = "squares", "segmentation", 2, 1
-    class_names, palette, mean, std = ["background", "square"], [[0, 0, 0], [255, 0, 0]], [0.5], [0.25]
-
-
-class Squares(torch.utils.data.Dataset):
-    """Noise with one bright 6x6 square (class 1); a 2-pixel ignored frame."""
-
-    info = _Info()
-
-    def __init__(self, n, seed):
-        rng = np.random.default_rng(seed)
-        self.items = []
-        for _ in range(n):
-            mask = np.zeros((SIZE, SIZE), np.int64)
-            y, x = rng.integers(2, SIZE - 8, 2)
-            mask[y:y + 6, x:x + 6] = 1
-            image = (rng.random((SIZE, SIZE)) * 60 + mask * 150).astype(np.float32) / 255
-            mask[:2] = 255
-            self.items.append((image, mask))
-
-    def __len__(self):
-        return len(self.items)
-
-    def raw(self, i):
-        return self.items[i]
-
-    def __getitem__(self, i):
-        image, mask = self.items[i]
-        return {"image": torch.from_numpy((image - 0.5) / 0.25)[None], "mask": torch.from_numpy(mask), "meta": {"name": str(i)}}
-
-
 @pytest.fixture
-def squares(monkeypatch):
-    monkeypatch.setattr(fcnkit.data, "load_dataset", lambda name, split="train", **kw: Squares(8 if split == "train" else 2, 0 if split == "train" else 1), raising=False)
+def squares(squares_data):
+    squares_data(train=8, val=2, size=SIZE, frame=2)
 
 
 def _cfg(tmp_path, regime, **kw):

@@ -4,8 +4,14 @@ import torch
 
 from fcnkit.errors import InputError
 from fcnkit.training.regimes import Patchwise
-from fcnkit.training.samplers import (PatchDataset, class_balanced_centres, crop_patches, grid_centres,
-                                      patch_collate, uniform_centres)
+from fcnkit.training.samplers import (
+    PatchDataset,
+    class_balanced_centres,
+    crop_patches,
+    grid_centres,
+    patch_collate,
+    uniform_centres,
+)
 
 H, W = 13, 17
 

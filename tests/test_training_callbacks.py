@@ -5,48 +5,18 @@ replaced by fakes, so these tests do not depend on the built-in data or the mode
 """
 import json
 import math
-import types
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
+import fcnkit.app.train as run_mod
 import fcnkit.data
-import fcnkit.training.module as module_mod
-import fcnkit.training.run as run_mod
+import fcnkit.engine.segmentation as module_mod
+from fcnkit.engine.callbacks import TRAINER_CKPT, AtomicCheckpointIO
+from fcnkit.engine.config import TrainConfig
 from fcnkit.errors import InputError
-from fcnkit.training.callbacks import TRAINER_CKPT, AtomicCheckpointIO
-from fcnkit.training.config import TrainConfig
-
-INFO = types.SimpleNamespace(name="squares", task="segmentation", num_classes=2, in_channels=1,
-                             class_names=["background", "square"], palette=[[0, 0, 0], [255, 0, 0]], mean=[0.5], std=[0.25])
-
-
-class Squares(torch.utils.data.Dataset):
-    """Noise images with one bright 6x6 square (class 1); deterministic per seed."""
-
-    def __init__(self, n, seed, size=16):
-        rng = np.random.default_rng(seed)
-        self.items = []
-        for _ in range(n):
-            mask = np.zeros((size, size), np.int64)
-            y, x = rng.integers(0, size - 6, 2)
-            mask[y:y + 6, x:x + 6] = 1
-            self.items.append(((rng.random((size, size)) * 60 + mask * 150).astype(np.uint8), mask))
-        self.info = INFO
-
-    def __len__(self):
-        return len(self.items)
-
-    def raw(self, i):
-        return self.items[i]
-
-    def __getitem__(self, i):
-        img, mask = self.items[i]
-        x = torch.from_numpy((img.astype(np.float32) / 255 - 0.5) / 0.25)[None]
-        return {"image": x, "mask": torch.from_numpy(mask), "meta": {"name": str(i)}}
 
 
 def _collate(batch):  # all items have the same size here
@@ -73,8 +43,8 @@ class Tiny(nn.Module):
 
 
 @pytest.fixture
-def fake_world(monkeypatch):
-    monkeypatch.setattr(fcnkit.data, "load_dataset", lambda name, split="train", **kw: Squares(8 if split == "train" else 4, 0 if split == "train" else 1), raising=False)
+def fake_world(monkeypatch, squares_data):
+    squares_data(train=8, val=4)
     monkeypatch.setattr(fcnkit.data, "pad_collate", _collate, raising=False)
 
     def use_model(**kw):
@@ -99,7 +69,7 @@ def test_best_follows_max_val_mean_iu_and_last_is_newest(tmp_path, fake_world, m
     def fake_scores(cm):
         return {"pixel_accuracy": 0.9, "mean_accuracy": 0.8, "mean_iu": next(scripted), "fw_iu": 0.85, "iu": [0.9, 0.1]}
 
-    monkeypatch.setattr(module_mod, "scores", fake_scores)
+    monkeypatch.setattr(module_mod.SegmentationModule, "score_fn", staticmethod(fake_scores))
     run = run_mod.train(_cfg(tmp_path, epochs=4), report=False)
     best = json.loads((run / "best" / "config.json").read_text())
     last = json.loads((run / "last" / "config.json").read_text())
@@ -112,14 +82,14 @@ def test_best_follows_max_val_mean_iu_and_last_is_newest(tmp_path, fake_world, m
     assert not torch.equal(_weights(run / "best")["body.0.weight"], _weights(run / "last")["body.0.weight"])
     # the best score is part of the trainer state (for --resume), readable with weights_only=True
     state = torch.load(run / TRAINER_CKPT, weights_only=True)
-    assert state["callbacks"]["FcnkitCheckpoint"]["best_mean_iu"] == 0.7
+    assert state["callbacks"]["FcnkitCheckpoint"]["best_score"] == 0.7
     # metrics.csv: one row per epoch with train and val values
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,") and "val_mean_iu" in rows[0] and "train_loss_epoch" in rows[0]
     assert len(rows) == 1 + 4
     # atomic writes leave no temporary files or folders behind
     for folder in (run, run / "best", run / "last"):
-        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".fcnkit"]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_weights(tmp_path, fake_world):
@@ -165,7 +135,7 @@ def test_checkpoint_io_is_atomic_and_loads_weights_only(tmp_path, monkeypatch):
 
 def test_json_safe_turns_nan_into_null():
     # NaN scores (a class absent everywhere) must not make config.json or --json invalid JSON
-    from fcnkit.training.evaluate import json_safe
+    from fcnkit.utils.jsonsafe import json_safe
 
     assert json_safe({"a": math.nan, "b": [1.0, math.inf]}) == {"a": None, "b": [1.0, None]}
 

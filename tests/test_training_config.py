@@ -1,9 +1,9 @@
-"""fcnkit.training.config: YAML + CLI overrides, resolved defaults, and errors that name the key."""
+"""fcnkit.engine.config: YAML + CLI overrides, resolved defaults, and errors that name the key."""
 import pytest
 import yaml
 
+from fcnkit.engine.config import TrainConfig, load_config, save_config
 from fcnkit.errors import InputError, MissingFileError
-from fcnkit.training.config import TrainConfig, load_config, save_config
 
 
 def test_yaml_then_cli_overrides(tmp_path):

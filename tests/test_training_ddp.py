@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from fcnkit.engine.metric import ConfusionMatrix
 from fcnkit.metrics import confusion_matrix
-from fcnkit.training.module import ConfusionMatrix
 
 K = 3
 

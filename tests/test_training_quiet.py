@@ -2,7 +2,7 @@
 import logging
 import warnings
 
-from fcnkit.training.quiet import quiet_lightning
+from fcnkit.engine.quiet import quiet_lightning
 
 
 def test_tips_dropped_inside_other_messages_kept(caplog):

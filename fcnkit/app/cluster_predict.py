@@ -96,17 +96,21 @@ def predict_on_cluster(run_dir, inputs, out_dir, cluster: str = "local", tile=No
     from fcnkit import checkpoint
     from fcnkit.data.io import voc_palette
     from fcnkit.inference.dask_exec import ModelPlugin, done_chunks, run_chunk
-    from fcnkit.inference.files import expand_inputs
+    from fcnkit.app.predict import expand_inputs
     from fcnkit.inference.sources import open_image
 
+    from fcnkit.utils.outputs import check_output, prepare_output
+
     files = expand_inputs(inputs)
+    check_output(out_dir, "predictions")  # never writes into a folder of the user's files
+    checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is one line, before any cluster starts
     model, config = checkpoint.load_checkpoint(run_dir, map_location="cpu")
+    tile = None if tile == "auto" else tile  # None: the plan picks the tile
     norm = config.get("normalization") or {}
     channels = int(config.get("in_channels", 3))
     mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
     palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output(out_dir, "predictions")  # created and marked as fcnkit's
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(connect(cluster))

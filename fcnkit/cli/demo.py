@@ -15,8 +15,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fcnkit.app.demo import run_demo
     from fcnkit.cli.evaluate import format_scores
-    from fcnkit.training.demo import run_demo
 
     result = run_demo(out=args.out, device=args.device, config=args.config)
     print()

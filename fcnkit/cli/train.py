@@ -1,10 +1,10 @@
-"""``fcnkit train``: parse flags into a TrainConfig, call fcnkit.training.run.train, print the result."""
+"""``fcnkit train``: parse flags into a TrainConfig, call fcnkit.app.train.train, print the result."""
 from __future__ import annotations
 
 import argparse
 
 # flag -> (config key, help); every flag defaults to None = "not given", so the YAML file or the
-# built-in default applies (see fcnkit.training.config)
+# built-in default applies (see fcnkit.engine.config)
 _FLAGS = {
     "--data": ("data", "dataset name ('fcnkit data list') or folder"),
     "--val-split": ("val_split", "split validated every epoch (default val)"),
@@ -31,7 +31,9 @@ _FLAGS = {
     "--out": ("out", "run folder (default runs/<model>-<data>)"),
     "--resume": ("resume", "continue the run in this folder"),
     "--regime": ("regime", "whole (default) | loss-sampling[:p=0.25,seed=0] | class-balanced[:by=sampling|inverse|median] "
-                              "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4]"),
+                              "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4] "
+                              "| tiled[:tile=auto|N,memory=2G,sample=whole|loss-sampling|class-balanced,...] "
+                              "(whole-image gradient, tile by tile)"),
     "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
 }
 
@@ -76,8 +78,8 @@ def parse_options(items: list[str] | None, flag: str) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnkit.training.config import load_config
-    from fcnkit.training.run import is_main_process, train
+    from fcnkit.app.train import is_main_process, train
+    from fcnkit.engine.config import load_config
 
     overrides = {key: getattr(args, key) for key, _ in _FLAGS.values()}
     overrides.update(augment=args.augment, overwrite=args.overwrite,
@@ -96,7 +98,7 @@ def summary(run_dir) -> str:
 
     lines = [f"run: {run_dir}"]
     if (run_dir / "init_from.json").is_file():
-        from fcnkit.training.init_from import InitReport
+        from fcnkit.app.init_from import InitReport
 
         lines.append(InitReport(**json.loads((run_dir / "init_from.json").read_text())).summary())
     best = run_dir / "best" / "config.json"

@@ -35,7 +35,14 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils import skip_init
 
-from fcnkit.convert._fx import as_size, first_in_channels, node_shapes, set_submodule, trace, where
+from fcnkit.convert._fx import (
+    as_size,
+    first_in_channels,
+    node_shapes,
+    set_submodule,
+    trace,
+    where,
+)
 from fcnkit.errors import InputError
 
 __all__ = ["convolutionalize", "ConvolutionalizedNet"]

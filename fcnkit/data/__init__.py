@@ -14,7 +14,12 @@ from fcnkit.data.base import DatasetInfo
 from fcnkit.data.checks import Problem, check_dataset
 from fcnkit.data.collate import pad_collate
 from fcnkit.data.registry import list_datasets, load_dataset
-from fcnkit.data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomScale
+from fcnkit.data.transforms import (
+    Compose,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScale,
+)
 
 __all__ = [
     "load_dataset", "list_datasets", "DatasetInfo", "pad_collate", "check_dataset", "Problem",

@@ -23,7 +23,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from fcnkit.data.base import ArrayDataset, DatasetInfo, channel_stats, check_split, resolve_options
+from fcnkit.data.base import (
+    ArrayDataset,
+    DatasetInfo,
+    channel_stats,
+    check_split,
+    resolve_options,
+)
 from fcnkit.data.digits import digit_split
 from fcnkit.data.sources import mnist_5k
 from fcnkit.errors import InputError

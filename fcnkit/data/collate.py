@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from fcnkit.data.io import IGNORE_INDEX
+from fcnkit.constants import IGNORE_INDEX
 
 __all__ = ["pad_collate"]
 

@@ -10,7 +10,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from fcnkit.data.base import SPLITS, ArrayDataset, DatasetInfo, channel_stats, check_split, resolve_options
+from fcnkit.data.base import (
+    SPLITS,
+    ArrayDataset,
+    DatasetInfo,
+    channel_stats,
+    check_split,
+    resolve_options,
+)
 from fcnkit.data.sources import mnist_5k
 
 __all__ = ["DigitsDataset", "digit_split", "SPLIT_SEED", "SPLIT_FRACTIONS"]

@@ -26,7 +26,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from fcnkit.data.base import ArrayDataset, DatasetInfo, channel_stats, check_split, resolve_options
+from fcnkit.data.base import (
+    ArrayDataset,
+    DatasetInfo,
+    channel_stats,
+    check_split,
+    resolve_options,
+)
 from fcnkit.data.sources import stardist_nuclei
 from fcnkit.errors import InputError
 

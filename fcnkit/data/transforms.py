@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from fcnkit.data.io import IGNORE_INDEX
+from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError
 
 __all__ = ["Compose", "RandomHorizontalFlip", "RandomCrop", "RandomScale"]

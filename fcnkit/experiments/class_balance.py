@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import bars, new_figure, save
+from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "ARMS", "DATASETS", "DEFAULTS", "SCORES"]
 
@@ -41,9 +42,7 @@ LABELS = {"mean_iu": "mean IU", "mean_accuracy": "mean accuracy", "pixel_accurac
 REFERENCE_MINUTES = 20.0
 DEFAULTS: dict[str, Any] = {
     "steps": 600,  # iterations per run at budget_minutes=20 (CPU)
-    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
-    "data": {"digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
-             "nuclei": {"data_options": {"tile": 64}}},
+    **runner.SMALL_SEGMENTATION,
 }
 
 
@@ -57,7 +56,7 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     """
     seeds = runner.check_seeds(seeds)
     chosen = runner.pick_datasets(datasets, DATASETS, "class-balance")
-    dev = runner.resolve_device(device)
+    dev = resolve_device(device).type
     steps = steps or runner.scaled(DEFAULTS["steps"], budget_minutes, REFERENCE_MINUTES, minimum=2)
     threads = (threads or 1) if dev == "cpu" else None
     settings = runner.step_settings(DEFAULTS, chosen, overrides, steps=steps, threads=threads)

@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError
+from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "DEFAULT_SIZES"]
 
@@ -78,15 +80,10 @@ def run(out_dir, *, sizes=DEFAULT_SIZES, devices="cpu", repeats: int = 5, budget
 
 
 def _devices(devices) -> list[str]:
+    """``auto`` -> cpu, plus cuda when a GPU is visible; else each named device, checked."""
     if devices == "auto":
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    devices = [devices] if isinstance(devices, str) else list(devices)
-    for d in devices:
-        if d not in ("cpu", "cuda"):
-            raise InputError(f"device '{d}' is not known; use cpu, cuda or auto")
-        if d == "cuda" and not torch.cuda.is_available():
-            raise InputError("device cuda: no CUDA GPU is visible; use cpu or auto")
-    return devices
+    return [resolve_device(d).type for d in ([devices] if isinstance(devices, str) else devices)]
 
 
 def _problem(size: int, in_channels: int, num_classes: int, seed: int, dtype=torch.float32):
@@ -99,7 +96,7 @@ def _problem(size: int, in_channels: int, num_classes: int, seed: int, dtype=tor
 def _whole_grads(model, image, targets):
     """Gradient of the summed cell loss of one whole-image pass; ``targets [h, w]`` = cell_targets."""
     model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(image[None]), targets[None], reduction="sum", ignore_index=255).backward()
+    F.cross_entropy(model(image[None]), targets[None], reduction="sum", ignore_index=IGNORE_INDEX).backward()
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
@@ -138,7 +135,7 @@ def _measure_device(model, device, sizes, repeats, chunk, seed, budget_minutes) 
             model.zero_grad(set_to_none=True)
             for start in range(0, len(patches), chunk):
                 out = model(patches[start:start + chunk]).flatten(1)
-                F.cross_entropy(out, labels[start:start + chunk], reduction="sum", ignore_index=255).backward()
+                F.cross_entropy(out, labels[start:start + chunk], reduction="sum", ignore_index=IGNORE_INDEX).backward()
 
         times = {"whole": [], "patch": []}
         for k in range(repeats + 1):  # the first pass of each warms up (allocator, kernels)
@@ -176,7 +173,7 @@ def _fp64_check(model, size: int, seed: int) -> float:
     patches, labels = equivalent_patch_batch(m, image, mask)
     whole = _whole_grads(m, image, _grid_targets(labels, size, m.receptive_field, m.stride))
     m.zero_grad(set_to_none=True)
-    F.cross_entropy(m(patches).flatten(1), labels, reduction="sum", ignore_index=255).backward()
+    F.cross_entropy(m(patches).flatten(1), labels, reduction="sum", ignore_index=IGNORE_INDEX).backward()
     return max(float((p.grad - g).abs().max() / g.abs().max().clamp_min(1e-300)) for p, g in zip(m.parameters(), whole))
 
 

@@ -36,8 +36,10 @@ from fcnkit.errors import InputError
 
 __all__ = ["dense_from_classifier", "zero_shot_scores", "patch_to_dense", "BODY_OPTIONS", "DEFAULTS"]
 
-# the options that define the allconv body (shared by allconv and allconv_cls)
-BODY_OPTIONS = ("width", "depth", "stem_depth", "stages", "downsample", "padding", "norm")
+# the options that define the allconv body (shared by allconv and allconv_cls; resallconv: + skip_downsample)
+BODY_OPTIONS = ("width", "depth", "stem_depth", "stages", "downsample", "skip_downsample", "padding", "norm")
+# classifier -> the segmenter with the same body (same tensor names)
+DENSE_OF = {"allconv_cls": "allconv", "resallconv_cls": "resallconv"}
 # sized for a few minutes on a 2-core CPU (see docs/recipes/patch_to_dense.md for the numbers)
 DEFAULTS: dict[str, Any] = {
     "body": {"width": 16, "depth": 1, "stages": 3},
@@ -50,25 +52,26 @@ DEFAULTS: dict[str, Any] = {
 
 
 def dense_from_classifier(checkpoint: str | os.PathLike, output: str = "dense"):
-    """The classifier of ``checkpoint`` (an ``allconv_cls`` checkpoint or run) as a dense net.
+    """The classifier of ``checkpoint`` (an ``allconv_cls`` or ``resallconv_cls`` checkpoint or run) as a dense net.
 
-    Returns ``(model, config)``: ``allconv(num_classes=K, skips=False, output=output)`` with the
+    Returns ``(model, config)``: ``allconv(num_classes=K, skips=False, output=output)`` (``resallconv``
+    for a residual classifier) with the
     classifier's body options and ALL its tensors, in eval mode, and the classifier's checkpoint
     config. ``output="coarse"`` gives exactly ``classifier.forward_dense`` (tested), whose global
     average is the classifier's logits; ``"dense"`` upsamples it to the input size.
     """
+    from fcnkit.app.init_from import init_from_checkpoint
     from fcnkit.checkpoint import read_config
     from fcnkit.models.registry import build_model
-    from fcnkit.training.init_from import init_from_checkpoint
 
     config = read_config(checkpoint)
     spec = config["model"]
-    if spec["name"] != "allconv_cls":
+    if spec["name"] not in DENSE_OF:
         raise InputError(f"{checkpoint}: a '{spec['name']}' checkpoint; dense_from_classifier takes an allconv_cls "
                          "classifier (train one with fcnkit train --task classification --model allconv_cls)")
     kwargs = spec["kwargs"]
     body = {k: kwargs[k] for k in BODY_OPTIONS if k in kwargs}
-    model = build_model("allconv", num_classes=kwargs["num_classes"], in_channels=kwargs["in_channels"],
+    model = build_model(DENSE_OF[spec["name"]], num_classes=kwargs["num_classes"], in_channels=kwargs["in_channels"],
                         skips=False, output=output, **body)
     report = init_from_checkpoint(model, checkpoint)
     if report.skipped or [n for n in report.kept if not n.startswith("upsample.")]:
@@ -129,9 +132,9 @@ def patch_to_dense(out: str | os.PathLike = "runs/patch-to-dense", device: str =
     ``out/classifier``, ``out/finetuned`` and (``scratch=True``) ``out/scratch``; the three mean
     IUs are scored on ``split`` of digit-canvas (the checkpoints are picked on ``val``).
     """
-    from fcnkit.training.config import TrainConfig
-    from fcnkit.training.evaluate import evaluate
-    from fcnkit.training.run import train
+    from fcnkit.app.evaluate import evaluate
+    from fcnkit.app.train import train
+    from fcnkit.engine.config import TrainConfig
 
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
@@ -164,7 +167,7 @@ def patch_to_dense(out: str | os.PathLike = "runs/patch-to-dense", device: str =
             results[f"{name}_mean_iu"], results[name] = scored["mean_iu"], _brief(scored)
     results.update(init_from=json.loads((finetuned / "init_from.json").read_text()), settings=s, split=s["split"],
                    runs={k: str(v) for k, v in runs.items()}, seconds=round(time.perf_counter() - start, 1))
-    from fcnkit.training.evaluate import write_json
+    from fcnkit.utils.jsonsafe import write_json
 
     write_json(results, out / "results.json")
     return results

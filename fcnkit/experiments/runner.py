@@ -1,4 +1,4 @@
-"""What every training experiment shares: one run through ``fcnkit.training.run.train``, its
+"""What every training experiment shares: one run through ``fcnkit.app.train.train``, its
 per-step log read back from ``metrics.csv``, seeds summarised as mean +- std, machine facts, and
 the atomic writing of ``results.json`` / ``*.png`` / ``summary.md``.
 
@@ -11,18 +11,17 @@ and :func:`train_run` turns its ``metrics.csv`` into two lists of rows (``iterat
 steps done, i.e. Lightning's ``step`` + 1)::
 
     train  {iteration, loss, seconds, images, items, cells, flops}   one per step; seconds etc.
-           are running sums of fcnkit.training.steplog (forward+backward+optimizer time only)
+           are running sums of fcnkit.engine.steplog (forward+backward+optimizer time only)
     val    {iteration, epoch, seconds, <score>...}                   one per validation epoch
 
 A run that stops between two epochs (``max_steps``) is scored once more from its ``last/``
-checkpoint with :func:`fcnkit.training.evaluate.evaluate`, so every run has a validation row at
+checkpoint with :func:`fcnkit.app.evaluate.evaluate`, so every run has a validation row at
 its final iteration.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import datetime
 import json
 import math
@@ -34,23 +33,21 @@ from typing import Any, Callable, Iterable
 
 from fcnkit.errors import InputError
 
-__all__ = ["train_run", "run_arms", "read_metrics", "resolve_device", "machine_info", "mean_std", "fmt_mean_std",
-           "scaled", "check_seeds", "pick_datasets", "markdown_table", "write_outputs"]
+__all__ = ["train_run", "run_arms", "read_metrics", "machine_info", "mean_std", "fmt_mean_std",
+           "scaled", "check_seeds", "pick_datasets", "markdown_table", "write_outputs", "steps_per_epoch",
+           "arm_summary"]
+
+#: the training set-up the regime experiments (sampling, class-balance) share: a narrow allconv on
+#: digit-canvas and nuclei, small enough for a CPU
+SMALL_SEGMENTATION: dict = {
+    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
+    "data": {"digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
+             "nuclei": {"data_options": {"tile": 64}}},
+}
 
 # StepLog's running sums in metrics.csv -> the names used in the experiments' rows
 _TOTALS = {"total_seconds": "seconds", "total_images": "images", "total_items": "items",
            "total_cells": "cells", "total_flops": "flops"}
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is an InputError."""
-    import torch
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device!r}: use auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible; use --device auto or --device cpu")
-    return "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
 
 
 def check_seeds(seeds: int) -> int:
@@ -95,15 +92,17 @@ def step_settings(defaults: dict[str, Any], datasets: list[str], overrides: dict
     return settings
 
 
-def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str = "cpu") -> dict[str, Any]:
+def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str = "cpu",
+              callbacks: Iterable[Any] = ()) -> dict[str, Any]:
     """Train ``config`` (a train-config mapping) into ``run_dir``; return its curves and scores.
 
     Returns ``{"run", "iterations", "wall_seconds", "train_seconds", "parameters", "trainable_parameters",
     "train": [...], "val": [...], "final": {...}}`` (rows as in the module docstring; ``final`` is
     the validation row at the last iteration). Console output of the training goes to
-    ``run_dir/train.log``.
+    ``run_dir/train.log``. ``callbacks``: extra Lightning callbacks for this run; the ``grad_*``
+    values they log per step come back in the train rows.
     """
-    from fcnkit.training.run import train
+    from fcnkit.app.train import train
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +110,7 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str
     start = time.perf_counter()
     with (run_dir / "train.log").open("w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log), \
             _lightning_logs_to(log):
-        path = train(cfg, report=False)
+        path = train(cfg, report=False, callbacks=list(callbacks))
     wall = time.perf_counter() - start
     train_rows, val_rows = read_metrics(path)
     if not train_rows:
@@ -146,16 +145,15 @@ def _lightning_logs_to(stream):
 
 def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     """``RUN/metrics.csv`` -> ``(train rows, val rows)`` (module docstring), sorted by iteration."""
-    path = Path(run) / "metrics.csv"
-    with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-    rows.sort(key=lambda r: r.get("step", math.inf))
+    from fcnkit.engine.runlog import read_rows
+
     train_rows, val_rows, totals = [], [], {}
-    for r in rows:
+    for r in read_rows(run):
         iteration = int(r["step"]) + 1
         if "train_loss_step" in r:
             totals = {name: r[key] for key, name in _TOTALS.items() if key in r}
-            train_rows.append({"iteration": iteration, "loss": r["train_loss_step"], **totals})
+            extra = {k: v for k, v in r.items() if k.startswith("grad_")}  # experiments' own measurements
+            train_rows.append({"iteration": iteration, "loss": r["train_loss_step"], **totals, **extra})
         scores = {k[4:]: v for k, v in r.items() if k.startswith("val_")}
         if scores:
             # time etc. spent up to this validation: the sums of the last step at or before it
@@ -164,7 +162,7 @@ def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
 
 
 def _final_evaluation(path: Path, cfg: dict, last: dict, device: str) -> dict:
-    from fcnkit.training.evaluate import evaluate
+    from fcnkit.app.evaluate import evaluate
 
     scores = evaluate(path / "last", split=cfg.get("val_split", "val"), device=device, batch_size=int(cfg.get("batch_size") or 8))
     numbers = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "images"}
@@ -234,8 +232,8 @@ def write_outputs(out_dir: str | os.PathLike, results: dict, summary: str,
 
     Returns the written paths. NaN/inf become ``null`` in the JSON.
     """
-    from fcnkit.training.evaluate import json_safe
     from fcnkit.utils.atomic import atomic_path, atomic_write_text
+    from fcnkit.utils.jsonsafe import json_safe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,9 +251,11 @@ def write_outputs(out_dir: str | os.PathLike, results: dict, summary: str,
 
 def run_arms(out_dir: str | os.PathLike, datasets: list[str], arms: list[str], seeds: int,
              make_config: Callable[[str, str, int], dict], *, device: str,
-             progress: Callable[[str], None] | None = None) -> dict[str, dict[str, list[dict]]]:
+             progress: Callable[[str], None] | None = None,
+             make_callbacks: Callable[[], list] | None = None) -> dict[str, dict[str, list[dict]]]:
     """Train every ``(dataset, arm, seed)`` (seed-major within a dataset, so a cut-short run has
-    every arm at the first seeds); ``make_config(dataset, arm, seed)`` gives the train config.
+    every arm at the first seeds); ``make_config(dataset, arm, seed)`` gives the train config,
+    ``make_callbacks()`` fresh extra Lightning callbacks for each run.
 
     Returns ``{dataset: {arm: [train_run result per seed]}}``; runs live under ``out_dir/runs``.
     """
@@ -266,7 +266,8 @@ def run_arms(out_dir: str | os.PathLike, datasets: list[str], arms: list[str], s
         _warm_up(make_config(dataset, arms[0], 0))
         for seed in range(seeds):
             for arm in arms:
-                run = train_run(make_config(dataset, arm, seed), out / "runs" / dataset / _slug(arm) / f"seed{seed}", device=device)
+                run = train_run(make_config(dataset, arm, seed), out / "runs" / dataset / _slug(arm) / f"seed{seed}",
+                                device=device, callbacks=make_callbacks() if make_callbacks else ())
                 run["seed"] = seed
                 results[dataset][arm].append(run)
                 done += 1
@@ -277,6 +278,33 @@ def run_arms(out_dir: str | os.PathLike, datasets: list[str], arms: list[str], s
     return results
 
 
+def steps_per_epoch(cfg: dict[str, Any]) -> int:
+    """Optimizer steps in one epoch of train config ``cfg`` (its training split over its batch size)."""
+    from fcnkit.data import load_dataset
+
+    return math.ceil(len(load_dataset(cfg["data"], "train", **cfg.get("data_options", {}))) / cfg["batch_size"])
+
+
+SCORE_KEYS = ("accuracy", "mean_accuracy", "pixel_accuracy", "mean_iu", "fw_iu")
+
+
+def arm_summary(seeds: list[dict], score: str, epoch_steps: int) -> dict[str, Any]:
+    """One arm's seeds (``train_run`` results) as mean +- std: the final ``score`` and every score,
+    parameters (all, trainable), seconds per epoch of training steps and of the whole run, and
+    the per-seed runs (without their per-step curves)."""
+    epochs = [r["iterations"] / epoch_steps for r in seeds]
+    final = seeds[0]["final"]
+    return {
+        "score": mean_std(r["final"].get(score) for r in seeds),
+        "scores": {k: mean_std(r["final"].get(k) for r in seeds) for k in SCORE_KEYS if k in final},
+        "parameters": seeds[0]["parameters"], "trainable_parameters": seeds[0]["trainable_parameters"],
+        "train_seconds_per_epoch": mean_std((r["train_seconds"] or math.nan) / e for r, e in zip(seeds, epochs)),
+        "wall_seconds_per_epoch": mean_std(r["wall_seconds"] / e for r, e in zip(seeds, epochs)),
+        "runs": [{k: r[k] for k in ("seed", "run", "iterations", "wall_seconds", "train_seconds", "final", "val",
+                                    "train")} for r in seeds],
+    }
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-")
 
@@ -284,7 +312,7 @@ def _slug(text: str) -> str:
 def _warm_up(cfg: dict) -> None:
     """Import the trainer and build (and cache) the run's data once, so that the first run's wall
     time is not spent on imports and data generation."""
-    import fcnkit.training.module  # noqa: F401  (imports Lightning: seconds, once per process)
+    import fcnkit.engine.segmentation  # noqa: F401  (imports Lightning: seconds, once per process)
     from fcnkit.data import load_dataset
 
     options = dict(cfg.get("data_options") or {})

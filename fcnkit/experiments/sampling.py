@@ -13,7 +13,7 @@ same number of iterations (optimizer steps) for every arm, ``seeds`` seeds each:
                           border); the loss is on ALL labelled cells of each crop; N = the model's
                           receptive field by default (each crop an independent forward pass)
 
-Measured per step (``fcnkit.training.steplog``): training loss, images, loss cells, forward FLOPs
+Measured per step (``fcnkit.engine.steplog``): training loss, images, loss cells, forward FLOPs
 and the step's time (forward + backward + optimizer; data loading and validation excluded);
 validation scores after every epoch (an epoch = one pass over the training images, so arms with
 more images per step validate more often) and at the last step. Compared:
@@ -30,11 +30,10 @@ Writes ``results.json``, ``sampling.png`` and ``summary.md``. Defaults: ~20 minu
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any, Callable
 
 from fcnkit.experiments import runner
-from fcnkit.experiments.plots import smooth
+from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "ARMS", "DATASETS", "DEFAULTS", "analyse"]
 
@@ -48,11 +47,8 @@ DATASETS = ("digit-canvas", "nuclei")
 REFERENCE_MINUTES = 20.0
 DEFAULTS: dict[str, Any] = {
     "steps": 300,  # iterations per run at budget_minutes=20 (CPU)
-    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
-    "data": {"digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
-             "nuclei": {"data_options": {"tile": 64}}},
+    **runner.SMALL_SEGMENTATION,
 }
-TOLERANCE = 0.10  # "same per iteration": within 10% of whole's final loss, or within twice the seed std
 
 
 def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
@@ -68,7 +64,7 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     seeds = runner.check_seeds(seeds)
     chosen = runner.pick_datasets(datasets, DATASETS, "sampling")
     arm_names = runner.pick_datasets(arms, ARMS, "sampling") if arms else list(ARMS)
-    dev = runner.resolve_device(device)
+    dev = resolve_device(device).type
     steps = steps or runner.scaled(DEFAULTS["steps"], budget_minutes, REFERENCE_MINUTES, minimum=2)
     threads = (threads or 1) if dev == "cpu" else None
     settings = runner.step_settings(DEFAULTS, chosen, overrides, steps=steps, threads=threads)
@@ -156,12 +152,3 @@ def _loss_at(train: list[dict], seconds: float | None, window: int = 10) -> floa
     """Mean training loss of the ``window`` steps ending at ``seconds`` of training."""
     before = [x["loss"] for x in train if seconds is not None and x.get("seconds", float("inf")) <= seconds * (1 + 1e-9)]
     return sum(before[-window:]) / len(before[-window:]) if before else None
-
-
-def curves(arm: dict, x: str, y: str, rows: str = "train", window: int = 1) -> list[tuple[list, list]]:
-    """One ``(x values, y values)`` per seed of ``arm`` (``y`` smoothed over ``window`` rows)."""
-    out = []
-    for r in arm["runs"]:
-        pts = [p for p in r[rows] if p.get(x) is not None and p.get(y) is not None]
-        out.append(([p[x] for p in pts], list(smooth([p[y] for p in pts], window))))
-    return out

@@ -4,9 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fcnkit.experiments import runner
-from fcnkit.experiments.plots import new_figure, save, seed_band
+from fcnkit.experiments.plots import new_figure, save, seed_band, smooth
 
 __all__ = ["summary", "plot", "verdict"]
+
+TOLERANCE = 0.10  # "same per iteration": within 10% of whole's final loss, or within twice the seed std
+
 
 
 def _f(stat: dict, digits: int = 3) -> str:
@@ -47,7 +50,6 @@ def verdict(block: dict, tolerance: float) -> dict:
 
 
 def summary(results: dict, tolerance: float | None = None) -> str:
-    from fcnkit.experiments.sampling import TOLERANCE
 
     tolerance = TOLERANCE if tolerance is None else tolerance
     first = next(iter(results["settings"].values()), {})
@@ -151,7 +153,6 @@ def _rel(value: float, ref: float) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    from fcnkit.experiments.sampling import curves
 
     blocks = results["datasets"]
     fig, axes = new_figure(len(blocks), 4, size=(4.2, 3.3))
@@ -175,3 +176,12 @@ def plot(results: dict, path: Path) -> None:
     fig.suptitle(f"whole images vs loss sampling vs patchwise; loss: running mean of {window} steps; bands: ± std over seeds",
                  fontsize=9)
     save(fig, path)
+
+
+def curves(arm: dict, x: str, y: str, rows: str = "train", window: int = 1) -> list[tuple[list, list]]:
+    """One ``(x values, y values)`` per seed of ``arm`` (``y`` smoothed over ``window`` rows)."""
+    out = []
+    for r in arm["runs"]:
+        pts = [p for p in r[rows] if p.get(x) is not None and p.get(y) is not None]
+        out.append(([p[x] for p in pts], list(smooth([p[y] for p in pts], window))))
+    return out

@@ -15,9 +15,10 @@ from __future__ import annotations
 from torch import nn
 
 from fcnkit.errors import InputError, did_you_mean
+from fcnkit.geometry.features import check_feature_info
 from fcnkit.geometry.result import Geometry, LayerGeometry
 
-__all__ = ["receptive_field", "Geometry", "LayerGeometry"]
+__all__ = ["receptive_field", "Geometry", "LayerGeometry", "check_feature_info"]
 
 _METHODS = ("analytic", "probe")
 

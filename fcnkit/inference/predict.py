@@ -43,8 +43,9 @@ from fcnkit.inference.aggregate import make_aggregator
 from fcnkit.inference.sources import as_source
 from fcnkit.inference.tiling import BLENDS, TilePlan, origin_cell, plan_tiles
 from fcnkit.inference.writers import NpySink, TensorSink
+from fcnkit.utils.device import model_device
 
-__all__ = ["TiledJob", "auto_tile", "parse_memory", "predict"]
+__all__ = ["predict", "TiledJob", "parse_memory", "auto_tile", "eval_mode", "staged_or_single"]
 
 CPU_BUDGET = 512 << 20  # default activation budget for tile="auto" on the CPU (torch itself takes ~0.5 GB)
 
@@ -59,13 +60,6 @@ def parse_memory(text) -> int:
         return int(float(s[:-1]) * units[s[-1]]) if s and s[-1] in units else int(float(s))
     except ValueError:
         raise InputError(f"memory budget {text!r} is not understood; write e.g. 512M or 2G") from None
-
-
-def _device(model: nn.Module, device) -> torch.device:
-    if device is None:
-        p = next(model.parameters(), None)
-        return p.device if p is not None else torch.device("cpu")
-    return torch.device(device)
 
 
 def _budget(device: torch.device, memory_budget) -> int:
@@ -131,22 +125,27 @@ class TiledJob:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size={batch_size!r} must be a positive int")
         self.model, self.source, self.batch_size, self.progress = model, as_source(image), batch_size, progress
-        self.device = _device(model, device)
+        self.device = model_device(model, device)
         c, h, w = self.source.shape
         self.stride, self.offset, self.geometry = (1, 1), (0, 0), None
         if tile == "auto":
-            tile = auto_tile(model, self._geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend)
+            tile = auto_tile(model, self.model_geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend)
         if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= max(h, w)):
             self.plan = plan_tiles((h, w), (h, w), 0, 1)
             return
         if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
             raise InputError(f"tile={tile!r} must be None, a positive int or 'auto'")
-        g = self._geometry()
+        g = self.model_geometry()
         if halo == "auto":
             halo = g.halo()
         elif not isinstance(halo, int) or isinstance(halo, bool) or halo < 0:
             raise InputError(f"halo={halo!r} must be 'auto' or a non-negative int")
         self.plan: TilePlan = plan_tiles((h, w), tile, halo, g.align, blend, overlap)
+        m = getattr(g, "input_multiple", (1, 1))
+        if len(self.plan) > 1 and (h % m[0] or w % m[1]):
+            raise InputError(f"{type(model).__name__}: resizes its output by a ratio that is whole only for inputs whose "
+                             f"H and W are multiples of {m[0]}x{m[1]} (this image is {h}x{w}); pad or crop the image "
+                             "to such a size, or use tile=None")
         if len(self.plan) > 1 and g.blockers:
             msg = f"{type(model).__name__}: tiled inference cannot equal whole-image inference: {g.blockers[0]}"
             if blend == "crop":
@@ -154,11 +153,13 @@ class TiledJob:
             warnings.warn(msg, stacklevel=3)
         self.stride, self.offset = g.stride, g.offset
 
-    def _geometry(self):
+    def model_geometry(self):
+        """The model's receptive-field geometry, traced once and kept."""
         if self.geometry is None:
             from fcnkit.geometry.stages import cached_geometry
 
-            g = cached_geometry(self.model, self.source.shape[0])  # traced once per model
+            # a model that cannot be traced (an onnxruntime session) carries the geometry it was exported with
+            g = getattr(self.model, "fcnkit_geometry", None) or cached_geometry(self.model, self.source.shape[0])
             for j, a in zip(g.stride, g.align):
                 if (Fraction(a) / Fraction(j)).denominator != 1:
                     raise InputError(f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None")
@@ -202,7 +203,8 @@ class TiledJob:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module, device: torch.device):
+def eval_mode(model: nn.Module, device: torch.device):
+    """Run ``model`` in eval mode on ``device`` for the block, then restore its train/eval mode."""
     was = model.training
     model.eval().to(device)
     try:
@@ -211,7 +213,7 @@ def _eval_mode(model: nn.Module, device: torch.device):
         model.train(was)
 
 
-def _runner(job: TiledJob, staged: bool, halo, tile=None):
+def staged_or_single(job: TiledJob, staged: bool, halo, tile=None):
     """The staged executor for an exact tiled job when possible, else the single-level job itself.
     ``tile``: the caller's tile when it is smaller than the single-level job's (staged halos are smaller)."""
     if not staged or halo != "auto" or job.plan.blend != "crop":
@@ -283,8 +285,9 @@ def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"predict needs a torch.nn.Module, got {type(model).__name__}")
-    with _eval_mode(model, _device(model, device)):
+    with eval_mode(model, model_device(model, device)):
         single = tile
+        staged = staged and getattr(model, "fcnkit_geometry", None) is None  # an exported graph runs whole
         if staged and blend == "crop" and halo == "auto" and isinstance(tile, int) and not isinstance(tile, bool) and tile > 0:
             from fcnkit.geometry.stages import cached_geometry
 
@@ -293,7 +296,7 @@ def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1
                 with contextlib.suppress(InputError):  # an untraceable model: TiledJob says so below
                     g = cached_geometry(model, image.shape[0])
                     single = max(tile, 2 * max(g.halo()) + max(g.align))
-        job = _runner(TiledJob(model, image, single, halo, batch_size, blend, overlap, device, memory_budget, progress),
+        job = staged_or_single(TiledJob(model, image, single, halo, batch_size, blend, overlap, device, memory_budget, progress),
                       staged, halo, tile)
         if single != tile and isinstance(job, TiledJob):  # not staged after all: the tile is too small, say so
             job = TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)

@@ -28,7 +28,7 @@ the FCN paper's pad-100 trick made exact: just enough for the cells to cover eve
 
 ``skips=True`` (default) adds FCN-style skips from every stage down to stride 1: a 1x1 score conv
 per stage (``skip_scores``, initialised to ZERO as in FCN), each upsampled to ``H x W`` aligned to
-its own cell centres (``feature_info[i]["offset"]``) and summed with the upsampled coarse scores.
+its own cell centres (``feature_info[i].offset``) and summed with the upsampled coarse scores.
 At initialisation the dense output is exactly the upsampled coarse output; with training the
 full-resolution stages sharpen boundaries. Why it is the default: digit-canvas masks are the
 digits' strokes (2-3 pixels wide), which bilinear upsampling from stride 8 cannot draw. In a
@@ -49,7 +49,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.errors import InputError
-from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, PADDINGS, chain_geometry, conv_block, downsample as make_downsample
+from fcnkit.geometry import Geometry, receptive_field
+from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, PADDINGS, conv_block
+from fcnkit.models.blocks import downsample as make_downsample
+from fcnkit.models.features import FeatureInfo, FeatureTap
 from fcnkit.models.registry import check_bool, check_choice, check_int, register
 from fcnkit.models.upsample import BilinearUpsample
 
@@ -61,8 +64,9 @@ OUTPUTS = ("dense", "coarse")
 def allconv_body(
     in_channels: int, *, width: int, depth: int, stages: int, downsample: str, padding: str, norm: str,
     stem_depth: int = 1,
-) -> tuple[nn.Sequential, list[dict]]:
-    """The conv body (an ``nn.Sequential`` of ``stage{i}`` / ``down{i}`` blocks) and its ``feature_info``."""
+) -> tuple[nn.Sequential, FeatureInfo, Geometry]:
+    """The conv body (an ``nn.Sequential`` of ``stage{i}`` / ``down{i}`` blocks), its feature taps
+    (one per stage) and its traced geometry (:func:`fcnkit.receptive_field`)."""
     check_int("width", width, 1)
     check_int("depth", depth, 1)
     check_int("stem_depth", stem_depth, 1)
@@ -71,7 +75,7 @@ def allconv_body(
     check_choice("padding", padding, PADDINGS)
     check_choice("norm", norm, NORMS)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    info, stride, channels_in = [], 1, in_channels
+    channels_in, stage_channels = in_channels, []
     for i in range(stages + 1):
         channels = width * 2 ** min(i, 3)
         blocks, n = [], stem_depth if i == 0 else depth
@@ -81,25 +85,38 @@ def allconv_body(
             blocks.append(conv_block(channels_in, channels, stride=s, padding=padding, norm=norm))
             channels_in = channels
         layers[f"stage{i}"] = nn.Sequential(*blocks)
-        if downsample == "strided-only" and i < stages:
-            stride *= 2
-        _, _, offset = chain_geometry(nn.Sequential(layers))
-        info.append({"name": f"stage{i}", "module": f"features.stage{i}", "channels": channels, "stride": stride, "offset": offset})
+        stage_channels.append(channels)
         if i < stages and downsample not in ("strided-only", "none"):
             layers[f"down{i}"] = make_downsample(downsample, channels, norm=norm)
-            stride *= 2
-    return nn.Sequential(layers), info
+    body = nn.Sequential(layers)
+    # the taps' grids come from the one geometry trace: each stage's output is its last layer's grid
+    geometry = receptive_field(body, in_channels=in_channels)
+    last = {layer.name.split(".")[0]: layer for layer in geometry.layers if layer.name.startswith("stage")}
+    info = FeatureInfo(
+        FeatureTap(f"stage{i}", f"features.stage{i}", c, int(last[f"stage{i}"].jump[0]), float(last[f"stage{i}"].offset[0]))
+        for i, c in enumerate(stage_channels)
+    )
+    return body, info, geometry
 
 
 class _AllConvBase(nn.Module):
+    # (in_channels, **body) -> (features, feature_info, geometry); fcnkit.models.residual swaps it
+    make_body = staticmethod(allconv_body)
+
     def __init__(self, num_classes: int, in_channels: int, **body):
         super().__init__()
-        self.features, self.feature_info = allconv_body(in_channels, **body)
-        self.score = nn.Conv2d(self.feature_info[-1]["channels"], num_classes, 1)
+        self.features, self.feature_info, geometry = self.make_body(in_channels, **body)
+        self.score = nn.Conv2d(self.feature_info[-1].channels, num_classes, 1)
         self.padding = body["padding"]
-        # geometry of the coarse grid (one dimension; the net is isotropic)
-        self.receptive_field, self.stride, self.offset = chain_geometry(self.features)
+        # geometry of the coarse grid (one dimension; the net is isotropic), from the traced body
+        self.receptive_field, self.stride = int(geometry.size[0]), int(geometry.stride[0])
+        self.offset = float(geometry.offset[0])
         self.min_input_size = self.receptive_field if self.padding == "valid" else self.stride
+
+    @property
+    def score_stride(self) -> int:
+        """Input pixels per cell of the coarse score grid (the loss-sampling cell)."""
+        return self.stride
 
     def _check_size(self, x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
@@ -129,25 +146,28 @@ class AllConvNet(_AllConvBase):
         s = self.stride
         # valid nets: pad the top/left so that cell i is centred on S*i + (S - 1)/2 (rounded down)
         self.pad_before = int((self.offset - (s - 1) / 2) // 1) if self.padding == "valid" else 0
-        self.upsample = self.skip_scores = self.skip_upsamples = None
+        self.upsample: BilinearUpsample | None = None
+        self.skip_scores: nn.ModuleList | None = None
+        self.skip_upsamples: nn.ModuleList | None = None
         if output != "dense":
             return
         # each upsampling is aligned to the centres of its own cells, in the caller's pixels
         self.upsample = BilinearUpsample(num_classes, s, learn, shift=self.offset - self.pad_before, border="replicate")
         if self.skips:
             taps = self.feature_info[:-1]
-            self.skip_scores = nn.ModuleList(nn.Conv2d(t["channels"], num_classes, 1) for t in taps)
-            for conv in self.skip_scores:  # zero: at init the output is the upsampled coarse scores (FCN)
+            scores = [nn.Conv2d(t.channels, num_classes, 1) for t in taps]
+            for conv in scores:  # zero: at init the output is the upsampled coarse scores (FCN)
                 nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
+                nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # built with a bias
+            self.skip_scores = nn.ModuleList(scores)
             self.skip_upsamples = nn.ModuleList(
-                BilinearUpsample(num_classes, t["stride"], learn, shift=t["offset"] - self.pad_before, border="replicate")
+                BilinearUpsample(num_classes, t.stride, learn, shift=t.offset - self.pad_before, border="replicate")
                 for t in taps
             )
 
     def dense_padding(self, size: int) -> tuple[int, int]:
         """``(before, after)`` padding of one input dimension of ``size`` pixels in dense mode."""
-        cells = -(-size // self.stride)
+        cells = (size + self.stride - 1) // self.stride  # ceil; no negative floor division (ONNX truncates it)
         if self.padding == "valid":
             length = self.receptive_field + self.stride * (cells - 1)
         else:
@@ -165,8 +185,9 @@ class AllConvNet(_AllConvBase):
             feats = layer(feats)
             if self.skips and name.startswith("stage"):
                 taps.append(feats)
+        assert self.upsample is not None  # built for output="dense"
         logits = self.upsample(self.score(feats), (h, w))
-        if self.skips:
+        if self.skip_scores is not None and self.skip_upsamples is not None:
             for tap, score, up in zip(taps, self.skip_scores, self.skip_upsamples):
                 logits = logits + up(score(tap), (h, w))
         return logits

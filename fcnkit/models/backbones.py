@@ -1,7 +1,7 @@
 """Backbones for FCNs: ``forward(x) -> [tap8, tap16, tap32]``, feature maps at strides 8, 16, 32.
 
-Each backbone has ``feature_info``: one ``{"name", "channels", "stride", "offset"}`` per tap (timm
-style). ``offset`` is the input pixel on which the centre of cell 0 lies ("same" padding), so cell
+Each backbone has ``feature_info``: a validated :class:`~fcnkit.models.features.FeatureInfo`, one
+``FeatureTap(name, module, channels, stride, offset)`` per tap (timm style). ``offset`` is the input pixel on which the centre of cell 0 lies ("same" padding), so cell
 ``i`` of a tap is centred on ``offset + i * stride``; the FCN head aligns its upsamplings with it.
 
 =========  =======================================  ==================  ========================
@@ -42,6 +42,7 @@ from torch import nn
 
 from fcnkit.errors import InputError, MissingFileError
 from fcnkit.models.allconv import allconv_body
+from fcnkit.models.features import FeatureInfo, FeatureTap
 from fcnkit.models.registry import check_choice
 
 __all__ = ["BACKBONES", "VGG16Backbone", "ResNetBackbone", "AllConvBackbone", "build_backbone", "load_backbone_weights"]
@@ -53,7 +54,9 @@ _VGG_POOLS = {"pool3": 16, "pool4": 23}  # indices of the max-pools in torchvisi
 def _first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     if in_channels == conv.in_channels:
         return conv
-    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    k, s, p = conv.kernel_size, conv.stride, conv.padding
+    return nn.Conv2d(in_channels, conv.out_channels, (k[0], k[1]), (s[0], s[1]), p if isinstance(p, str) else (p[0], p[1]),
+                     bias=conv.bias is not None)
 
 
 class VGG16Backbone(nn.Module):
@@ -67,17 +70,19 @@ class VGG16Backbone(nn.Module):
         for m in self.features.modules():  # torchvision's VGG initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(m.bias)  # type: ignore[arg-type]  # VGG convs have biases
         self.fc6 = nn.Sequential(nn.Conv2d(512, 4096, 7, padding=3), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.fc7 = nn.Sequential(nn.Conv2d(4096, 4096, 1), nn.ReLU(inplace=True), nn.Dropout(dropout))
         for fc in (self.fc6[0], self.fc7[0]):  # as torchvision initialises the Linear layers they replace
+            assert isinstance(fc, nn.Conv2d) and fc.bias is not None  # built just above
             nn.init.normal_(fc.weight, 0, 0.01)
             nn.init.zeros_(fc.bias)
-        self.feature_info = [
-            {"name": "pool3", "channels": 256, "stride": 8, "offset": 3.5},
-            {"name": "pool4", "channels": 512, "stride": 16, "offset": 7.5},
-            {"name": "fc7", "channels": 4096, "stride": 32, "offset": 15.5},
-        ]
+        # checked against the traced geometry in tests (fcnkit.geometry.check_feature_info)
+        self.feature_info = FeatureInfo([
+            FeatureTap("pool3", f"features.{_VGG_POOLS['pool3']}", 256, 8, 3.5),
+            FeatureTap("pool4", f"features.{_VGG_POOLS['pool4']}", 512, 16, 7.5),
+            FeatureTap("fc7", "fc7", 4096, 32, 15.5),
+        ])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = []
@@ -100,10 +105,9 @@ class ResNetBackbone(nn.Module):
         self.bn1, self.relu, self.maxpool = net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         width = 1 if arch == "resnet18" else 4  # Bottleneck expansion
-        self.feature_info = [
-            {"name": f"layer{k}", "channels": 64 * 2 ** (k - 1) * width, "stride": 2 ** (k + 1), "offset": 0.0}
-            for k in (2, 3, 4)
-        ]
+        self.feature_info = FeatureInfo(
+            FeatureTap(f"layer{k}", f"layer{k}", 64 * 2 ** (k - 1) * width, 2 ** (k + 1), 0.0) for k in (2, 3, 4)
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
@@ -117,11 +121,11 @@ class AllConvBackbone(nn.Module):
 
     def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 2, norm: str = "batch"):
         super().__init__()
-        self.features, info = allconv_body(
+        self.features, info, _ = allconv_body(
             in_channels, width=width, depth=depth, stages=5, downsample="maxpool", padding="same", norm=norm
         )
-        self.feature_info = [{k: t[k] for k in ("name", "channels", "stride", "offset")} for t in info[3:]]
-        self._taps = {t["name"] for t in self.feature_info}
+        self.feature_info = info[3:]
+        self._taps = {t.name for t in self.feature_info}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = []
@@ -135,6 +139,7 @@ class AllConvBackbone(nn.Module):
 def build_backbone(name: str, *, in_channels: int = 3, weights: str | os.PathLike | None = None) -> nn.Module:
     """Build backbone ``name`` (one of :data:`BACKBONES`), optionally initialised from ``weights``."""
     check_choice("backbone", name, BACKBONES)
+    backbone: nn.Module
     if name == "vgg16":
         backbone = VGG16Backbone(in_channels)
     elif name.startswith("resnet"):

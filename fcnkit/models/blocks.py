@@ -1,4 +1,4 @@
-"""Building blocks: conv blocks, downsampling layers, and the geometry of a chain of layers.
+"""Building blocks: conv blocks and downsampling layers.
 
 Downsampling kinds (all halve the grid, so the effective stride is ``2 ** count``):
 
@@ -23,7 +23,7 @@ from torch import nn
 
 from fcnkit.models.registry import check_choice
 
-__all__ = ["NORMS", "PADDINGS", "DOWNSAMPLE_KINDS", "conv_block", "downsample", "make_norm", "chain_geometry"]
+__all__ = ["NORMS", "PADDINGS", "DOWNSAMPLE_KINDS", "conv_block", "downsample", "make_norm"]
 
 NORMS = ("batch", "group", "none")
 PADDINGS = ("same", "valid")
@@ -77,26 +77,3 @@ def downsample(kind: str, channels: int, *, norm: str = "batch") -> nn.Module:
         return conv_block(channels, channels, kernel_size=2, stride=2, padding="valid", norm=norm)
     return nn.Identity()
 
-
-def chain_geometry(module: nn.Module) -> tuple[int, int, float]:
-    """``(size, stride, offset)`` of a module that is a plain chain of layers, in one dimension.
-
-    Walks the Conv2d / MaxPool2d / AvgPool2d layers in registration order (valid for
-    ``nn.Sequential`` chains with square kernels, no branches). ``offset`` is the input coordinate
-    of the centre of output cell 0 (negative or fractional values are possible), so output cell
-    ``i`` sees the window of extent ``size`` centred at ``offset + i * stride``.
-    """
-    size, stride, offset = 1, 1, 0.0
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p = (_first(getattr(layer, a)) for a in ("kernel_size", "stride", "padding"))
-            d = _first(getattr(layer, "dilation", 1))
-            span = (k - 1) * d
-            offset += stride * (span / 2 - p)
-            size += span * stride
-            stride *= s
-    return size, stride, offset
-
-
-def _first(value) -> int:
-    return value[0] if isinstance(value, tuple) else value

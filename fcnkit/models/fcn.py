@@ -15,7 +15,7 @@ exactly 0 and each skip starts as a no-op. Upsampling layers are :class:`Bilinea
 edge cells replicated at the borders.
 
 Alignment (the crops of the Caffe model, derived instead of hard-coded): a tap at stride ``s`` has
-cell ``i`` centred on input pixel ``s*i + c`` (``feature_info["offset"]``). Fusing stride 32 into
+cell ``i`` centred on input pixel ``s*i + c`` (``feature_info[k].offset``). Fusing stride 32 into
 stride 16 places the coarse cell ``j`` at fine-grid coordinate ``2j + (c32 - c16) / 16``; the final
 upsampling places the cell at pixel ``s*i + c``; each BilinearUpsample is built with that shift,
 so bilinear tents peak exactly on the cell centres (VGG/allconv: the ``align_corners=False``
@@ -32,12 +32,14 @@ resnet50 24 M); pass ``backbone="vgg16"`` for the paper's network.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.models.backbones import build_backbone
+from fcnkit.models.features import FeatureInfo
 from fcnkit.models.registry import check_bool, register
 from fcnkit.models.upsample import BilinearUpsample
 
@@ -47,7 +49,7 @@ __all__ = ["FCN", "fcn32s", "fcn16s", "fcn8s"]
 def _zero_score(in_channels: int, num_classes: int) -> nn.Conv2d:
     conv = nn.Conv2d(in_channels, num_classes, 1)
     nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # built with a bias
     return conv
 
 
@@ -61,22 +63,24 @@ class FCN(nn.Module):
         super().__init__()
         if skips not in (0, 1, 2):
             raise ValueError(f"skips must be 0, 1 or 2, got {skips}")
-        info = backbone.feature_info
-        if [t["stride"] for t in info] != [8, 16, 32]:
-            raise ValueError(f"backbone taps must have strides 8, 16, 32, got {[t['stride'] for t in info]}")
+        info: FeatureInfo = backbone.feature_info  # type: ignore[assignment]  # set by every backbone
+        if info.strides != [8, 16, 32]:
+            raise ValueError(f"backbone taps must have strides 8, 16, 32, got {info.strides}")
         self.backbone, self.skips = backbone, skips
         self.feature_info = info
         learn = check_bool("learn_upsampling", learn_upsampling)
-        c8, c16, c32 = (t["offset"] for t in info)
-        self.score_fr = _zero_score(info[2]["channels"], num_classes)
+        c8, c16, c32 = (t.offset for t in info)
+        self.score_fr = _zero_score(info[2].channels, num_classes)
         if skips >= 1:
-            self.score_pool4 = _zero_score(info[1]["channels"], num_classes)
+            self.score_pool4 = _zero_score(info[1].channels, num_classes)
             self.upscore2 = BilinearUpsample(num_classes, 2, learn, shift=(c32 - c16) / 16, border="replicate")
         if skips >= 2:
-            self.score_pool3 = _zero_score(info[0]["channels"], num_classes)
+            self.score_pool3 = _zero_score(info[0].channels, num_classes)
             self.upscore_pool4 = BilinearUpsample(num_classes, 2, learn, shift=(c16 - c8) / 8, border="replicate")
         last = info[2 - skips]
-        self.upscore = BilinearUpsample(num_classes, last["stride"], learn, shift=last["offset"], border="replicate")
+        self.upscore = BilinearUpsample(num_classes, last.stride, learn, shift=last.offset, border="replicate")
+        #: input pixels per cell of the last fused score grid (the loss-sampling cell)
+        self.score_stride = last.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -91,10 +95,6 @@ class FCN(nn.Module):
         return self.upscore(score, (h, w))
 
 
-def _fcn(skips: int, num_classes: int, in_channels: int, backbone: str, learn_upsampling: bool, backbone_weights) -> FCN:
-    net = build_backbone(backbone, in_channels=in_channels, weights=backbone_weights)
-    return FCN(net, num_classes, skips=skips, learn_upsampling=learn_upsampling)
-
 
 _BACKBONE_DOC = """``backbone``: "allconv" (default, cheapest), "vgg16" (the paper's), "resnet18", "resnet50".
     ``learn_upsampling``: learn every upsampling layer from its bilinear start (else fixed).
@@ -102,41 +102,25 @@ _BACKBONE_DOC = """``backbone``: "allconv" (default, cheapest), "vgg16" (the pap
     kept in ``fcnkit_spec``."""
 
 
-@register("fcn32s", task="segmentation", description="FCN-32s: backbone (allconv|vgg16|resnet18|resnet50) + 1x1 score + 32x upsampling", init_only=("backbone_weights",))
-def fcn32s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "allconv",
-    learn_upsampling: bool = False,
-    backbone_weights: str | os.PathLike | None = None,
-) -> FCN:
-    return _fcn(0, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
+def _fcn_builder(name: str, skips: int, description: str) -> Callable[..., FCN]:
+    """The registered builder of FCN-32s/16s/8s: the three differ only in the number of skips."""
+
+    def builder(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: str = "allconv",
+        learn_upsampling: bool = False,
+        backbone_weights: str | os.PathLike | None = None,
+    ) -> FCN:
+        net = build_backbone(backbone, in_channels=in_channels, weights=backbone_weights)
+        return FCN(net, num_classes, skips=skips, learn_upsampling=learn_upsampling)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{description} (module docstring).\n\n    {_BACKBONE_DOC}"
+    return register(name, task="segmentation", description=description, init_only=("backbone_weights",))(builder)
 
 
-@register("fcn16s", task="segmentation", description="FCN-16s: FCN-32s + skip from stride 16 (backbone as fcn32s)", init_only=("backbone_weights",))
-def fcn16s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "allconv",
-    learn_upsampling: bool = False,
-    backbone_weights: str | os.PathLike | None = None,
-) -> FCN:
-    return _fcn(1, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
-
-
-@register("fcn8s", task="segmentation", description="FCN-8s: FCN-16s + skip from stride 8 (backbone as fcn32s)", init_only=("backbone_weights",))
-def fcn8s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "allconv",
-    learn_upsampling: bool = False,
-    backbone_weights: str | os.PathLike | None = None,
-) -> FCN:
-    return _fcn(2, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
-
-
-for _builder, _name in ((fcn32s, "FCN-32s"), (fcn16s, "FCN-16s"), (fcn8s, "FCN-8s")):
-    _builder.__doc__ = f"{_name} (module docstring).\n\n    {_BACKBONE_DOC}"
+fcn32s = _fcn_builder("fcn32s", 0, "FCN-32s: backbone (allconv|vgg16|resnet18|resnet50) + 1x1 score + 32x upsampling")
+fcn16s = _fcn_builder("fcn16s", 1, "FCN-16s: FCN-32s + skip from stride 16 (backbone as fcn32s)")
+fcn8s = _fcn_builder("fcn8s", 2, "FCN-8s: FCN-16s + skip from stride 8 (backbone as fcn32s)")

@@ -1,21 +1,17 @@
-"""Training: the one pixelwise loss, regimes, config, and whole-image training with Lightning.
+"""Training core (no Lightning): the one pixelwise loss, regimes, samplers, patchwise equivalence, FLOPs.
 
-Loaded lazily so that ``import fcnkit.training.losses`` (core) never pulls in Lightning:
-``train`` imports it on first use. (``evaluate`` is
-the submodule name, so its function is ``fcnkit.training.evaluate.evaluate``.)
+These work from any training loop. The Lightning loop is :mod:`fcnkit.engine`; the ``train`` job
+(run folders, resume, reports) is :func:`fcnkit.train` (:mod:`fcnkit.app.train`).
 """
 from __future__ import annotations
 
 from fcnkit.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "train": "fcnkit.training.run",
-    "TrainConfig": "fcnkit.training.config",
-    "load_config": "fcnkit.training.config",
     "pixelwise_loss": "fcnkit.training.losses",
     "class_weights_from_masks": "fcnkit.training.losses",
     "build_regime": "fcnkit.training.regimes",
-    "write_report": "fcnkit.training.report",
+    "equivalent_patch_batch": "fcnkit.training.equivalence",
 }
 
 __all__ = sorted(_EXPORTS)

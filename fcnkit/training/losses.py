@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError
 
 __all__ = ["pixelwise_loss", "class_weights_from_masks", "CLASS_WEIGHT_MODES"]
@@ -31,7 +32,7 @@ def pixelwise_loss(
     target: torch.Tensor,
     weight_map: torch.Tensor | None = None,
     class_weights: torch.Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Weighted mean cross-entropy over the cells of ``logits [B, K, H, W]`` and ``target [B, H, W]``.
 
@@ -59,7 +60,7 @@ def pixelwise_loss(
 
 
 def class_weights_from_masks(
-    masks_or_counts: Iterable | np.ndarray | torch.Tensor, num_classes: int, mode: str = "none", ignore_index: int = 255
+    masks_or_counts: Iterable | np.ndarray | torch.Tensor, num_classes: int, mode: str = "none", ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Per-class loss weights ``float32 [K]`` from training masks or pixel counts.
 

@@ -1,0 +1,211 @@
+"""``train(config) -> Path``: the library entry point of ``fcnkit train``.
+
+It prepares a run folder, builds data, model and LightningModule, hands the loop to a Lightning
+``Trainer`` and writes the report. Layout of a run folder::
+
+    RUN/config.yaml      the resolved config (defaults filled in)
+    RUN/metrics.csv      every logged value (train_loss_step/_epoch, val_loss, val_<score>,
+                         step_*/total_* images, cells, FLOPs, seconds: fcnkit.engine.steplog)
+    RUN/best/, RUN/last/ fcnkit checkpoints (best val mean IU; newest)
+    RUN/trainer.ckpt     Lightning state for --resume (loops, optimizer, best score)
+    RUN/logs/version_N/  the raw CSVLogger output of each (re)start; merged into metrics.csv
+    RUN/curves.png, RUN/report.md (+ confusion.png, predictions.png)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fcnkit.engine.config import TrainConfig
+from fcnkit.errors import InputError, MissingFileError
+
+__all__ = ["train", "train_and_log", "is_main_process"]
+
+# settings that define what is being trained: a resumed run cannot change them
+_FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime", "val_split")
+
+
+def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
+    """Train a segmentation (or, ``task: classification``, a classification) model as ``config``
+    says; returns the run folder.
+
+    ``config.resume = RUN`` continues that run from ``RUN/trainer.ckpt`` (epoch, step, optimizer
+    state, best score), with the run's saved config; settings given that differ from the
+    defaults override it (e.g. ``epochs`` to train longer), except those that define the model
+    and data. ``config.init_from`` starts a new run from a checkpoint's weights (what was loaded
+    is written to ``RUN/init_from.json``). ``callbacks``: extra Lightning callbacks (e.g. an
+    experiment's measurements), run after fcnkit's own. Raises :class:`~fcnkit.errors.InputError` for bad
+    settings and when the loss turns non-finite (``RUN/last`` then holds the last good weights).
+    """
+    import lightning as L
+
+    from fcnkit.app.tasks import TASKS
+    from fcnkit.checkpoint import CheckpointConfig, model_spec
+    from fcnkit.engine.loop import fit
+    from fcnkit.training.regimes import build_regime
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg = _with_resumed(cfg).resolved()
+    run = Path(cfg.out)
+    if not cfg.resume:
+        _prepare_fresh(run, cfg.overwrite, clear=False)  # refuse early; clear once all is known good
+    _check_device(cfg)
+    _check_model_task(cfg)
+    if cfg.init_from and not cfg.resume:  # a resumed run takes its weights from trainer.ckpt
+        from fcnkit.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(cfg.init_from)  # a missing folder fails before any data is read
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = TASKS[cfg.task]
+    regime = build_regime(cfg.regime)
+    data = task.datamodule(cfg, regime)
+    info = data.info
+    _check_data_task(cfg, info)
+    from fcnkit.data.validate import validate_before_training
+
+    validate_before_training([data.train_set, getattr(data, "val_set", None)])  # every file, before any epoch
+    model = _build_model(cfg, info)
+    init_report = None
+    if cfg.init_from and not cfg.resume:
+        from fcnkit.app.init_from import init_from_checkpoint
+
+        init_report = init_from_checkpoint(model, cfg.init_from, classes=list(info.class_names))
+    class_weights = _class_weights(cfg, data.train_set, info.num_classes, task.target_key)
+    module = task.module(model, cfg, data, class_weights, regime)
+    if not cfg.resume:  # data and model are known good: a typo never clears a run
+        _prepare_fresh(run, cfg.overwrite, clear=True)
+    if init_report is not None and is_main_process():
+        from fcnkit.utils.jsonsafe import write_json
+
+        write_json(init_report.to_dict(), run / "init_from.json")
+    checkpoint_config = CheckpointConfig.from_info(model_spec(model), info, train=cfg.to_dict()).to_dict()
+    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size,
+                  callbacks=callbacks)
+    if trainer.is_global_zero and report:
+        task.report(run, data)
+    return run
+
+
+def train_and_log(config, **overrides) -> dict[str, Any]:
+    """Train one configuration (a TrainConfig or mapping, ``overrides`` on top) without a report;
+    returns ``{"run": Path, "config": resolved dict, "train": [...], "val": [...], "best": {...}}``.
+
+    The per-step rows are :func:`fcnkit.engine.runlog.read_step_log`'s; ``best`` is the best
+    checkpoint's metrics. Set ``log_every_n_steps: 1`` for a row per step. The entry point of the
+    regime experiments.
+    """
+    import json
+
+    import yaml
+
+    from fcnkit.engine.runlog import read_step_log
+
+    # a copy: the caller's config is left as it was
+    cfg = TrainConfig.from_dict(config.to_dict() if isinstance(config, TrainConfig) else dict(config))
+    cfg.update(overrides, source="train_and_log")
+    run = train(cfg, report=False)
+    log = read_step_log(run)
+    best_file = run / "best" / "config.json"
+    best = json.loads(best_file.read_text()).get("metrics", {}) if best_file.is_file() else {}
+    resolved = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    return {"run": run, "config": resolved, "train": log["train"], "val": log["val"], "best": best}
+
+
+def _check_device(cfg: TrainConfig) -> None:
+    from fcnkit.utils.device import resolve_device
+
+    device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.precision == "16-mixed":
+        raise InputError("--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32")
+
+
+def is_main_process() -> bool:
+    """False in the extra processes of a DDP run (Lightning's launcher or torchrun set RANK/LOCAL_RANK)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+
+
+def _with_resumed(cfg: TrainConfig) -> TrainConfig:
+    """For ``resume``: the run's saved config, overridden by the settings that differ from the defaults."""
+    if not cfg.resume:
+        return cfg
+    from fcnkit.engine.callbacks import TRAINER_CKPT
+    from fcnkit.engine.config import load_config
+
+    run = Path(cfg.resume)
+    if not (run / TRAINER_CKPT).is_file() or not (run / "config.yaml").is_file():
+        raise MissingFileError(f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'")
+    from fcnkit.engine.callbacks import load_trainer_state
+
+    load_trainer_state(run / TRAINER_CKPT)  # truncated/tampered: one line before anything is written
+    saved = load_config(run / "config.yaml")
+    defaults, given = TrainConfig(), cfg.to_dict()
+    changed = {k: v for k, v in given.items() if v != getattr(defaults, k) and k not in ("resume", "out")}
+    for key in _FROZEN_ON_RESUME:
+        if key in changed and changed[key] != getattr(saved, key):
+            raise InputError(f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); start a new run with --out")
+    if cfg.out is not None and Path(cfg.out).resolve() != run.resolve():
+        raise InputError(f"--resume {run} continues that run in place; drop --out {cfg.out} (or start a new run there)")
+    saved.update(changed)
+    saved.resume, saved.out = str(run), str(run)
+    return saved
+
+
+def _prepare_fresh(run: Path, overwrite: bool, clear: bool) -> None:
+    """Refuse a ``--out`` that holds a run (without --overwrite) or anything fcnkit did not write;
+    with ``clear``, remove the old run's artifacts (only those) and mark the folder as a run."""
+    from fcnkit.utils.outputs import check_output, prepare_output
+
+    if not clear or not is_main_process():  # under torchrun every rank gets here: one writes
+        check_output(run, "run", overwrite)
+        return
+    prepare_output(run, "run", overwrite)
+
+
+def _build_model(cfg: TrainConfig, info):
+    from fcnkit.models.registry import build_model
+
+    kwargs = dict(cfg.model_options)
+    if cfg.weights:
+        if not Path(cfg.weights).is_file():
+            raise MissingFileError(f"{cfg.weights}: weights file not found; check --weights")
+        kwargs["backbone_weights"] = cfg.weights  # an init-only argument: not part of the model spec
+    try:
+        return build_model(cfg.model, num_classes=int(info.num_classes), in_channels=int(info.in_channels), **kwargs)
+    except InputError as exc:
+        if cfg.weights and "'backbone_weights'" in str(exc):
+            raise InputError(f"--weights: model '{cfg.model}' has no backbone to load weights into; drop --weights or use an fcn8s/16s/32s model") from None
+        raise
+
+
+def _class_weights(cfg: TrainConfig, dataset, num_classes: int, key: str):
+    if cfg.class_weights == "none":
+        return None
+    from fcnkit.training.losses import class_weights_from_masks
+
+    # a classification label counts as a one-pixel mask
+    return class_weights_from_masks((dataset[i][key].reshape(-1) for i in range(len(dataset))), num_classes, cfg.class_weights)
+
+
+def _check_model_task(cfg: TrainConfig) -> None:
+    from fcnkit.models.registry import list_models, model_info
+
+    task = model_info(cfg.model)["task"]
+    if task != cfg.task:
+        choices = ", ".join(list_models(cfg.task))
+        raise InputError(f"model '{cfg.model}' is a {task} model but the task is {cfg.task}; "
+                         f"use a {cfg.task} model ({choices}) or set --task {task}")
+
+
+def _check_data_task(cfg: TrainConfig, info) -> None:
+    if info.task != cfg.task:
+        fix = "pass --task classification (e.g. --model allconv_cls)" if info.task == "classification" else f"set --task {info.task}"
+        raise InputError(f"data '{cfg.data}' is a {info.task} dataset but the task is {cfg.task}; {fix}")
+
+
+
+

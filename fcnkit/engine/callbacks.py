@@ -1,0 +1,159 @@
+"""Checkpointing for Lightning runs: fcnkit checkpoints (best/, last/) and atomic trainer state.
+
+Two kinds of files, two jobs::
+
+    RUN/best/, RUN/last/   fcnkit checkpoints (model.safetensors + config.json): what predict,
+                           evaluate and users load; no pickle. Written on rank 0 only.
+    RUN/trainer.ckpt       Lightning's own checkpoint (loops, optimizer, callback states) for
+                           --resume; written through AtomicCheckpointIO, read with weights_only=True.
+
+Both are written after each validation epoch, and ``last`` again when training ends between
+validations (max_steps). Weights are checked to be finite before every write, so a run that
+diverges keeps its last good checkpoints.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from fcnkit.checkpoint import save_checkpoint
+from fcnkit.utils.atomic import atomic_path
+from fcnkit.utils.jsonsafe import json_safe
+
+__all__ = ["FcnkitCheckpoint", "AtomicCheckpointIO", "NonFiniteWeightsError", "TRAINER_CKPT", "load_trainer_state"]
+
+TRAINER_CKPT = "trainer.ckpt"
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """The weights became NaN/inf (turned into an InputError by ``train``)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"non-finite weights after step {step}")
+        self.step = step
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, but the file is written to a temp sibling and renamed, and loading
+    always uses ``torch.load(weights_only=True)``.
+
+    Lightning 2.6.6 passes ``weights_only=None`` down to ``torch.load`` unless the caller of
+    ``Trainer.fit`` sets it; torch then applies its own default, which the environment variable
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` can turn off. Here it is ``True`` whatever the caller says.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> dict[str, Any]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return load_trainer_state(path, map_location, lightning=False)
+
+
+class FcnkitCheckpoint(L.Callback):
+    """Write ``RUN/last`` after every validation epoch and ``RUN/best`` when the ``monitor`` score
+    improves (segmentation: mean IU; classification: accuracy).
+
+    ``base_config`` is the checkpoint config.json without ``metrics`` (model spec, task,
+    classes, palette, normalization, train); ``metrics`` gets the validation scores of that
+    epoch plus ``epoch`` and ``step``. The best score is part of the trainer state, so a resumed
+    run keeps comparing against it.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, base_config: dict[str, Any], monitor: str = "mean_iu"):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.base_config = base_config
+        self.monitor = monitor
+        self.best_score = -math.inf
+        self.best_epoch: int | None = None
+        self._last_saved_step = -1
+        self._last_metrics: dict | None = None
+
+    # --- Lightning hooks ---------------------------------------------------------------------
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or getattr(pl_module, "last_scores", None) is None:
+            return
+        self._check_finite(trainer, pl_module)
+        metrics = dict(json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step))
+        self._last_metrics = metrics
+        score = pl_module.last_scores[self.monitor]
+        improved = not math.isnan(score) and score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = float(score), int(trainer.current_epoch)
+        if trainer.is_global_zero:
+            self._save(pl_module, "last", metrics)
+            if improved:
+                self._save(pl_module, "best", metrics)
+        # full state (optimizer, loops) for --resume; collective: every rank calls it
+        self._last_saved_step = trainer.global_step  # before saving: it is part of the saved state
+        trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # training stopped between validations (max_steps): keep the newest weights too
+        if trainer.global_step == self._last_saved_step:
+            return
+        self._check_finite(trainer, pl_module)
+        if trainer.is_global_zero:
+            metrics = dict(self._last_metrics or {}, step=int(trainer.global_step), epoch=int(trainer.current_epoch))
+            metrics["validated_at_step"] = (self._last_metrics or {}).get("step")
+            self._save(pl_module, "last", metrics)
+        self._last_saved_step = trainer.global_step  # before saving: it is part of the saved state
+        trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        # plain types only: the trainer checkpoint is read with weights_only=True. The trainer
+        # checkpoint is written at the step it records, so a resumed run that trains no further
+        # step does not rewrite last/ (and keeps its scores).
+        return {"best_score": float(self.best_score), "best_epoch": self.best_epoch,
+                "last_saved_step": int(self._last_saved_step if self._last_saved_step >= 0 else -1),
+                "last_metrics": self._last_metrics}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = float(state_dict.get("best_score", state_dict.get("best_mean_iu", -math.inf)))
+        self.best_epoch = state_dict.get("best_epoch")
+        self._last_saved_step = int(state_dict.get("last_saved_step", -1))
+        self._last_metrics = state_dict.get("last_metrics")
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _check_finite(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for p in pl_module.model.parameters():
+            if not torch.isfinite(p).all():
+                raise NonFiniteWeightsError(int(trainer.global_step))
+
+    def _save(self, pl_module: L.LightningModule, which: str, metrics: dict) -> None:
+        config = dict(self.base_config, metrics=metrics)
+        save_checkpoint(self.run_dir / which, pl_module.model, config)
+
+
+def load_trainer_state(path, map_location: Any = "cpu", lightning: bool = True) -> Any:
+    """``torch.load(path, weights_only=True)`` (nothing is unpickled); a truncated, tampered or foreign
+    file is one :class:`~fcnkit.errors.InputError` naming it, not a traceback. ``lightning``: it must
+    also be a Lightning checkpoint (a dict with ``state_dict``)."""
+    from fcnkit.errors import InputError
+
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a foreign file
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # the disk's answer (permission, ...) is reported as such
+    except Exception as exc:  # UnpicklingError (refused), RuntimeError/EOFError (truncated zip), ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:140]
+        raise InputError(f"{path}: cannot read the trainer state ({type(exc).__name__}: {first}); it is truncated or "
+                         "not written by fcnkit (it was not unpickled); restore it, or start over with --overwrite") from None
+    if lightning and (not isinstance(state, dict) or "state_dict" not in state):
+        raise InputError(f"{path}: not a Lightning trainer state (no 'state_dict'); restore it, or start over with --overwrite")
+    return state
