@@ -8,6 +8,7 @@ job (a random RGB PNG, ``fcnkit predict --cluster`` semantics, fresh output fold
 on cluster 1, cluster 2, cluster 1, cluster 2, ... The ratio is the median 1-worker time over the
 median 2-worker time, with the spread of per-repeat ratios. The outputs are checked identical.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,29 +47,39 @@ def main(argv=None) -> None:
         for p in model.parameters():
             if p.abs().sum() == 0:
                 p.normal_(0, 0.01)
-    config = {"task": "segmentation", "num_classes": 3, "in_channels": 3,
-              "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    config = {
+        "task": "segmentation",
+        "num_classes": 3,
+        "in_channels": 3,
+        "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+    }
     run = save_checkpoint(tmp / "run" / "best", model, config).parent
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8)).save(tmp / "img.png")
-    clusters = {n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) for n in (1, 2)}
+    clusters = {
+        n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) for n in (1, 2)
+    }
     clients = {n: Client(c) for n, c in clusters.items()}
     times, masks = {1: [], 2: []}, {}
     try:
         for r in range(args.repeats):
             for n, client in clients.items():
                 t0 = time.perf_counter()
-                res = predict_on_cluster(run, [tmp / "img.png"], tmp / f"out{n}_{r}", chunk=args.chunk, client=client)[0]
+                res = predict_on_cluster(run, [tmp / "img.png"], tmp / f"out{n}_{r}", chunk=args.chunk, client=client)[
+                    0
+                ]
                 times[n].append(time.perf_counter() - t0)
                 masks[n] = zarr.open_group(str(res["mask"]))["0"][:]
     finally:
         for c in list(clients.values()) + list(clusters.values()):
             c.close()
     ratios = [a / b for a, b in zip(times[1], times[2])]
-    print(f"fcn8s/{args.backbone} {args.size}², chunk {args.chunk}: 1 worker median {statistics.median(times[1]):.1f} s, "
-          f"2 workers {statistics.median(times[2]):.1f} s; throughput 2 vs 1 = "
-          f"{statistics.median(times[1]) / statistics.median(times[2]):.2f}x (spread {min(ratios):.2f}-{max(ratios):.2f}); "
-          f"masks identical: {bool((masks[1] == masks[2]).all())}")
+    print(
+        f"fcn8s/{args.backbone} {args.size}², chunk {args.chunk}: 1 worker median {statistics.median(times[1]):.1f} s, "
+        f"2 workers {statistics.median(times[2]):.1f} s; throughput 2 vs 1 = "
+        f"{statistics.median(times[1]) / statistics.median(times[2]):.2f}x (spread {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"masks identical: {bool((masks[1] == masks[2]).all())}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ With MONAI installed (``pip install .[bench]``) its Gaussian-blended ``sliding_w
 (roi 512, overlap 0.25) is timed alongside. Threads: ``--threads`` (default 1). Peak memory is not measured here (one process for all methods);
 ``tiled_inference.py`` measures it per method in fresh processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,8 @@ def main(argv=None) -> None:
                 from monai.inferers import sliding_window_inference
 
                 methods["MONAI gaussian, roi 512, overlap 0.25"] = lambda m=model, x=x: sliding_window_inference(
-                    x[None], (512, 512), 1, m, overlap=0.25, mode="gaussian")[0]
+                    x[None], (512, 512), 1, m, overlap=0.25, mode="gaussian"
+                )[0]
             except ImportError:
                 pass
             predict(model, x[:, :256, :256], tile=args.tile)  # trace + cache the geometry outside the timing
@@ -78,8 +80,11 @@ def main(argv=None) -> None:
             for name in methods:
                 ratios = [t / w for t, w in zip(times[name], times["whole"])]
                 med = statistics.median(times[name]) / statistics.median(times["whole"])
-                print(f"| fcn8s/{backbone} | {size}² | {name} | {med:.2f} | {min(ratios):.2f}-{max(ratios):.2f} | "
-                      f"{diffs[name]:.1e} |", flush=True)
+                print(
+                    f"| fcn8s/{backbone} | {size}² | {name} | {med:.2f} | {min(ratios):.2f}-{max(ratios):.2f} | "
+                    f"{diffs[name]:.1e} |",
+                    flush=True,
+                )
             print(f"|  |  | (whole: median {statistics.median(times['whole']):.1f} s) | | | |", flush=True)
 
 

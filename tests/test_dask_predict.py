@@ -1,5 +1,6 @@
 """fcnkit predict on dask.distributed: a LocalCluster (2 worker processes x 1 thread) gives the same
 output as the single-process path; a killed worker is retried; a re-run skips finished chunks."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,8 +35,14 @@ def setup(tmp_path_factory):
         for p in model.parameters():
             if p.abs().sum() == 0:
                 p.normal_(0, 0.1)
-    config = {"task": "segmentation", "num_classes": 3, "in_channels": 3, "classes": ["a", "b", "c"],
-              "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]], "normalization": {"mean": MEAN, "std": STD}}
+    config = {
+        "task": "segmentation",
+        "num_classes": 3,
+        "in_channels": 3,
+        "classes": ["a", "b", "c"],
+        "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
+        "normalization": {"mean": MEAN, "std": STD},
+    }
     run = save_checkpoint(tmp / "run" / "best", model, config).parent
     img = np.random.default_rng(0).integers(0, 255, (200, 250, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp / "img.png")
@@ -70,8 +77,9 @@ def test_two_workers_equal_single_process_and_load_the_model_once(client, setup)
 
 def test_a_killed_worker_is_retried_and_the_output_is_identical(client, setup):
     tmp, run, ref, _ = setup
-    res = predict_on_cluster(run, [tmp / "img.png"], tmp / "killed", chunk=64, logits=True, client=client,
-                             crash_once=str(tmp / "crashed"))[0]
+    res = predict_on_cluster(
+        run, [tmp / "img.png"], tmp / "killed", chunk=64, logits=True, client=client, crash_once=str(tmp / "crashed")
+    )[0]
     assert (tmp / "crashed").exists()  # a worker process did die mid-task
     assert np.abs(outputs(res)[1] - ref).max() == 0
 
@@ -79,8 +87,9 @@ def test_a_killed_worker_is_retried_and_the_output_is_identical(client, setup):
 def test_a_rerun_after_a_crash_skips_finished_chunks(client, setup):
     tmp, run, ref, _ = setup
     with pytest.raises(RuntimeError):
-        predict_on_cluster(run, [tmp / "img.png"], tmp / "resumed", chunk=64, logits=True, client=client,
-                           fail_chunks={(0, 0), (3, 2)})
+        predict_on_cluster(
+            run, [tmp / "img.png"], tmp / "resumed", chunk=64, logits=True, client=client, fail_chunks={(0, 0), (3, 2)}
+        )
     assert len(list((tmp / "resumed" / ".img.partial" / ".fcnkit-done").iterdir())) == 14
     res = predict_on_cluster(run, [tmp / "img.png"], tmp / "resumed", chunk=64, logits=True, client=client)[0]
     assert (res["computed"], res["skipped"]) == (2, 14)
@@ -91,8 +100,24 @@ def test_cli_cluster_local(setup, capsys):
     from fcnkit.cli import main as cli
 
     tmp, run, ref, _ = setup
-    assert cli.main(["predict", str(run), str(tmp / "img.png"), "--out", str(tmp / "cli"), "--cluster", "local:1",
-                     "--chunk", "64", "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(run),
+                str(tmp / "img.png"),
+                "--out",
+                str(tmp / "cli"),
+                "--cluster",
+                "local:1",
+                "--chunk",
+                "64",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "16 chunks (0 already done)" in capsys.readouterr().out
     np.testing.assert_array_equal(zarr.open_group(str(tmp / "cli" / "img_mask.ome.zarr"))["0"][:], ref.argmax(0))
     assert cli.main(["predict", str(run), str(tmp / "img.png"), "--out", str(tmp / "cli"), "--cluster", "remote"]) == 2

@@ -1,5 +1,6 @@
 """Staged exact tiling (fcnkit/inference/staged.py): equal to whole-image inference in fp64 on every
 registry model at awkward sizes; the fallback to single-level tiling is said once; geometry cached."""
+
 import warnings
 
 import pytest
@@ -17,9 +18,17 @@ from fcnkit.models.registry import build_model, list_models
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SLOW = pytest.mark.slow  # VGG-16 sized nets in fp64: ~20 s each on a busy core
-CASES = [("allconv", {}), ("allconv", {"output": "coarse", "padding": "valid"}), ("allconv", {"output": "coarse"}),
-         pytest.param("convolutionalized", {}, marks=SLOW), ("fcn32s", {}), ("fcn16s", {}), ("fcn8s", {}),
-         ("fcn8s", {"backbone": "resnet18"}), pytest.param("fcn8s", {"backbone": "vgg16"}, marks=SLOW)]
+CASES = [
+    ("allconv", {}),
+    ("allconv", {"output": "coarse", "padding": "valid"}),
+    ("allconv", {"output": "coarse"}),
+    pytest.param("convolutionalized", {}, marks=SLOW),
+    ("fcn32s", {}),
+    ("fcn16s", {}),
+    ("fcn8s", {}),
+    ("fcn8s", {"backbone": "resnet18"}),
+    pytest.param("fcn8s", {"backbone": "vgg16"}, marks=SLOW),
+]
 NAMES = [c.values[0] if hasattr(c, "values") else c[0] for c in CASES]
 IDS = [f"{n}-{i}" for i, n in enumerate(NAMES)]
 ONE_STAGE = {"allconv": "its full-resolution skip taps live to the end: no cut is worth storing"}

@@ -1,4 +1,5 @@
 """Huge-image formats: lazy compressed tiled TIFF and OME-Zarr input, zarr logits and OME-Zarr label pyramids."""
+
 import tracemalloc
 
 import numpy as np
@@ -20,8 +21,15 @@ MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 def net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 1)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 3, 1),
+    ).eval()
 
 
 def test_compressed_tiled_tiff_is_read_lazily_and_predicts_the_same(tmp_path):
@@ -30,7 +38,9 @@ def test_compressed_tiled_tiff_is_read_lazily_and_predicts_the_same(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", img, tile=(64, 64), compression="zlib")
     src = open_image(tmp_path / "a.tif", 3, MEAN, STD)
     assert isinstance(src.array, LazyArray) and src.shape == (3, 300, 500)
-    np.testing.assert_array_equal(src.read((10, 90), (200, 333)).numpy(), to_model_input(img[10:90, 200:333], 3, MEAN, STD).numpy())
+    np.testing.assert_array_equal(
+        src.read((10, 90), (200, 333)).numpy(), to_model_input(img[10:90, 200:333], 3, MEAN, STD).numpy()
+    )
     whole = predict(net(), to_model_input(img, 3, MEAN, STD))
     tiled = predict(net(), src, tile=128)
     assert (tiled - whole).abs().max().item() <= 1e-5
@@ -57,8 +67,9 @@ def test_ome_zarr_input_in_c_y_x_order(tmp_path):
     root.create_array("0", shape=img.shape, chunks=(3, 64, 64), dtype="uint8")[:] = img
     root.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n} for n in "cyx"], "datasets": [{"path": "0"}]}]
     src = open_image(tmp_path / "im.ome.zarr", 3, MEAN, STD)
-    np.testing.assert_array_equal(src.read((5, 77), (3, 90)).numpy(),
-                                  to_model_input(np.moveaxis(img, 0, -1)[5:77, 3:90], 3, MEAN, STD).numpy())
+    np.testing.assert_array_equal(
+        src.read((5, 77), (3, 90)).numpy(), to_model_input(np.moveaxis(img, 0, -1)[5:77, 3:90], 3, MEAN, STD).numpy()
+    )
 
 
 def test_zarr_logits_and_label_pyramid_round_trip(tmp_path):
@@ -93,8 +104,14 @@ def test_cli_predict_writes_an_ome_zarr_mask_from_a_compressed_tiff(tmp_path, ca
         for p in model.parameters():
             if p.abs().sum() == 0 and p.dim() > 1:
                 p.normal_(0, 1.0)
-    config = {"task": "segmentation", "num_classes": 3, "in_channels": 3, "classes": ["a", "b", "c"],
-              "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]], "normalization": {"mean": MEAN, "std": STD}}
+    config = {
+        "task": "segmentation",
+        "num_classes": 3,
+        "in_channels": 3,
+        "classes": ["a", "b", "c"],
+        "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
+        "normalization": {"mean": MEAN, "std": STD},
+    }
     run = save_checkpoint(tmp_path / "run" / "best", model, config).parent
     img = np.random.default_rng(0).integers(0, 255, (470, 530, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "img.tif", img, tile=(64, 64), compression="zlib")

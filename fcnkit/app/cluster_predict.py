@@ -14,6 +14,7 @@ the scheduler (each worker needs the run folder, the images and DIR at the same 
                                                                   #  CUDA_VISIBLE_DEVICES=i ...)
     fcnkit predict RUN big.tif --out DIR --tile 1024 --cluster tcp://HEAD:8786
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,10 @@ def connect(cluster: str):
 
     gpus = torch.cuda.device_count()
     workers = int(n) if n else (gpus or os.cpu_count() or 1)  # default: one worker per GPU, else per core
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
-            Client(lc) as client:
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        Client(lc) as client,
+    ):
         yield client
 
 
@@ -59,7 +62,9 @@ def _plan(model, source, image: Path, chunk: int, tile, channels, mean, std, sto
     g = cached_geometry(model, c)
     align = max(g.align)
     if chunk % align:
-        raise InputError(f"--chunk {chunk} is not a multiple of the model's alignment {align}; use {chunk // align * align or align}")
+        raise InputError(
+            f"--chunk {chunk} is not a multiple of the model's alignment {align}; use {chunk // align * align or align}"
+        )
     halo = max(g.halo())
     _, out = op_graph(model, c, (h, w))  # the output size, on the meta device (no compute)
     from fcnkit.geometry.analytic import select_output
@@ -70,35 +75,62 @@ def _plan(model, source, image: Path, chunk: int, tile, channels, mean, std, sto
     if not labels.exists():
         zarr.create_array(str(labels), shape=out_shape[1:], chunks=oc, dtype="uint8", zarr_format=2)
         if logits:
-            zarr.create_array(str(store / "logits"), shape=out_shape, chunks=(out_shape[0],) + oc, dtype="float32",
-                              zarr_format=2)
+            zarr.create_array(
+                str(store / "logits"), shape=out_shape, chunks=(out_shape[0],) + oc, dtype="float32", zarr_format=2
+            )
     tasks = []
     rows, cols = chunk_spans(h, chunk, halo), chunk_spans(w, chunk, halo)
     from fcnkit.inference.tiling import core_cells
 
     for spans, total, j, o, n in zip((rows, cols), out_shape[1:], g.stride, g.offset, oc):
         if any(core_cells(s, total, j, o)[0] % n for s in spans):  # cores must be whole output chunks
-            raise InputError(f"{image}: the model's output cells (offset {o}) do not line up with chunks; "
-                             "use fcnkit predict without --cluster")
+            raise InputError(
+                f"{image}: the model's output cells (offset {o}) do not line up with chunks; "
+                "use fcnkit predict without --cluster"
+            )
     for i, r in enumerate(rows):
         for j, col in enumerate(cols):
-            tasks.append(ChunkTask(str(image), c, tuple(mean), tuple(std), r, col, (i, j), out_shape, g.stride,
-                                   g.offset, str(labels), str(store / "logits") if logits else None, tile))
+            tasks.append(
+                ChunkTask(
+                    str(image),
+                    c,
+                    tuple(mean),
+                    tuple(std),
+                    r,
+                    col,
+                    (i, j),
+                    out_shape,
+                    g.stride,
+                    g.offset,
+                    str(labels),
+                    str(store / "logits") if logits else None,
+                    tile,
+                )
+            )
     return tasks
 
 
-def predict_on_cluster(run_dir, inputs, out_dir, cluster: str = "local", tile=None, chunk: int = 1024,
-                       logits: bool = False, device: str = "cpu", client=None, crash_once: str | None = None,
-                       fail_chunks=()) -> list[dict]:
+def predict_on_cluster(
+    run_dir,
+    inputs,
+    out_dir,
+    cluster: str = "local",
+    tile=None,
+    chunk: int = 1024,
+    logits: bool = False,
+    device: str = "cpu",
+    client=None,
+    crash_once: str | None = None,
+    fail_chunks=(),
+) -> list[dict]:
     """Predict every input on Dask workers (module docstring); returns per input the output paths and
     how many chunks were ``computed`` and ``skipped`` (already complete). ``client``: an existing
     ``distributed.Client`` instead of ``cluster``; ``crash_once``/``fail_chunks``: test hooks."""
     from fcnkit import checkpoint
+    from fcnkit.app.predict import expand_inputs
     from fcnkit.data.io import voc_palette
     from fcnkit.inference.dask_exec import ModelPlugin, done_chunks, run_chunk
-    from fcnkit.app.predict import expand_inputs
     from fcnkit.inference.sources import open_image
-
     from fcnkit.utils.outputs import check_output, prepare_output
 
     files = expand_inputs(inputs)
@@ -123,13 +155,20 @@ def predict_on_cluster(run_dir, inputs, out_dir, cluster: str = "local", tile=No
             tasks = _plan(model, source, path, chunk, tile, channels, mean, std, store, logits)
             done = done_chunks(store)
             todo = [t for t in tasks if t.index not in done]
-            futures = [client.submit(run_chunk, t, crash_once=crash_once, key=f"fcnkit-{path.stem}-{t.index[0]}-{t.index[1]}",
-                                     pure=False) for t in todo if t.index not in fail_chunks]
+            futures = [
+                client.submit(
+                    run_chunk, t, crash_once=crash_once, key=f"fcnkit-{path.stem}-{t.index[0]}-{t.index[1]}", pure=False
+                )
+                for t in todo
+                if t.index not in fail_chunks
+            ]
             client.gather(futures)  # a task that fails for good raises here; finished chunks keep their markers
             if len(futures) < len(todo):
                 raise RuntimeError(f"{path}: chunks {sorted(fail_chunks)} were not run (test hook)")
-            results.append(_finish(store, out_dir, path, palette, logits) | {
-                "computed": len(todo), "skipped": len(tasks) - len(todo), "chunks": len(tasks)})
+            results.append(
+                _finish(store, out_dir, path, palette, logits)
+                | {"computed": len(todo), "skipped": len(tasks) - len(todo), "chunks": len(tasks)}
+            )
     return results
 
 

@@ -17,6 +17,7 @@ than the image). :func:`stage_halo` is the margin, in input pixels, that a stage
 that its kept cells only read real numbers: it comes from the envelopes of the stage's output
 and input geometries (for a one-stage net it is the classic ``(receptive field - 1) / 2``).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -151,8 +152,9 @@ def stage_splits(graph: OpGraph, align: int, max_density: float) -> list[Stage]:
     stages = []
     for start, stop in itertools.pairwise(bounds):
         inputs = tuple(dict.fromkeys(key for op in ops[start:stop] for key in op.inputs if key == X or key[0] < start))
-        outputs = tuple((k, j) for k in range(start, stop) for j in range(len(ops[k].axes))
-                        if last_use.get((k, j), -1) >= stop)
+        outputs = tuple(
+            (k, j) for k in range(start, stop) for j in range(len(ops[k].axes)) if last_use.get((k, j), -1) >= stop
+        )
         dens = max(graph.density((k, j)) for k in range(start, stop) for j in range(len(ops[k].axes)))
         stages.append(Stage(start, stop, inputs, outputs, dens))
     return stages
@@ -162,8 +164,10 @@ def _reach(axis: Axis) -> tuple[Fraction, Fraction]:
     """``(smax, emin)``: cell ``m`` of this map sees within ``[.., m*jump + smax]`` at its start and
     from ``m*jump + emin`` at its end, whatever its phase (bounds the cells a window can contain)."""
     j = axis.jump
-    return (max(Fraction(axis.start[p]) - p * j for p in range(axis.period)),
-            min(Fraction(axis.end[p]) - p * j for p in range(axis.period)))
+    return (
+        max(Fraction(axis.start[p]) - p * j for p in range(axis.period)),
+        min(Fraction(axis.end[p]) - p * j for p in range(axis.period)),
+    )
 
 
 def stage_halo(graph: OpGraph, outputs, inputs, align: int) -> tuple[int, int]:

@@ -13,6 +13,7 @@ marker ``.fcnkit-done/R_C``. A re-run skips chunks with a marker; a worker kille
 retried by Dask on another worker (the chunk is simply written again). Each worker loads the
 model once, in :class:`ModelPlugin` (a ``WorkerPlugin``: also on workers that join or restart).
 """
+
 from __future__ import annotations
 
 import os
@@ -116,7 +117,7 @@ def run_chunk(task: ChunkTask, model=None, crash_once: str | None = None) -> tup
         n0, n1 = core_cells(span, task.out_shape[1 + axis], task.stride[axis], task.offset[axis])
         box.append((n0, n1, n0 - origin_cell(span, task.stride[axis])))
     (r0, r1, a), (c0, c1, b) = box
-    block = y[:, a:a + r1 - r0, b:b + c1 - c0]
+    block = y[:, a : a + r1 - r0, b : b + c1 - c0]
     zarr.open_array(task.labels, mode="r+")[r0:r1, c0:c1] = block.argmax(0).to(torch.uint8).numpy()
     if task.logits:
         zarr.open_array(task.logits, mode="r+")[:, r0:r1, c0:c1] = block.float().numpy()
@@ -143,4 +144,3 @@ def out_chunk(chunk: int, stride) -> tuple[int, int]:
             raise ValueError(f"chunk {chunk} is not a whole number of output cells of stride {j}")
         out.append(int(cells))
     return tuple(out)
-

@@ -20,6 +20,7 @@ dropped from resident memory after each tile.
 If the model cannot be traced or replayed this way, :func:`staged_job` says so once per model
 and returns ``None`` (the caller uses single-level tiling).
 """
+
 from __future__ import annotations
 
 import functools
@@ -107,7 +108,9 @@ class _Replay(TorchFunctionMode):
             if not any(True for _ in _tensors(out)):
                 return out
             traced = self.ops[k].name if k < len(self.ops) else "the end"
-            raise CannotStage(f"operation {k} is '{name}' on this tile but '{traced}' when traced (size-dependent control flow)")
+            raise CannotStage(
+                f"operation {k} is '{name}' on this tile but '{traced}' when traced (size-dependent control flow)"
+            )
         if k < self.stage.start:
             out = func(*_map(args, self._to_meta), **_map(kwargs, self._to_meta))
             count = iter(range(10**9))
@@ -151,8 +154,12 @@ def _plan(model, in_channels: int):
         if graph is None:
             per[key] = CannotStage(f"cannot trace it ({str(last).splitlines()[0][:120] if last else '?'})")
         else:
-            per[key] = (graph, stage_splits(graph, align, max_density=4.0 * in_channels), g,
-                        _smallest_input(model, in_channels, align))
+            per[key] = (
+                graph,
+                stage_splits(graph, align, max_density=4.0 * in_channels),
+                g,
+                _smallest_input(model, in_channels, align),
+            )
     if isinstance(per[key], CannotStage):
         raise per[key]
     return per[key]
@@ -174,8 +181,11 @@ def _say_once(model, reason: str) -> None:
     key = (type(model).__name__, reason)
     if key not in _SAID:
         _SAID.add(key)
-        warnings.warn(f"{type(model).__name__}: staged tiling is not possible ({reason}); using single-level tiling "
-                      "(exact, with the whole receptive field as halo)", stacklevel=4)
+        warnings.warn(
+            f"{type(model).__name__}: staged tiling is not possible ({reason}); using single-level tiling "
+            "(exact, with the whole receptive field as halo)",
+            stacklevel=4,
+        )
 
 
 def staged_job(model, source, tile: tuple[int, int], device, progress=None):
@@ -223,8 +233,10 @@ class StagedJob:
             keys = s.outputs if s is not stages[-1] else [graph.output]
             halo = stage_halo(graph, keys, s.inputs, self.align)
             scale = math.sqrt(dmax / max(s.density, 1e-9))
-            side = tuple(max(int(t * scale) // self.align * self.align, 2 * hh + self.align, smallest)
-                         for t, hh in zip(tile, halo))
+            side = tuple(
+                max(int(t * scale) // self.align * self.align, 2 * hh + self.align, smallest)
+                for t, hh in zip(tile, halo)
+            )
             self.plans.append(_widen_last(plan_tiles((h, w), side, halo, self.align, "crop"), smallest))
         p = next(model.parameters(), None)
         self.dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -243,7 +255,9 @@ class StagedJob:
         for axis, span, n, total in zip(self.graph.axes(key), (t.rows, t.cols), need[-2:], store.shape[-2:]):
             a = _cell(span.start, axis.jump)
             if a + n > total or tuple(store.shape[:-2]) != tuple(need[:-2]):
-                raise CannotStage(f"stored activation {key} ({list(store.shape)}) has no {list(need)} block at cell {a}")
+                raise CannotStage(
+                    f"stored activation {key} ({list(store.shape)}) has no {list(need)} block at cell {a}"
+                )
             idx.append(slice(a, a + n))
         out = store[..., idx[0], idx[1]].clone().to(self.device)
         if key in self._mapped:
@@ -254,7 +268,9 @@ class StagedJob:
         stage, last = self.stages[i], i == len(self.stages) - 1
         feeds = {key: functools.partial(self._crop, key, t) for key in stage.inputs if key != X}
         if i == 0 or X in stage.inputs:
-            x = self.source.read((t.rows.start, t.rows.stop), (t.cols.start, t.cols.stop))[None].to(self.device, self.dtype)
+            x = self.source.read((t.rows.start, t.rows.stop), (t.cols.start, t.cols.stop))[None].to(
+                self.device, self.dtype
+            )
         else:
             x = torch.empty(1, self.source.shape[0], t.rows.size, t.cols.size, device="meta", dtype=self.dtype)
         mode = _Replay(self.graph.ops, stage, feeds, last)
@@ -286,8 +302,12 @@ class StagedJob:
             return torch.empty(shape, dtype=like.dtype)
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="fcnkit-stages-")
-        arr = np.lib.format.open_memmap(f"{self._tmp.name}/{key[0]}_{key[1]}.npy", mode="w+",
-                                        dtype=torch.empty(0, dtype=like.dtype).numpy().dtype, shape=shape)
+        arr = np.lib.format.open_memmap(
+            f"{self._tmp.name}/{key[0]}_{key[1]}.npy",
+            mode="w+",
+            dtype=torch.empty(0, dtype=like.dtype).numpy().dtype,
+            shape=shape,
+        )
         self._mapped[key] = arr
         return torch.from_numpy(arr)
 
@@ -298,7 +318,7 @@ class StagedJob:
             n0, n1 = core_cells(span, store.shape[-2 + d], jump, offset)
             box.append((n0, n1, n0 - origin_cell(span, jump)))
         (r0, r1, a), (c0, c1, b) = box
-        store[..., r0:r1, c0:c1] = y[..., a:a + r1 - r0, b:b + c1 - c0]
+        store[..., r0:r1, c0:c1] = y[..., a : a + r1 - r0, b : b + c1 - c0]
         if key in self._mapped:  # written blocks go to disk, not into our resident memory
             drop_pages(self._mapped[key])
 
@@ -311,8 +331,10 @@ class StagedJob:
                 first = self._run_tile(i, tiles[-1])  # the last tile ends at the image end: fixes the sizes
                 if i < len(self.stages) - 1:
                     for key, y in first.items():
-                        full = tuple(origin_cell(s, a.jump) + n for s, a, n in
-                                     zip((tiles[-1].rows, tiles[-1].cols), self.graph.axes(key), y.shape[-2:]))
+                        full = tuple(
+                            origin_cell(s, a.jump) + n
+                            for s, a, n in zip((tiles[-1].rows, tiles[-1].cols), self.graph.axes(key), y.shape[-2:])
+                        )
                         self.stores[key] = self._store(key, y, full)
                         self._keep(key, tiles[-1], y)
                     del first
@@ -328,8 +350,11 @@ class StagedJob:
                 y = first[None]
                 del first
                 g = self.geometry
-                shape = (y.shape[0], origin_cell(tiles[-1].rows, g.stride[0]) + y.shape[1],
-                         origin_cell(tiles[-1].cols, g.stride[1]) + y.shape[2])
+                shape = (
+                    y.shape[0],
+                    origin_cell(tiles[-1].rows, g.stride[0]) + y.shape[1],
+                    origin_cell(tiles[-1].cols, g.stride[1]) + y.shape[2],
+                )
                 self.out_dtype = y.dtype
                 sink = make_sink(shape)
                 agg = CropAggregator(sink, plan, shape, g.stride, g.offset)
@@ -351,7 +376,7 @@ class StagedJob:
 
     def _release(self, i: int) -> None:
         """Drop stores that no later stage reads."""
-        later = {key for s in self.stages[i + 1:] for key in s.inputs}
+        later = {key for s in self.stages[i + 1 :] for key in s.inputs}
         for key in [k for k in self.stores if k not in later]:
             del self.stores[key]
             self._mapped.pop(key, None)

@@ -16,6 +16,7 @@ pyramid, every level half the previous one (nearest: a label stays a label), wit
         1/  H/2 x W/2
         ...               until a level fits in one chunk
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,7 +64,9 @@ class LazyArray:
 def _ome_axes(group) -> tuple[object, list[str]]:
     ms = group.attrs.get("multiscales")
     if not ms:
-        raise InputError(f"{group.store}: zarr group without OME-Zarr 'multiscales'; point at an array or an OME-Zarr image")
+        raise InputError(
+            f"{group.store}: zarr group without OME-Zarr 'multiscales'; point at an array or an OME-Zarr image"
+        )
     ms = ms[0]
     names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", ["t", "c", "z", "y", "x"])]
     return group[ms["datasets"][0]["path"]], names
@@ -133,13 +136,19 @@ class ZarrSink:
         import zarr
 
         self.softmax = softmax
-        self.result = zarr.create_array(str(path), shape=tuple(shape), chunks=(shape[0], chunk, chunk),
-                                        dtype="float32", zarr_format=2, overwrite=True)
+        self.result = zarr.create_array(
+            str(path),
+            shape=tuple(shape),
+            chunks=(shape[0], chunk, chunk),
+            dtype="float32",
+            zarr_format=2,
+            overwrite=True,
+        )
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
         if self.softmax:
             block = torch.softmax(block.float(), dim=0)
-        self.result[:, rows[0]:rows[1], cols[0]:cols[1]] = block.detach().float().cpu().numpy()
+        self.result[:, rows[0] : rows[1], cols[0] : cols[1]] = block.detach().float().cpu().numpy()
 
     def close(self) -> None:
         pass
@@ -154,7 +163,7 @@ def write_label_pyramid(path: str | os.PathLike, labels, palette=None, chunk: in
     h, w = labels.shape
     level = root.create_array("0", shape=(h, w), chunks=(chunk, chunk), dtype="uint8")
     for y in range(0, h, _band(w, chunk)):
-        level[y:y + _band(w, chunk)] = np.asarray(labels[y:y + _band(w, chunk)], dtype=np.uint8)
+        level[y : y + _band(w, chunk)] = np.asarray(labels[y : y + _band(w, chunk)], dtype=np.uint8)
     return finish_label_pyramid(root, palette, chunk, name)
 
 
@@ -172,15 +181,26 @@ def finish_label_pyramid(root, palette=None, chunk: int = CHUNK, name: str = "la
         level = root.create_array(str(n), shape=(hh, ww), chunks=(chunk, chunk), dtype="uint8", overwrite=True)
         band = _band(ww, chunk)
         for y in range(0, hh, band):
-            level[y:y + band] = np.asarray(prev[2 * y:2 * (y + band):2, ::2])
+            level[y : y + band] = np.asarray(prev[2 * y : 2 * (y + band) : 2, ::2])
         n += 1
-    datasets = [{"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [2.0**i, 2.0**i]}]}
-                for i in range(n)]
-    attrs = {"multiscales": [{"version": "0.4", "name": name, "axes": [{"name": "y", "type": "space"},
-                                                                        {"name": "x", "type": "space"}],
-                              "datasets": datasets, "type": "nearest"}]}
+    datasets = [
+        {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [2.0**i, 2.0**i]}]} for i in range(n)
+    ]
+    attrs = {
+        "multiscales": [
+            {
+                "version": "0.4",
+                "name": name,
+                "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                "datasets": datasets,
+                "type": "nearest",
+            }
+        ]
+    }
     if palette is not None:
-        attrs["image-label"] = {"version": "0.4", "colors": [
-            {"label-value": i, "rgba": [int(c) for c in rgb] + [255]} for i, rgb in enumerate(palette)]}
+        attrs["image-label"] = {
+            "version": "0.4",
+            "colors": [{"label-value": i, "rgba": [int(c) for c in rgb] + [255]} for i, rgb in enumerate(palette)],
+        }
     root.attrs.update(attrs)
     return n
