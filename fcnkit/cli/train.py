@@ -33,6 +33,9 @@ _FLAGS = {
     "--regime": ("regime", "whole (default) | loss-sampling[:p=0.25,seed=0] | class-balanced[:by=sampling|inverse|median] "
                               "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4]"),
     "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
+    "--checkpoint-every-n-steps": ("checkpoint_every_n_steps", "also save the trainer state every N steps (default 100)"),
+    "--divergence-factor": ("divergence_factor", "stop when the loss exceeds its running median by this factor (default 100)"),
+    "--divergence-patience": ("divergence_patience", "... for this many steps in a row (default 20)"),
 }
 
 
@@ -50,6 +53,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model-option", dest="model_options", action="append", metavar="KEY=VALUE", default=None,
                    help="model option, repeatable (e.g. width=8)")
     p.add_argument("--augment", action="store_const", const=True, default=None, help="random flips/scales of image and mask")
+    p.add_argument("--sync-batchnorm", dest="sync_batchnorm", action="store_const", const=True, default=None,
+                   help="DDP: BatchNorm statistics over all processes (as one process with the global batch)")
     p.add_argument("--overwrite", action="store_const", const=True, default=None,
                    help="start a fresh run in a folder that already holds one (removes its checkpoints)")
     p.set_defaults(func=run)

@@ -7,9 +7,10 @@ Two kinds of files, two jobs::
     RUN/trainer.ckpt       Lightning's own checkpoint (loops, optimizer, callback states) for
                            --resume; written through AtomicCheckpointIO, read with weights_only=True.
 
-Both are written after each validation epoch, and ``last`` again when training ends between
-validations (max_steps). Weights are checked to be finite before every write, so a run that
-diverges keeps its last good checkpoints.
+Both are written after each validation epoch (trainer.ckpt first, see FcnkitCheckpoint), and
+``last`` again when training ends between validations (max_steps); trainer.ckpt also every N
+steps. Weights are checked to be finite before every write, so a run that diverges keeps its
+last good checkpoints.
 """
 from __future__ import annotations
 
@@ -69,21 +70,54 @@ class FcnkitCheckpoint(L.Callback):
     classes, palette, normalization, train); ``metrics`` gets the validation scores of that
     epoch plus ``epoch`` and ``step``. The best score is part of the trainer state, so a resumed
     run keeps comparing against it.
+
+    Order, so that a kill at any moment leaves a resumable run: ``trainer.ckpt`` first (it
+    records which ``last``/``best`` belong to it), then ``last/``, then ``best/``. A resumed run
+    whose ``last``/``best`` were not written yet (killed in between) writes them from the
+    restored weights before its first step (:meth:`on_train_start`). With ``every_n_steps``
+    ``trainer.ckpt`` is also written every N optimizer steps inside an epoch, so a kill loses
+    little. While the loss guard suspects divergence (:class:`fcnkit.engine.module.LossGuard`)
+    nothing is written: ``last/`` keeps the last good weights.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, base_config: dict[str, Any], monitor: str = "mean_iu"):
+    def __init__(self, run_dir: str | os.PathLike, base_config: dict[str, Any], monitor: str = "mean_iu",
+                 every_n_steps: int | None = None):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.base_config = base_config
         self.monitor = monitor
+        self.every_n_steps = every_n_steps
         self.best_score = -math.inf
         self.best_epoch: int | None = None
         self._last_saved_step = -1
         self._last_metrics: dict | None = None
+        # the metrics (with their "step") that RUN/last and RUN/best hold as of the saved state
+        self._written: dict[str, dict | None] = {"last": None, "best": None}
 
     # --- Lightning hooks ---------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a resumed run killed between trainer.ckpt and last/ (or best/): write them now, from
+        # the weights trainer.ckpt restored (those of the step they record)
+        if not trainer.is_global_zero:
+            return
+        for which, metrics in self._written.items():
+            if metrics is not None and metrics.get("step") == trainer.global_step \
+                    and _saved_step(self.run_dir / which) != metrics["step"]:
+                self._save(pl_module, which, metrics)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        n = self.every_n_steps
+        if not n or trainer.global_step % n or _suspect(pl_module):
+            return
+        if batch_idx + 1 >= trainer.num_training_batches:  # the epoch's own checkpoint follows
+            return
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:  # on_train_end writes it
+            return
+        trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or getattr(pl_module, "last_scores", None) is None:
+        if trainer.sanity_checking or getattr(pl_module, "last_scores", None) is None or _suspect(pl_module):
             return
         self._check_finite(trainer, pl_module)
         metrics = dict(json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step))
@@ -92,25 +126,28 @@ class FcnkitCheckpoint(L.Callback):
         improved = not math.isnan(score) and score > self.best_score
         if improved:
             self.best_score, self.best_epoch = float(score), int(trainer.current_epoch)
+            self._written["best"] = metrics
+        self._written["last"] = metrics
+        self._last_saved_step = trainer.global_step  # before saving: it is part of the saved state
+        # full state (optimizer, loops) for --resume; collective: every rank calls it
+        trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
         if trainer.is_global_zero:
             self._save(pl_module, "last", metrics)
             if improved:
                 self._save(pl_module, "best", metrics)
-        # full state (optimizer, loops) for --resume; collective: every rank calls it
-        self._last_saved_step = trainer.global_step  # before saving: it is part of the saved state
-        trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # training stopped between validations (max_steps): keep the newest weights too
-        if trainer.global_step == self._last_saved_step:
+        if trainer.global_step == self._last_saved_step or _suspect(pl_module):
             return
         self._check_finite(trainer, pl_module)
-        if trainer.is_global_zero:
-            metrics = dict(self._last_metrics or {}, step=int(trainer.global_step), epoch=int(trainer.current_epoch))
-            metrics["validated_at_step"] = (self._last_metrics or {}).get("step")
-            self._save(pl_module, "last", metrics)
+        metrics = dict(self._last_metrics or {}, step=int(trainer.global_step), epoch=int(trainer.current_epoch))
+        metrics["validated_at_step"] = (self._last_metrics or {}).get("step")
+        self._written["last"] = metrics
         self._last_saved_step = trainer.global_step  # before saving: it is part of the saved state
         trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
+        if trainer.is_global_zero:
+            self._save(pl_module, "last", metrics)
 
     def state_dict(self) -> dict[str, Any]:
         # plain types only: the trainer checkpoint is read with weights_only=True. The trainer
@@ -118,13 +155,14 @@ class FcnkitCheckpoint(L.Callback):
         # step does not rewrite last/ (and keeps its scores).
         return {"best_score": float(self.best_score), "best_epoch": self.best_epoch,
                 "last_saved_step": int(self._last_saved_step if self._last_saved_step >= 0 else -1),
-                "last_metrics": self._last_metrics}
+                "last_metrics": self._last_metrics, "written": dict(self._written)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = float(state_dict.get("best_score", state_dict.get("best_mean_iu", -math.inf)))
         self.best_epoch = state_dict.get("best_epoch")
         self._last_saved_step = int(state_dict.get("last_saved_step", -1))
         self._last_metrics = state_dict.get("last_metrics")
+        self._written = dict(state_dict.get("written") or {"last": None, "best": None})
 
     # --- helpers -----------------------------------------------------------------------------
     def _check_finite(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -135,3 +173,17 @@ class FcnkitCheckpoint(L.Callback):
     def _save(self, pl_module: L.LightningModule, which: str, metrics: dict) -> None:
         config = dict(self.base_config, metrics=metrics)
         save_checkpoint(self.run_dir / which, pl_module.model, config)
+
+
+def _suspect(pl_module: L.LightningModule) -> bool:
+    guard = getattr(pl_module, "loss_guard", None)
+    return bool(guard is not None and guard.suspect)
+
+
+def _saved_step(folder: Path) -> int | None:
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_text())["metrics"]["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

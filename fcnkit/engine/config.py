@@ -78,6 +78,10 @@ class TrainConfig:
     task: str = "segmentation"  # segmentation | classification
     init_from: str | None = None  # checkpoint or run folder to initialise the model from (a new run)
     sizes: list | None = None  # classification: train at these sizes (pixels or [h, w]), one per batch
+    sync_batchnorm: bool = False  # DDP: BatchNorm statistics over all processes (Lightning's sync_batchnorm)
+    checkpoint_every_n_steps: int | None = 100  # also write trainer.ckpt every N steps (None: only per epoch)
+    divergence_factor: float = 100.0  # stop when the loss exceeds its running median by this factor ...
+    divergence_patience: int = 20  # ... for this many steps in a row (fcnkit.engine.module.LossGuard)
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -171,12 +175,13 @@ def _read_yaml(path: Path) -> dict:
 
 
 # --- value checks: (kind, extra) per key --------------------------------------------------------
-_INT_MIN = {"threads": 1, "epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1}
-_FLOAT_MIN = {"lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True)}  # (min, inclusive)
+_INT_MIN = {"threads": 1, "epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1,
+            "checkpoint_every_n_steps": 1, "divergence_patience": 1}
+_FLOAT_MIN = {"divergence_factor": (1.0, False), "lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True)}  # (min, inclusive)
 _CHOICES = {"optimizer": OPTIMIZERS, "class_weights": ("none", "inverse", "median"), "precision": PRECISIONS,
             "device": DEVICES, "task": ("segmentation", "classification"), "lr_schedule": LR_SCHEDULES}
 _OPTIONAL = {"threads", "data", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from",
-             "model", "sizes"}
+             "model", "sizes", "checkpoint_every_n_steps"}
 _STRINGS = {"data", "weights", "out", "resume", "init_from", "model", "val_split"}
 _DICTS = {"data_options", "val_data_options", "model_options"}
 
@@ -223,7 +228,7 @@ def _check(key: str, value: Any, source: str) -> Any:
                 raise InputError(f"{where}: unknown augmentation {name!r}{did_you_mean(str(name), AUGMENTATIONS)}; "
                                  f"use true, false or a list of {', '.join(AUGMENTATIONS)}")
         return list(names)
-    if key in ("augment", "overwrite"):
+    if key in ("augment", "overwrite", "sync_batchnorm"):
         if not _is_bool_like(value):
             raise InputError(f"{where} must be true or false, got {value!r}")
         return value if isinstance(value, bool) else value.lower() in ("true", "yes", "1")
