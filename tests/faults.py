@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from conftest import Squares
 from safetensors.torch import load_file
 from torch import nn
 
@@ -26,7 +27,6 @@ import fcnkit.engine.loop  # noqa: F401
 import fcnkit.engine.segmentation  # noqa: F401
 from fcnkit.engine.config import TrainConfig
 from fcnkit.errors import FcnkitError
-from conftest import Squares
 
 # (what, which, n): kill at the n-th (1-based) occurrence of that moment
 KILLS = {
@@ -46,7 +46,8 @@ class TinyDropout(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(4, 2, 3, padding=1))
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2),
+                                  nn.Conv2d(4, 2, 3, padding=1))
         self.fcnkit_spec = {"name": "tiny-dropout", "kwargs": {}}
 
     def forward(self, x):

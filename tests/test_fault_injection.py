@@ -8,9 +8,9 @@ Each run is a forked child (~1 s); a longer loop of random kills is benchmarks/k
 import os
 import time
 
+import faults
 import pytest
 
-import faults
 from fcnkit.cli.main import main
 
 pytestmark = pytest.mark.slow

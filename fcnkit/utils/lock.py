@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 from fcnkit.errors import InputError
 
@@ -22,7 +21,7 @@ LOCK_FILE = ".lock"
 class RunLockedError(InputError):
     """Another live process holds the run folder's lock."""
 
-    def __init__(self, run: Path, pid: Optional[int]):
+    def __init__(self, run: Path, pid: int | None):
         who = f"process {pid}" if pid else "another process"
         super().__init__(f"{run} is locked by {who}, which is training into it; wait for it to finish, "
                          "stop it, or pick another --out")
@@ -35,9 +34,9 @@ class RunLock:
 
     def __init__(self, run: str | os.PathLike):
         self.run = Path(run)
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import fcntl
 
         self.run.mkdir(parents=True, exist_ok=True)
@@ -74,14 +73,14 @@ class RunLock:
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
 
 
-def _read_pid(fd: int) -> Optional[int]:
+def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode(errors="replace").strip()
         return int(text) if text.isdigit() else None
