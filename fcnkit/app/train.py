@@ -138,6 +138,9 @@ def _check_device(cfg: TrainConfig) -> None:
     from fcnkit.utils.device import resolve_device
 
     device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.sync_batchnorm and (cfg.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise InputError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU); on CPU train a model "
+                         "without batch statistics, e.g. --model-option norm=group, or train on one device")
     if device.type == "cpu" and cfg.precision == "16-mixed":
         raise InputError("--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32")
 
