@@ -38,6 +38,7 @@ KILLS = {
     "first best/ write (before its rename)": ("rename", "best", 1),
     "after the last/ swap, before the old copy is removed": ("rename-after", "last", 2),
     "trainer.ckpt at the end of epoch 1 (before its rename)": ("ckpt", "before", 4),
+    "last/ swap of the final epoch (before it; nothing left to train)": ("rename", "last", 3),
 }
 
 

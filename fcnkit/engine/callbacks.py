@@ -176,8 +176,7 @@ class FcnkitCheckpoint(L.Callback):
 
 
 def _suspect(pl_module: L.LightningModule) -> bool:
-    guard = getattr(pl_module, "loss_guard", None)
-    return bool(guard is not None and guard.suspect)
+    return bool(getattr(pl_module, "loss_suspect", False))
 
 
 def _saved_step(folder: Path) -> int | None:

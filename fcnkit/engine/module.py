@@ -54,7 +54,8 @@ class LossGuard:
     Losses of a streak are kept apart, so the reference does not climb with a diverging loss
     (a median of the last 100 losses would, after 50 bad steps); a streak that ends joins the
     window (the loss really moved). ``suspect`` is True during a streak: the checkpoint callback
-    then writes nothing, so ``last/`` keeps the last good weights. Its state is saved with the
+    then writes nothing (``FcnkitModule.loss_suspect``: any rank's), so ``last/`` keeps the last
+    good weights. Its state is saved with the
     trainer state (plain floats), so a resumed run decides exactly as an uninterrupted one.
     """
 
@@ -108,6 +109,7 @@ class FcnkitModule(L.LightningModule):
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.val_cm = ConfusionMatrix(num_classes)
         self.loss_guard = LossGuard(config.divergence_factor, config.divergence_patience)
+        self.loss_suspect = False  # some rank's guard is in a streak (see _stop_if_diverged)
         self.last_scores: dict | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,10 +135,12 @@ class FcnkitModule(L.LightningModule):
         # checked BEFORE backward/step, so the weights are still the last good ones. Under DDP
         # every rank must agree, else one rank raises while the others wait in all-reduce.
         value = float(loss.detach())
-        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0,
-                            1.0 if math.isfinite(value) and self.loss_guard.update(value) else 0.0])
+        diverged = math.isfinite(value) and self.loss_guard.update(value)
+        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0, float(diverged), float(self.loss_guard.suspect)])
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce(bad.to(loss.device), reduce_op="sum").cpu()
+        # any rank's suspicion holds back every rank's checkpoint (saving is collective)
+        self.loss_suspect = float(bad[2]) > 0
         if float(bad[0]) > 0:
             raise NonFiniteLossError(int(self.global_step), value)
         if float(bad[1]) > 0:
