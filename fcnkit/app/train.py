@@ -9,7 +9,7 @@ It prepares a run folder, builds data, model and LightningModule, hands the loop
     RUN/best/, RUN/last/ fcnkit checkpoints (best val mean IU; newest)
     RUN/trainer.ckpt     Lightning state for --resume (loops, optimizer, best score)
     RUN/logs/version_N/  the raw CSVLogger output of each (re)start; merged into metrics.csv
-    RUN/.lock            locked (fcntl.flock) by the process training into RUN; holds its PID
+    RUN/.lock            locked (fcntl.lockf) by the process training into RUN; holds its PID
     RUN/curves.png, RUN/report.md (+ confusion.png, predictions.png)
 """
 from __future__ import annotations

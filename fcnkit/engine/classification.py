@@ -22,7 +22,7 @@ from fcnkit.data.sized_batches import (
 )
 from fcnkit.engine.config import TrainConfig
 from fcnkit.engine.module import FcnkitModule
-from fcnkit.engine.resumable import eval_sampler, resumable_loader
+from fcnkit.engine.resumable import eval_sampler, loader_generator, resumable_loader
 from fcnkit.engine.segmentation import AugmentedDataset
 from fcnkit.errors import InputError
 from fcnkit.metrics import CLASSIFICATION_SCORE_NAMES, classification_scores
@@ -96,7 +96,7 @@ class ClassificationDataModule(L.LightningDataModule):
         batches = SizeGroupedBatchSampler(sampler, self.config.batch_size, drop_last=False, item_sizes=native, sizes=sizes)
         workers = self.config.num_workers
         return DataLoader(SizedItems(dataset), batch_sampler=batches, collate_fn=pad_collate, num_workers=workers,
-                          persistent_workers=workers > 0)
+                          persistent_workers=workers > 0, generator=loader_generator())
 
     def train_dataloader(self):
         from fcnkit.data import pad_collate

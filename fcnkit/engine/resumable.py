@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 __all__ = ["EpochSampler", "SeededBatches", "SeededItems", "ResumableLoader", "RngState", "rng_state",
-           "set_rng_state", "resumable_loader", "eval_sampler"]
+           "set_rng_state", "resumable_loader", "eval_sampler", "loader_generator"]
 
 
 def _stream(*numbers: int) -> int:
@@ -132,9 +132,7 @@ def resumable_loader(dataset: Dataset, trainer: L.Trainer | None, seed: int, bat
     def consumed() -> int:
         return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else 0
 
-    # its own generator: creating an iterator then never draws from torch's global RNG
-    generator = torch.Generator().manual_seed(int(seed))
-    return ResumableLoader(dataset, SeededBatches(inner, seed), consumed, generator=generator, **kwargs)
+    return ResumableLoader(dataset, SeededBatches(inner, seed), consumed, generator=loader_generator(seed), **kwargs)
 
 
 # --- global RNG state ------------------------------------------------------------------------
@@ -178,9 +176,19 @@ class RngState(L.Callback):
 
 def eval_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Any:
     """The validation order: sequential, this process's share under DDP (what Lightning's own
-    ``use_distributed_sampler`` would do; fcnkit turns that off, as it shards training itself)."""
+    ``use_distributed_sampler`` would do; fcnkit turns that off, as it shards training itself).
+    Give the loader ``generator=loader_generator()`` too (see there)."""
     from torch.utils.data import SequentialSampler
 
     if trainer is None or trainer.world_size <= 1:
         return SequentialSampler(dataset)
     return DistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+
+
+def loader_generator(seed: int = 0) -> torch.Generator:
+    """A DataLoader's own generator: creating an iterator then draws its workers' base seed from
+    it, not from torch's global RNG. Without one, a loader drew from the global RNG on each new
+    iterator -- once per epoch without workers, once per run with persistent workers -- so the
+    dropout of the next training step depended on ``num_workers`` (measured: 0.03 max weight
+    difference between 0 and 2 workers in tests/faults.py's run)."""
+    return torch.Generator().manual_seed(int(seed))

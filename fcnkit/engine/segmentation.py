@@ -13,7 +13,7 @@ from torch import nn
 
 from fcnkit.engine.config import TrainConfig
 from fcnkit.engine.module import FcnkitModule
-from fcnkit.engine.resumable import eval_sampler, resumable_loader
+from fcnkit.engine.resumable import eval_sampler, loader_generator, resumable_loader
 from fcnkit.errors import InputError
 from fcnkit.metrics import SCORE_NAMES, scores
 from fcnkit.training.losses import pixelwise_loss
@@ -107,7 +107,7 @@ class SegmentationDataModule(L.LightningDataModule):
         from fcnkit.data import pad_collate
 
         return DataLoader(self.val_set, batch_size=self.config.batch_size, sampler=eval_sampler(self.val_set, self.trainer),
-                          collate_fn=pad_collate,
+                          collate_fn=pad_collate, generator=loader_generator(),
                           num_workers=self.config.num_workers, persistent_workers=self.config.num_workers > 0)
 
 
