@@ -31,8 +31,8 @@ _RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config
 # settings that define what is being trained, or that the saved state depends on (optimizer and
 # schedule state, the sampler's position in batches per process): a resumed run cannot change them.
 # lr, momentum, weight_decay, epochs, max_steps and the rest may change (fcnkit.engine.module applies them).
-_FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime", "val_split",
-                     "optimizer", "lr_schedule", "batch_size", "augment", "seed", "class_weights", "sizes", "devices",
+_FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime",
+                     "val_split", "optimizer", "lr_schedule", "batch_size", "augment", "seed", "class_weights", "sizes", "devices",
                      "precision", "sync_batchnorm", "weights", "init_from")
 # what train() writes into a run folder through temp files (atomic_path/atomic_dir)
 _WRITTEN_ATOMICALLY = ("trainer.ckpt", "best", "last", "config.yaml", "metrics.csv", "init_from.json")
@@ -138,9 +138,11 @@ def _check_device(cfg: TrainConfig) -> None:
     from fcnkit.utils.device import resolve_device
 
     device = resolve_device(cfg.device)
-    if device.type == "cpu" and cfg.sync_batchnorm and (cfg.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
-        raise InputError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU); on CPU train a model "
-                         "without batch statistics, e.g. --model-option norm=group, or train on one device")
+    distributed = cfg.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if device.type == "cpu" and cfg.sync_batchnorm and distributed:
+        raise InputError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU); "
+                         "on CPU train a model without batch statistics, e.g. --model-option norm=group, "
+                         "or train on one device")
     if device.type == "cpu" and cfg.precision == "16-mixed":
         raise InputError("--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32")
 

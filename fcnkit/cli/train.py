@@ -33,8 +33,10 @@ _FLAGS = {
     "--regime": ("regime", "whole (default) | loss-sampling[:p=0.25,seed=0] | class-balanced[:by=sampling|inverse|median] "
                               "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4]"),
     "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
-    "--checkpoint-every-n-steps": ("checkpoint_every_n_steps", "also save the trainer state every N steps (default 100)"),
-    "--divergence-factor": ("divergence_factor", "stop when the loss exceeds its running median by this factor (default 100)"),
+    "--checkpoint-every-n-steps": ("checkpoint_every_n_steps",
+                                   "also save the trainer state every N steps (default 100)"),
+    "--divergence-factor": ("divergence_factor",
+                            "stop when the loss exceeds its running median by this factor (default 100)"),
     "--divergence-patience": ("divergence_patience", "... for this many steps in a row (default 20)"),
 }
 
