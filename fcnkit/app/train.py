@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from fcnkit.engine.config import TrainConfig
 from fcnkit.errors import InputError, MissingFileError
@@ -38,7 +39,7 @@ _FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model
 _WRITTEN_ATOMICALLY = ("trainer.ckpt", "best", "last", "config.yaml", "metrics.csv", "init_from.json")
 
 
-def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
+def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
     """Train a segmentation (or, ``task: classification``, a classification) model as ``config``
     says; returns the run folder.
 
@@ -46,9 +47,11 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     state, best score), with the run's saved config; settings given that differ from the
     defaults override it (e.g. ``epochs`` to train longer), except those that define the model
     and data. ``config.init_from`` starts a new run from a checkpoint's weights (what was loaded
-    is written to ``RUN/init_from.json``). Raises :class:`~fcnkit.errors.InputError` for bad
-    settings and when the loss turns non-finite or diverges (``RUN/last`` then holds the last good
-    weights), and when another process is training into the folder (:class:`~fcnkit.utils.lock.RunLockedError`).
+    is written to ``RUN/init_from.json``). ``callbacks``: extra Lightning callbacks (e.g. an
+    experiment's measurements), run after fcnkit's own. Raises :class:`~fcnkit.errors.InputError`
+    for bad settings and when the loss turns non-finite or diverges (``RUN/last`` then holds the
+    last good weights), and when another process is training into the folder
+    (:class:`~fcnkit.utils.lock.RunLockedError`).
     A resume applies a new ``lr``/``momentum``/``weight_decay`` and rebuilds the cosine schedule for
     a new length; it refuses changes to what the saved state depends on (``_FROZEN_ON_RESUME``)
     before anything is written. A run killed at any moment resumes bit for bit on CPU
@@ -60,10 +63,10 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     if not cfg.resume:
         _prepare_fresh(run, cfg.overwrite, clear=False)  # refuse early; clear once all is known good
     with _locked(run):
-        return _train_locked(cfg, run, report)
+        return _train_locked(cfg, run, report, callbacks)
 
 
-def _train_locked(cfg: TrainConfig, run: Path, report: bool) -> Path:
+def _train_locked(cfg: TrainConfig, run: Path, report: bool, callbacks: Sequence[Any]) -> Path:
     import lightning as L
 
     from fcnkit.app.tasks import TASKS
@@ -103,7 +106,8 @@ def _train_locked(cfg: TrainConfig, run: Path, report: bool) -> Path:
 
         write_json(init_report.to_dict(), run / "init_from.json")
     checkpoint_config = CheckpointConfig.from_info(model_spec(model), info, train=cfg.to_dict()).to_dict()
-    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size)
+    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size,
+                  callbacks=callbacks)
     if trainer.is_global_zero and report:
         task.report(run, data)
     return run

@@ -130,8 +130,8 @@ class FolderDataset(ArrayDataset):
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise InputError(f"{problems[0]}{more}; run `fcnkit data check {self.layout.root}` to list every problem")
 
-    @property
-    def info(self) -> DatasetInfo:
+    @property  # computed lazily where the base class has a plain attribute
+    def info(self) -> DatasetInfo:  # type: ignore[override]
         """Dataset description; computed from the training split on first use, then cached."""
         if self._info is None:
             train = tuple(

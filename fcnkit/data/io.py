@@ -74,6 +74,7 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
 def _read_tiff(path: Path, mmap: bool) -> np.ndarray:
     import tifffile
 
+    arr: np.ndarray
     try:
         if mmap:
             try:

@@ -73,7 +73,8 @@ class SizeGroupedBatchSampler(BatchSampler):
         if self.sizes is not None or self.item_sizes is None:
             groups = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
         else:
-            groups, open_batches = [], {}
+            open_batches: dict[tuple[int, ...], list[int]] = {}
+            groups = []
             for i in indices:
                 batch = open_batches.setdefault(self.item_sizes[i], [])
                 batch.append(i)
@@ -94,7 +95,7 @@ class SizeGroupedBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         if self.sizes is not None or self.item_sizes is None:
-            n = len(self.sampler)
+            n = len(self.sampler)  # type: ignore[arg-type]  # samplers here are sized
             return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
         # the count depends on which indices come (a DDP share), not on their order
         return len(self._groups([int(i) for i in self.sampler]))
@@ -126,4 +127,4 @@ class SizedItems(Dataset):
 
 def item_sizes(dataset) -> list[tuple[int, int]]:
     """The native ``(h, w)`` of every item, read from ``raw(i)`` (no normalisation)."""
-    return [tuple(int(v) for v in dataset.raw(i)[0].shape[:2]) for i in range(len(dataset))]
+    return [(int(dataset.raw(i)[0].shape[0]), int(dataset.raw(i)[0].shape[1])) for i in range(len(dataset))]

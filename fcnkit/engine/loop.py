@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ __all__ = ["fit", "distributed_devices", "TRAINER_CKPT"]
 
 
 def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run: Path,
-        checkpoint_config: dict[str, Any], batch_size: int) -> L.Trainer:
+        checkpoint_config: dict[str, Any], batch_size: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train ``module`` on ``data`` into the run folder ``run``; returns the finished Trainer.
 
     ``checkpoint_config`` is the config.json of every checkpoint written (without ``metrics``);
@@ -40,7 +41,8 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
     ``cfg.resume`` the Lightning state in ``run/trainer.ckpt`` is restored (read with
     ``weights_only=True``; without one, a run killed before its first checkpoint, it starts from
     step 0). Divergence (non-finite loss or weights, or a loss far above its running median) is
-    an InputError saying what was kept.
+    an InputError saying what was kept. ``callbacks``: extra Lightning callbacks (an experiment's
+    measurements), after fcnkit's own.
     """
     devices = distributed_devices(cfg)
     processes = devices["devices"] * devices.get("num_nodes", 1)
@@ -55,7 +57,7 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
             logger=L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs"),
             callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor,
                                         every_n_steps=cfg.checkpoint_every_n_steps),
-                       StepLog(), RngState(), _SaveConfigOnStart(cfg, run / "config.yaml")],
+                       StepLog(), RngState(), _SaveConfigOnStart(cfg, run / "config.yaml"), *callbacks],
             plugins=[AtomicCheckpointIO()],
             # the training loader shards itself (fcnkit.engine.resumable), the val loaders too
             use_distributed_sampler=False,

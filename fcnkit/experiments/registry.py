@@ -29,6 +29,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                       "no balancing vs inverse / median class weights vs class-balanced sampling"),
     "downsampling": ("fcnkit.experiments.downsampling",
                      "All-CNN: max-pool vs strided conv vs strided-only vs average pool"),
+    "residual-skips": ("fcnkit.experiments.residual_skips",
+                       "FishNet: residual skip at a resolution drop, 1x1 projection vs pool + zero-pad / concat"),
 }
 
 

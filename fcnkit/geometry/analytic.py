@@ -10,13 +10,13 @@ from fcnkit.geometry.axis import Axis
 from fcnkit.geometry.result import Geometry, number
 from fcnkit.geometry.trace import State, Tracer, Unsupported
 
-__all__ = ["analytic_geometry", "trace_model", "select_output", "dense_view", "DEFAULT_SIZES"]
+__all__ = ["analytic_geometry", "trace_model", "select_output", "dense_view", "DenseView", "DEFAULT_SIZES"]
 
 # tried in turn: odd sizes so that a resize whose ratio depends on the image size shows up
 DEFAULT_SIZES = ((225, 225), (449, 449), (897, 897), (1793, 1793))
 
 
-class _Dense(nn.Module):
+class DenseView(nn.Module):
     """``forward`` = the wrapped classifier's ``forward_dense`` (its score map before pooling)."""
 
     def __init__(self, model: nn.Module):
@@ -29,7 +29,7 @@ class _Dense(nn.Module):
 
 def dense_view(model: nn.Module) -> nn.Module:
     """``model`` itself, or a view calling ``forward_dense`` for classifiers that have one."""
-    return _Dense(model) if callable(getattr(model, "forward_dense", None)) else model
+    return DenseView(model) if callable(getattr(model, "forward_dense", None)) else model
 
 
 def select_output(out):
@@ -93,7 +93,7 @@ def trace_model(model: nn.Module, in_channels: int, size: tuple[int, int]) -> tu
         finally:
             for h in handles:
                 h.remove()
-    raise last  # pragma: no cover - loop always returns or raises
+    raise AssertionError(f"unreachable: {last!r}")  # pragma: no cover - the loop always returns or raises
 
 
 def analytic_geometry(model: nn.Module, in_channels: int = 3, input_size=None) -> Geometry:

@@ -76,9 +76,10 @@ class Geometry:
         """Input extent ``((top, bottom), (left, right))`` (inclusive) seen by output cell ``(i, j)``."""
         out = []
         for n, size, stride, offset in zip((i, j), self.size, self.stride, self.offset):
-            centre = offset + n * stride
-            out.append((number(Fraction(centre) - Fraction(size - 1) / 2), number(Fraction(centre) + Fraction(size - 1) / 2)))
-        return tuple(out)
+            centre = Fraction(offset + n * stride)
+            half = Fraction(size - 1) / 2
+            out.append((float(number(centre - half)), float(number(centre + half))))
+        return out[0], out[1]
 
     def halo(self) -> tuple[int, int]:
         """Half the receptive field, rounded up to a multiple of ``align``: the tile margin that

@@ -46,7 +46,7 @@ class State:
 
     def merged(self, other: "State") -> "State":
         try:
-            axes = tuple(a.merge(b) for a, b in zip(self.axes, other.axes))
+            axes = (self.axes[0].merge(other.axes[0]), self.axes[1].merge(other.axes[1]))
         except ValueError as exc:
             raise Unsupported(str(exc)) from None
         return State(axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
@@ -182,6 +182,7 @@ class Tracer(TorchFunctionMode):
     # -- rules ------------------------------------------------------------------------------
     def _rule(self, name, args, kwargs, ins, out) -> State | None:
         first = self.state(ins[0])
+        assert first is not None  # the caller passes only watched tensors (states known) in ins
         x = ins[0]
         if name in _NOT_2D:
             raise Unsupported(f"'{name}': receptive_field follows 2-D networks only")
@@ -271,7 +272,7 @@ class Tracer(TorchFunctionMode):
         return new
 
     def _pointwise(self, name, ins, out, record=False, base=None) -> State:
-        states = [self.state(t) for t in ins]
+        states = [s for s in (self.state(t) for t in ins) if s is not None]
         state = base or states[0]
         for other in states[1:]:
             state = state.merged(other)

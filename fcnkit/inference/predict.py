@@ -129,13 +129,13 @@ class TiledJob:
         c, h, w = self.source.shape
         self.stride, self.offset, self.geometry = (1, 1), (0, 0), None
         if tile == "auto":
-            tile = auto_tile(model, self._geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend)
+            tile = auto_tile(model, self.model_geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend)
         if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= max(h, w)):
             self.plan = plan_tiles((h, w), (h, w), 0, 1)
             return
         if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
             raise InputError(f"tile={tile!r} must be None, a positive int or 'auto'")
-        g = self._geometry()
+        g = self.model_geometry()
         if halo == "auto":
             halo = g.halo()
         elif not isinstance(halo, int) or isinstance(halo, bool) or halo < 0:
@@ -148,7 +148,8 @@ class TiledJob:
             warnings.warn(msg, stacklevel=3)
         self.stride, self.offset = g.stride, g.offset
 
-    def _geometry(self):
+    def model_geometry(self):
+        """The model's receptive-field geometry, traced once and kept."""
         if self.geometry is None:
             from fcnkit.geometry import receptive_field
 

@@ -62,6 +62,7 @@ class LabelSink:
     def __init__(self, size: tuple[int, int], num_classes: int, scratch: str | os.PathLike | None = None):
         if num_classes > 255:
             raise InputError(f"model has {num_classes} classes; label images hold at most 255 (255 = ignore)")
+        self.result: np.ndarray
         if scratch is not None:
             self.result = np.lib.format.open_memmap(Path(scratch), mode="w+", dtype=np.uint8, shape=tuple(size))
         else:

@@ -34,7 +34,7 @@ __all__ = ["register", "list_models", "model_info", "build_model", "count_parame
 TASKS = ("segmentation", "classification")
 
 # Modules that define registered models; imported on first use (see module docstring).
-_MODEL_MODULES = ["fcnkit.models.allconv", "fcnkit.models.fcn", "fcnkit.convert.segmenter"]
+_MODEL_MODULES = ["fcnkit.models.allconv", "fcnkit.models.residual", "fcnkit.models.fcn", "fcnkit.convert.segmenter"]
 _loaded: set[str] = set()
 
 
@@ -144,7 +144,7 @@ def build_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs: 
             f"model '{name}': argument(s) {', '.join(bad)} must be plain numbers, strings, booleans or lists "
             "so the checkpoint config can rebuild the model"
         ) from None
-    model.fcnkit_spec = {"name": name, "kwargs": spec_kwargs}
+    model.fcnkit_spec = {"name": name, "kwargs": spec_kwargs}  # type: ignore[assignment]  # a plain attribute
     return model
 
 

@@ -129,7 +129,7 @@ class LossSampling(Regime):
             _set(self, "cell", _whole(self, "cell", self.cell, 1))
 
     def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> "LossSampling":
-        cell = score_stride(model, in_channels or 3) if self.cell == "auto" else self.cell
+        cell = score_stride(model, in_channels or 3) if self.cell == "auto" else int(self.cell)
         return dataclasses.replace(self, _cell=cell)
 
     def batch_size(self, base: int) -> int:
@@ -214,14 +214,14 @@ class Patchwise(Regime):
             _set(self, "stride", _whole(self, "stride", self.stride, 1))
 
     def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> "Patchwise":
-        size = self.patch_size
+        size: int | str | None = self.patch_size
         if size == "rf":
             size = getattr(model, "receptive_field", None)
             if not isinstance(size, int):
                 from fcnkit.geometry import receptive_field
 
                 size = int(max(receptive_field(model, in_channels or 3).size))
-        return dataclasses.replace(self, _patch=int(size))
+        return dataclasses.replace(self, _patch=int(size))  # type: ignore[arg-type]  # an int by now
 
     def train_dataset(self, dataset):
         from fcnkit.training.samplers import PatchDataset
@@ -297,14 +297,15 @@ def _parse_inline(name: str, text: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"regime '{name}': option {item!r} is not KEY=VALUE; write e.g. --regime {name}:p=0.25")
-        value = value.strip()
+        text_value = value.strip()
+        parsed: int | float | str = text_value
         for convert in (int, float):
             try:
-                value = convert(value)
+                parsed = convert(text_value)
                 break
             except ValueError:
                 pass
-        out[key.strip()] = None if value in ("none", "null") else value
+        out[key.strip()] = None if parsed in ("none", "null") else parsed
     return out
 
 
