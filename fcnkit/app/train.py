@@ -35,8 +35,6 @@ _RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config
 _FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime",
                      "val_split", "optimizer", "lr_schedule", "batch_size", "augment", "seed", "class_weights", "sizes", "devices",
                      "precision", "sync_batchnorm", "weights", "init_from")
-# what train() writes into a run folder through temp files (atomic_path/atomic_dir)
-_WRITTEN_ATOMICALLY = ("trainer.ckpt", "best", "last", "config.yaml", "metrics.csv", "init_from.json")
 
 
 def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
@@ -198,7 +196,7 @@ def _locked(run: Path) -> Iterator[None]:
     created = not run.exists()
     lock = RunLock(run).acquire()
     try:
-        remove_stale_temps(run, _WRITTEN_ATOMICALLY)
+        remove_stale_temps(run, _RUN_ARTIFACTS)  # all written through temp files (atomic_path/atomic_dir)
         yield
     except BaseException:
         if created and [p.name for p in run.iterdir()] == [LOCK_FILE]:
