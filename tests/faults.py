@@ -13,8 +13,10 @@ import signal
 import sys
 import time
 import traceback
+import types
 from pathlib import Path
 
+import numpy as np
 import torch
 from conftest import Squares
 from safetensors.torch import load_file
@@ -55,6 +57,56 @@ class TinyDropout(nn.Module):
         return self.body(x)
 
 
+class TinyClassifier(nn.Module):
+    """Conv, dropout, global average pool: logits [B, 2] for any input size."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(4, 2, 1))
+        self.fcnkit_spec = {"name": "tiny-classifier", "kwargs": {}}
+
+    def forward(self, x):
+        return self.body(x).mean(dim=(2, 3))
+
+
+class Bars(torch.utils.data.Dataset):
+    """Classification: a horizontal (0) or vertical (1) bright bar in noise, 16x16."""
+
+    info = types.SimpleNamespace(name="bars", task="classification", num_classes=2, in_channels=1,
+                                 class_names=["horizontal", "vertical"], palette=[[0, 0, 0], [255, 0, 0]],
+                                 mean=[0.5], std=[0.25])
+
+    def __init__(self, n: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self.items = []
+        for i in range(n):
+            image = (rng.random((16, 16)) * 60).astype(np.uint8)
+            k = int(rng.integers(2, 14))
+            if i % 2:
+                image[:, k] = 220
+            else:
+                image[k] = 220
+            self.items.append((image, i % 2))
+
+    def __len__(self):
+        return len(self.items)
+
+    def raw(self, i):
+        return self.items[i]
+
+    def __getitem__(self, i):
+        image, label = self.items[i]
+        x = torch.from_numpy((image.astype(np.float32) / 255 - 0.5) / 0.25)[None]
+        return {"image": x, "label": torch.tensor(label), "meta": {"name": str(i)}}
+
+
+def config_classification(run: Path, **kw) -> dict:
+    """Classification, 12 steps: 3 epochs of 4 batches of 2, each batch resized to a random size
+    of ``sizes`` (drawn per epoch), flips, dropout."""
+    return dict(dict(data="bars", task="classification", batch_size=2, epochs=3, out=str(run), augment=["flip"],
+                     sizes=[12, 16, 20], threads=1, checkpoint_every_n_steps=2, lr=0.01), **kw)
+
+
 def config(run: Path, **kw) -> dict:
     """12 steps: 3 epochs of 4 batches of 2 (loss sampling at p=0.5 doubles batch_size 1);
     augmentation (flip, scale), a random regime, dropout."""
@@ -68,17 +120,21 @@ def _kill() -> None:
 
 def _install(kill: tuple | None) -> None:
     """Patch (in this child process only) the function that reaches the kill moment."""
-    train_mod._build_model = lambda cfg, info: TinyDropout()
-    fcnkit.data.load_dataset = lambda name, split="train", **_: Squares(8 if split == "train" else 4,
-                                                                        0 if split == "train" else 1)
+    train_mod._build_model = lambda cfg, info: TinyClassifier() if cfg.task == "classification" else TinyDropout()
+
+    def load_dataset(name, split="train", **_):
+        kind = Bars if name == "bars" else Squares
+        return kind(8 if split == "train" else 4, 0 if split == "train" else 1)
+
+    fcnkit.data.load_dataset = load_dataset
     if kill is None:
         return
     what, which, n = kill
     count = [0]
     if what in ("step", "pause"):
-        from fcnkit.engine.segmentation import SegmentationModule
+        from fcnkit.engine.module import FcnkitModule
 
-        step = SegmentationModule.training_step
+        step = FcnkitModule.training_step
 
         def training_step(self, batch, batch_idx):
             if self.global_step == n and what == "step":
@@ -89,7 +145,7 @@ def _install(kill: tuple | None) -> None:
                     time.sleep(0.02)
             return step(self, batch, batch_idx)
 
-        SegmentationModule.training_step = training_step
+        FcnkitModule.training_step = training_step
     elif what == "ckpt":
         import fcnkit.engine.callbacks as callbacks
 

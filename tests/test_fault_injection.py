@@ -34,6 +34,17 @@ def test_kill_then_resume_is_bit_identical(tmp_path, reference, moment):
     assert faults.stale_files(run) == []  # temp files of the killed process removed, lock released
 
 
+def test_classification_kill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    # random input sizes per batch (sizes: drawn per epoch), flips, dropout
+    ref, run = tmp_path / "reference", tmp_path / "run"
+    assert faults.run_child(faults.config_classification(ref)) == 0
+    cfg = faults.config_classification(run)
+    log = tmp_path / "stderr.txt"
+    assert faults.run_child(cfg, kill=faults.KILLS["mid-epoch (after a step checkpoint)"]) == -9
+    assert faults.run_child(cfg, resume=True, log=log) == 0, log.read_text()[-3000:]
+    assert faults.max_difference(faults.state_of(run), faults.state_of(ref)) == 0.0
+
+
 def test_kill_with_loader_workers_resumes_at_once_and_bit_identical(tmp_path, reference):
     # the killed trainer's orphaned DataLoader workers do not keep its lock (a POSIX lock, not a
     # flock); per-item seeds make 2 workers draw what 0 workers (the reference) draw
