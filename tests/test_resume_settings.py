@@ -78,6 +78,14 @@ def test_resume_applies_a_new_lr_and_momentum(tmp_path, tiny, lrs):
     assert (saved.lr, saved.epochs, saved.momentum) == (0.001, 2, 0.5)
 
 
+def test_a_resume_applies_a_flag_given_at_its_default_value(tmp_path, tiny):
+    # --epochs 10 is the default of epochs, but given on the command line it is meant
+    run = run_mod.train(_cfg(tmp_path, epochs=1), report=False)
+    run_mod.train(load_config(overrides={"resume": str(run), "epochs": 10, "max_steps": 4}), report=False)
+    assert torch.load(run / "trainer.ckpt", weights_only=True)["global_step"] == 4  # not stopped at epoch 1
+    assert load_config(run / "config.yaml").epochs == 10
+
+
 def test_resume_with_more_epochs_follows_the_cosine_of_the_new_length(tmp_path, tiny, lrs):
     # 2 batches an epoch: 4 steps, then resumed to 8; lr(t) = lr0 (1 + cos(pi t / total)) / 2
     run = run_mod.train(_cfg(tmp_path, epochs=2, lr=0.01, lr_schedule="cosine"), report=False)

@@ -170,8 +170,11 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
         raise MissingFileError(f"{run}: has checkpoints but no {TRAINER_CKPT} to resume from (an older fcnkit); "
                                f"start a new run from its weights with --init-from {run / 'last'} --out NEW")
     saved = load_config(run / "config.yaml")
+    # given: set through from_dict/update/load_config (a YAML key or a flag, even at its default
+    # value: --epochs 10 on a 5-epoch run), or differing from the default (TrainConfig(epochs=...))
     defaults, given = TrainConfig(), cfg.to_dict()
-    changed = {k: v for k, v in given.items() if v != getattr(defaults, k) and k not in ("resume", "out")}
+    changed = {k: v for k, v in given.items() if (k in cfg.given_keys or v != getattr(defaults, k))
+               and k not in ("resume", "out")}
     for key in _FROZEN_ON_RESUME:
         if key in changed and changed[key] != getattr(saved, key):
             raise InputError(f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); start a new run with --out")

@@ -99,7 +99,14 @@ class TrainConfig:
             if key not in names:
                 raise InputError(f"{source}: unknown key '{raw_key}'{did_you_mean(key, names)}; valid keys: {', '.join(names)}")
             setattr(self, key, _check(key, value, source))
+            self.__dict__.setdefault("_given", set()).add(key)
         return self
+
+    @property
+    def given_keys(self) -> frozenset[str]:
+        """The keys set through :meth:`update` (a config file, flags, a mapping), whatever their
+        value: a resume applies them even when they equal the default."""
+        return frozenset(self.__dict__.get("_given", ()))
 
     def resolved(self) -> "TrainConfig":
         """A copy with the per-optimizer defaults filled in and cross-key rules checked."""
