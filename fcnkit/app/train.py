@@ -33,8 +33,8 @@ _RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config
 # schedule state, the sampler's position in batches per process): a resumed run cannot change them.
 # lr, momentum, weight_decay, epochs, max_steps and the rest may change (fcnkit.engine.module applies them).
 _FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime",
-                     "val_split", "optimizer", "lr_schedule", "batch_size", "augment", "seed", "class_weights", "sizes", "devices",
-                     "precision", "sync_batchnorm", "weights", "init_from")
+                     "val_split", "optimizer", "lr_schedule", "batch_size", "augment", "seed", "class_weights",
+                     "sizes", "devices", "precision", "sync_batchnorm", "weights", "init_from")
 
 
 def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
