@@ -180,8 +180,9 @@ def _install(kill: tuple | None) -> None:
         atomic._exchange = lambda a, b: counted(exchange, a, b)
 
 
-def start_child(cfg: dict, kill: tuple | None = None, resume: bool = False, log: Path | None = None) -> int:
-    """Fork a child that trains (or resumes) ``cfg``; returns its PID (see :func:`wait_child`)."""
+def start_child(cfg: dict, kill: tuple | None = None, resume: bool | dict = False, log: Path | None = None) -> int:
+    """Fork a child that trains ``cfg`` (or resumes it; ``resume`` may be a dict of settings to
+    change); returns its PID (see :func:`wait_child`)."""
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 1
@@ -192,7 +193,8 @@ def start_child(cfg: dict, kill: tuple | None = None, resume: bool = False, log:
             os.dup2(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if log else devnull, 2)
             sys.stdout, sys.stderr = open(os.devnull, "w"), open(2, "w", closefd=False)  # not pytest's capture
             _install(kill)
-            train_mod.train(TrainConfig(resume=cfg["out"]) if resume else TrainConfig.from_dict(cfg), report=False)
+            given = dict(resume if isinstance(resume, dict) else {}, resume=cfg["out"]) if resume else cfg
+            train_mod.train(TrainConfig.from_dict(given), report=False)
             code = 0
         except FcnkitError as exc:  # what the CLI answers with exit 2
             print(f"error: {exc}", file=sys.stderr)
@@ -211,7 +213,7 @@ def wait_child(pid: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def run_child(cfg: dict, kill: tuple | None = None, resume: bool = False, log: Path | None = None) -> int:
+def run_child(cfg: dict, kill: tuple | None = None, resume: bool | dict = False, log: Path | None = None) -> int:
     """Fork, train (or resume) ``cfg`` in the child, wait; returns its exit status."""
     return wait_child(start_child(cfg, kill, resume, log))
 

@@ -34,6 +34,13 @@ def test_kill_then_resume_is_bit_identical(tmp_path, reference, moment):
     assert faults.stale_files(run) == []  # temp files of the killed process removed, lock released
 
 
+def test_stop_at_max_steps_mid_epoch_then_resume_with_more_is_bit_identical(tmp_path, reference):
+    run = tmp_path / "run"
+    assert faults.run_child(faults.config(run, max_steps=6)) == 0  # 2 steps into epoch 1 of 3
+    assert faults.run_child(faults.config(run), resume={"max_steps": 12}) == 0
+    assert faults.max_difference(faults.state_of(run), reference) == 0.0
+
+
 def test_classification_kill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     # random input sizes per batch (sizes: drawn per epoch), flips, dropout
     ref, run = tmp_path / "reference", tmp_path / "run"

@@ -58,3 +58,16 @@ def test_sync_batchnorm_on_cpu_is_one_line(tmp_path, squares_data):
     with pytest.raises(InputError, match="sync-batchnorm.*CUDA.*norm=group") as err:
         run_mod.train(cfg, report=False)
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_two_processes_resume_mid_epoch_bit_identical(tmp_path, squares_data, monkeypatch):
+    # stopped by max_steps inside an epoch, then resumed: each process's loader position (batches
+    # of its own share) is in trainer.ckpt, so the two processes continue where they were
+    squares_data(train=16, val=4)
+    whole = _train(tmp_path, "whole", 2, 2, "group", monkeypatch)
+    cfg = TrainConfig(data="squares", model="allconv", model_options={"width": 4, "stages": 1, "norm": "group"},
+                      batch_size=2, devices=2, epochs=2, max_steps=3, lr=0.01, device="cpu", threads=1,
+                      out=str(tmp_path / "split"))
+    run_mod.train(cfg, report=False)  # stops at step 3 of 4 in epoch 0: trainer.ckpt mid-epoch
+    run = run_mod.train(TrainConfig(resume=str(tmp_path / "split"), max_steps=100), report=False)
+    assert _max_difference(load_file(str(run / "last" / "model.safetensors")), whole) == 0.0

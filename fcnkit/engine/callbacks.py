@@ -107,14 +107,17 @@ class FcnkitCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches or _suspect(pl_module):
+            return  # the epoch's own checkpoint follows (validation)
+        if 0 < trainer.max_steps <= trainer.global_step:
+            # max_steps stops inside the epoch: save here, where the state is a mid-epoch one
+            # (Lightning's state at on_train_end marks the epoch complete, so a resume with more
+            # steps would skip the rest of it)
+            self._save_last_between_validations(trainer, pl_module)
+            return
         n = self.every_n_steps
-        if not n or trainer.global_step % n or _suspect(pl_module):
-            return
-        if batch_idx + 1 >= trainer.num_training_batches:  # the epoch's own checkpoint follows
-            return
-        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:  # on_train_end writes it
-            return
-        trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
+        if n and trainer.global_step % n == 0:
+            trainer.save_checkpoint(self.run_dir / TRAINER_CKPT, weights_only=False)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or getattr(pl_module, "last_scores", None) is None or _suspect(pl_module):
@@ -137,9 +140,12 @@ class FcnkitCheckpoint(L.Callback):
                 self._save(pl_module, "best", metrics)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # training stopped between validations (max_steps): keep the newest weights too
+        # training stopped between validations (otherwise than by max_steps): keep the newest weights too
         if trainer.global_step == self._last_saved_step or _suspect(pl_module):
             return
+        self._save_last_between_validations(trainer, pl_module)
+
+    def _save_last_between_validations(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check_finite(trainer, pl_module)
         metrics = dict(self._last_metrics or {}, step=int(trainer.global_step), epoch=int(trainer.current_epoch))
         metrics["validated_at_step"] = (self._last_metrics or {}).get("step")
