@@ -99,6 +99,17 @@ def test_resume_with_more_epochs_follows_the_cosine_of_the_new_length(tmp_path, 
     assert _group(run)["lr"] == pytest.approx(0.0, abs=1e-12)  # the end of the new schedule
 
 
+def test_a_run_with_the_former_cosine_schedule_state_resumes(tmp_path, tiny, lrs):
+    run = run_mod.train(_cfg(tmp_path, epochs=2, lr=0.01, lr_schedule="cosine"), report=False)
+    state = torch.load(run / "trainer.ckpt", weights_only=True)
+    schedule = state["lr_schedulers"][0]
+    del schedule["lr_lambdas"]
+    schedule.update(T_max=4, eta_min=0.0)  # what CosineAnnealingLR saved
+    torch.save(state, run / "trainer.ckpt")
+    run_mod.train(TrainConfig(resume=str(run), epochs=3), report=False)
+    assert lrs[-1] == (5, pytest.approx(0.01 * (1 + math.cos(math.pi * 5 / 6)) / 2, abs=1e-12))
+
+
 @pytest.mark.parametrize("change", [{"optimizer": "sgd"}, {"lr_schedule": "cosine"}, {"batch_size": 2},
                                    {"seed": 3}, {"model": "fcn8s"}, {"augment": True}])
 def test_settings_the_state_depends_on_are_refused_before_anything_is_written(tmp_path, tiny, change):

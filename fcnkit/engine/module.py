@@ -170,6 +170,8 @@ class FcnkitModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "fcnkit_loss_guard" in checkpoint:
             self.loss_guard.load_state_dict(checkpoint["fcnkit_loss_guard"])
+        for state in checkpoint.get("lr_schedulers", []):  # runs before fcnkit 10a: CosineAnnealingLR
+            state.setdefault("lr_lambdas", [None] * len(state.get("base_lrs", [None])))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch["image"])
