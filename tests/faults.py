@@ -249,4 +249,7 @@ def max_difference(a: dict, b: dict) -> float:
 
 
 def stale_files(run: Path) -> list[str]:
-    return sorted(p.name for p in run.iterdir() if p.name.startswith("."))
+    """Hidden entries other than the output marker (which says the folder is fcnkit's run)."""
+    from fcnkit.utils.outputs import MARKER
+
+    return sorted(p.name for p in run.iterdir() if p.name.startswith(".") and p.name != MARKER)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,6 @@ from fcnkit.errors import InputError, MissingFileError
 
 __all__ = ["train", "train_and_log", "is_main_process"]
 
-# artifacts a run folder may hold; --overwrite removes these and nothing else
-_RUN_ARTIFACTS = ("best", "last", "trainer.ckpt", "logs", "metrics.csv", "config.yaml", "curves.png",
-                  "report.md", "confusion.png", "predictions.png", "predictions", "init_from.json")
 # settings that define what is being trained, or that the saved state depends on (optimizer and
 # schedule state, the sampler's position in batches per process): a resumed run cannot change them.
 # lr, momentum, weight_decay, epochs, max_steps and the rest may change (fcnkit.engine.module applies them).
@@ -89,6 +85,9 @@ def _train_locked(cfg: TrainConfig, run: Path, report: bool, callbacks: Sequence
     data = task.datamodule(cfg, regime)
     info = data.info
     _check_data_task(cfg, info)
+    from fcnkit.data.validate import validate_before_training
+
+    validate_before_training([data.train_set, getattr(data, "val_set", None)])  # every file, before any epoch
     model = _build_model(cfg, info)
     init_report = None
     if cfg.init_from and not restoring:
@@ -169,6 +168,10 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     if not (run / TRAINER_CKPT).is_file() and any((run / name).exists() for name in ("best", "last")):
         raise MissingFileError(f"{run}: has checkpoints but no {TRAINER_CKPT} to resume from (an older fcnkit); "
                                f"start a new run from its weights with --init-from {run / 'last'} --out NEW")
+    if (run / TRAINER_CKPT).is_file():
+        from fcnkit.engine.callbacks import load_trainer_state
+
+        load_trainer_state(run / TRAINER_CKPT)  # truncated/tampered: one line before anything is written
     saved = load_config(run / "config.yaml")
     # given: set through from_dict/update/load_config (a YAML key or a flag, even at its default
     # value: --epochs 10 on a 5-epoch run), or differing from the default (TrainConfig(epochs=...))
@@ -195,11 +198,15 @@ def _locked(run: Path) -> Iterator[None]:
         return
     from fcnkit.utils.atomic import remove_stale_temps
     from fcnkit.utils.lock import LOCK_FILE, RunLock
+    from fcnkit.utils.outputs import KINDS
+
+    # the run's own entries (one list: utils.outputs); each is written through a temp sibling
+    names = tuple(n for n in KINDS["run"].artifacts if not n.startswith(".") and not any(c in n for c in "*?["))
 
     created = not run.exists()
     lock = RunLock(run).acquire()
     try:
-        remove_stale_temps(run, _RUN_ARTIFACTS)  # all written through temp files (atomic_path/atomic_dir)
+        remove_stale_temps(run, names)
         yield
     except BaseException:
         if created and [p.name for p in run.iterdir()] == [LOCK_FILE]:
@@ -211,21 +218,14 @@ def _locked(run: Path) -> Iterator[None]:
 
 
 def _prepare_fresh(run: Path, overwrite: bool, clear: bool) -> None:
-    from fcnkit.engine.callbacks import TRAINER_CKPT
+    """Refuse a ``--out`` that holds a run (without --overwrite) or anything fcnkit did not write;
+    with ``clear``, remove the old run's artifacts (only those) and mark the folder as a run."""
+    from fcnkit.utils.outputs import check_output, prepare_output
 
-    holds_run = any((run / name).exists() for name in ("best", "last", TRAINER_CKPT))
-    if holds_run and not overwrite:
-        raise InputError(f"{run} already holds a run; continue it with --resume {run}, start over with --overwrite, or pick another --out")
-    if not clear:
+    if not clear or not is_main_process():  # under torchrun every rank gets here: one writes
+        check_output(run, "run", overwrite)
         return
-    if holds_run and is_main_process():  # under torchrun every rank gets here: one deletes
-        for name in _RUN_ARTIFACTS:
-            target = run / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    run.mkdir(parents=True, exist_ok=True)
+    prepare_output(run, "run", overwrite)
 
 
 def _build_model(cfg: TrainConfig, info):

@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--arch", required=True, help="torchvision classifier, e.g. torchvision:vgg16, torchvision:resnet50")
     p.add_argument("--weights", required=True, help="local state dict (.pth/.pt via torch.save, or .safetensors); nothing is downloaded")
-    p.add_argument("--out", required=True, help="checkpoint folder to write (replaced atomically if it exists)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty; an existing checkpoint only with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the checkpoint already in --out (nothing else is deleted)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the FCN (default: the weights file's); "
                    "a different number re-initialises the last layer")
     p.add_argument("--input-size", type=int, default=224, help="native input size the classifier was trained on (default 224)")
@@ -26,7 +27,8 @@ def run(args) -> int:
     from fcnkit.app.convert import convert_classifier
 
     result = convert_classifier(args.arch, args.weights, args.out, num_classes=args.num_classes,
-                                input_size=args.input_size, pool=args.pool, output=args.output)
+                                input_size=args.input_size, pool=args.pool, output=args.output,
+                                overwrite=args.overwrite)
     for note in result.notes:
         print(f"note: {note}")
     g = result.config["geometry"]

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 
-def _tile(text: str):
+def tile_size(text: str):
+    """argparse type of --tile: an int, 'auto' or 'none' (the whole image)."""
     if text in ("auto", "none", "None"):
         return None if text.lower() == "none" else "auto"
     try:
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files (PNG, JPEG, TIFF, ...) or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (NAME_mask.png, NAME_overlay.png, ...)")
-    p.add_argument("--tile", type=_tile, default=None, metavar="N|auto",
+    p.add_argument("--tile", type=tile_size, default=None, metavar="N|auto",
                    help="tile size in pixels, or 'auto' (largest that fits --memory-budget); default: whole image")
     p.add_argument("--halo", type=_halo, default="auto", metavar="N|auto", help="tile margin (default: from the receptive field)")
     p.add_argument("--blend", choices=("crop", "average", "gaussian"), default="crop",
@@ -37,20 +38,20 @@ def add_parser(subparsers) -> None:
                    help="for --tile auto: activation memory, e.g. 512M or 2G (default 512M on CPU, half the free GPU memory)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_prob.npy (float32 [K, H, W])")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch (the checkpoint) or onnx (its model.onnx from 'fcnkit export', or RUN_DIR = a .onnx file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import torch
-
     from fcnkit.app.predict import predict_files
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or "auto"
     results = predict_files(
         args.run_dir, args.inputs, args.out, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
         blend=args.blend, overlap=args.overlap, device=device, memory_budget=args.memory_budget,
-        probabilities=args.probabilities, progress=not args.quiet,
+        probabilities=args.probabilities, progress=not args.quiet, backend=args.backend,
     )
     for r in results:
         h, w = r["size"]

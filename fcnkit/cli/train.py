@@ -31,7 +31,9 @@ _FLAGS = {
     "--out": ("out", "run folder (default runs/<model>-<data>)"),
     "--resume": ("resume", "continue the run in this folder"),
     "--regime": ("regime", "whole (default) | loss-sampling[:p=0.25,seed=0] | class-balanced[:by=sampling|inverse|median] "
-                              "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4]"),
+                              "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4] "
+                              "| tiled[:tile=auto|N,memory=2G,sample=whole|loss-sampling|class-balanced,...] "
+                              "(whole-image gradient, tile by tile)"),
     "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
     "--checkpoint-every-n-steps": ("checkpoint_every_n_steps",
                                    "also save the trainer state every N steps (default 100)"),

@@ -14,8 +14,10 @@ last good checkpoints.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -27,7 +29,7 @@ from fcnkit.checkpoint import save_checkpoint
 from fcnkit.utils.atomic import atomic_path
 from fcnkit.utils.jsonsafe import json_safe
 
-__all__ = ["FcnkitCheckpoint", "AtomicCheckpointIO", "NonFiniteWeightsError", "TRAINER_CKPT"]
+__all__ = ["FcnkitCheckpoint", "AtomicCheckpointIO", "NonFiniteWeightsError", "TRAINER_CKPT", "load_trainer_state"]
 
 TRAINER_CKPT = "trainer.ckpt"
 
@@ -52,14 +54,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
+        # serialized in memory first: torch.save's C++ writer reports a full disk as a RuntimeError
+        # ("iostream error"); a plain write raises OSError(ENOSPC), which becomes one line naming the run
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
         with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+            tmp.write_bytes(buffer.getbuffer())
 
     def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return load_trainer_state(path, map_location, lightning=False)
 
 
 class FcnkitCheckpoint(L.Callback):
@@ -192,3 +198,24 @@ def _saved_step(folder: Path) -> int | None:
         return json.loads((folder / "config.json").read_text())["metrics"]["step"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def load_trainer_state(path, map_location: Any = "cpu", lightning: bool = True) -> Any:
+    """``torch.load(path, weights_only=True)`` (nothing is unpickled); a truncated, tampered or foreign
+    file is one :class:`~fcnkit.errors.InputError` naming it, not a traceback. ``lightning``: it must
+    also be a Lightning checkpoint (a dict with ``state_dict``)."""
+    from fcnkit.errors import InputError
+
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a foreign file
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # the disk's answer (permission, ...) is reported as such
+    except Exception as exc:  # UnpicklingError (refused), RuntimeError/EOFError (truncated zip), ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:140]
+        raise InputError(f"{path}: cannot read the trainer state ({type(exc).__name__}: {first}); it is truncated or "
+                         "not written by fcnkit (it was not unpickled); restore it, or start over with --overwrite") from None
+    if lightning and (not isinstance(state, dict) or "state_dict" not in state):
+        raise InputError(f"{path}: not a Lightning trainer state (no 'state_dict'); restore it, or start over with --overwrite")
+    return state

@@ -170,7 +170,9 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise MissingFileError(f"{path}: config file not found; check the --config path")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file (not UTF-8); give a YAML config such as 'epochs: 5'") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
         raise InputError(f"{path}: not valid YAML ({first}); fix the syntax") from None

@@ -51,6 +51,11 @@ class SegmentationModule(FcnkitModule):
         return pixelwise_loss(logits, mask, weight_map=weight_map, class_weights=self.class_weights)
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        regime_loss = getattr(self.regime, "training_loss", None)
+        if regime_loss is not None:  # the regime evaluates the loss itself (tiled: tile by tile, same gradient)
+            loss, weight_map = regime_loss(self.model, batch, step=self.global_step, rank=self.global_rank,
+                                           class_weights=self.class_weights)
+            return loss, count_kept_cells(batch["mask"], weight_map, self.class_weights)
         logits = self(batch["image"])
         # random regimes draw per (step, process): reproducible, and each process draws its own
         weight_map = self.regime.weight_map(batch, logits, step=self.global_step, rank=self.global_rank)

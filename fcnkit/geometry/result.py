@@ -55,6 +55,9 @@ class Geometry:
     pooling, normalisation over H and W, attention, size-dependent resizing): with any, tiled
     inference cannot equal whole-image inference. ``notes`` list operations traced as pointwise
     without being known to be. ``method`` is ``"analytic"`` or ``"probe"``.
+    ``input_multiple``: the geometry holds for inputs whose H and W are multiples of it (models
+    that resize their output to the input size, e.g. torchvision ``fcn_resnet50``); (1, 1) = any.
+    ``output_shape`` is the output size at ``trace_size``, the input size traced at.
     """
 
     size: Pair
@@ -66,6 +69,8 @@ class Geometry:
     notes: tuple[str, ...] = ()
     method: str = "analytic"
     output_shape: Pair | None = field(default=None, compare=False)
+    input_multiple: Pair = (1, 1)
+    trace_size: Pair | None = field(default=None, compare=False)
 
     @property
     def exact_tiling(self) -> bool:
@@ -113,6 +118,8 @@ class Geometry:
         ]
         if self.output_shape is not None:
             lines.append(f"output size      {_fmt(self.output_shape)}")
+        if self.input_multiple != (1, 1):
+            lines.append(f"input sizes      multiples of {_fmt(self.input_multiple)} (other sizes change the stride)")
         for b in self.blockers:
             lines.append(f"warning: {b}; tiled inference cannot equal whole-image inference")
         for n in self.notes:

@@ -27,6 +27,7 @@ from fcnkit.geometry.axis import (
     interpolate_taps,
     transposed_taps,
 )
+from fcnkit.geometry.meta_shapes import meta_shortcut
 from fcnkit.geometry.result import LayerGeometry, number
 
 __all__ = ["State", "Tracer", "Unsupported"]
@@ -43,8 +44,12 @@ class State:
     axes: tuple[Axis, Axis]
     blockers: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    whole: bool = False  # every cell sees the whole image (after global pooling): the axes mean nothing
 
     def merged(self, other: "State") -> "State":
+        if self.whole != other.whole:  # a global branch (ASPP pooling, squeeze-excite) joins a local one
+            local = other if self.whole else self
+            return State(local.axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
         try:
             axes = (self.axes[0].merge(other.axes[0]), self.axes[1].merge(other.axes[1]))
         except ValueError as exc:
@@ -164,7 +169,9 @@ class Tracer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = meta_shortcut(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
         ins = [t for t in _tensors((args, kwargs)) if self.state(t) is not None]
         outs = list(_tensors(out))
         if not ins or not outs:  # constants, parameters, x.shape, x.size()
@@ -240,7 +247,8 @@ class Tracer(TorchFunctionMode):
             dim = args[pos] if len(args) > pos else kwargs.get("dim")
             dims = range(x.dim()) if dim is None else [dim] if isinstance(dim, int) else list(dim)
             if any(int(d) % x.dim() >= x.dim() - 2 for d in dims):
-                return first.with_blocker(f"'{self._where(name)}' reduces over the spatial axes (global pooling)")
+                return replace(first.with_blocker(f"'{self._where(name)}' reduces over the spatial axes (global pooling)"),
+                               whole=True)
             return self._pointwise(name, ins, out)
         if name in ("softmax", "log_softmax"):
             dim = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -259,10 +267,14 @@ class Tracer(TorchFunctionMode):
             what = "normalises over the whole image" if "norm" in name else "mixes all positions (global)"
             if name.startswith("adaptive") and isinstance(out, torch.Tensor) and out.shape[-2:] == x.shape[-2:]:
                 return self._pointwise(name, ins, out)
-            return first.with_blocker(f"'{self._where(name)}' ({name}) {what}")
+            state = first.with_blocker(f"'{self._where(name)}' ({name}) {what}")
+            return replace(state, whole=True) if name.startswith("adaptive") else state
         return self._pointwise(name, ins, out)
 
     def _apply(self, state, taps, op, out, k, s, p, d) -> State:
+        if state.whole:  # layers after global pooling still see the whole image
+            self._record(op, state, out, k, s, p, d)
+            return state
         try:
             axes = tuple(a.apply(t) for a, t in zip(state.axes, taps))
         except ValueError as exc:
@@ -303,12 +315,15 @@ class Tracer(TorchFunctionMode):
                 f = sf[i] if isinstance(sf, (list, tuple)) else sf
                 ratio = 1 / Fraction(float(f)).limit_denominator(10**6)
             else:
-                # align_corners maps the corner cells onto each other: cell n reads n * (in-1)/(out-1)
+                # align_corners maps the corner cells onto each other: cell n reads n * (in-1)/(out-1), a
+                # ratio that depends on the size: traced with the nominal in/out (the blocker says so)
                 ratio = Fraction(n_in - 1, n_out - 1) if corners else Fraction(n_in, n_out)
-                if ratio.numerator != 1 and ratio.denominator != 1:
+                if ratio.numerator != 1 and ratio.denominator != 1 and not state.whole:
                     state = state.with_blocker(
                         f"'{where}' resizes by {n_out}/{n_in}{' (align_corners)' if corners else ''}, "
                         "a ratio that depends on the image size")
+                    if corners:
+                        ratio, corners = Fraction(n_in, n_out), False
             taps.append(interpolate_taps(ratio, "area" if mode == "area" else mode, corners))
         return self._apply(state, taps, mode if name != "interpolate" else f"interpolate-{mode}", out, None, None, None, None)
 

@@ -141,6 +141,11 @@ class TiledJob:
         elif not isinstance(halo, int) or isinstance(halo, bool) or halo < 0:
             raise InputError(f"halo={halo!r} must be 'auto' or a non-negative int")
         self.plan: TilePlan = plan_tiles((h, w), tile, halo, g.align, blend, overlap)
+        m = getattr(g, "input_multiple", (1, 1))
+        if len(self.plan) > 1 and (h % m[0] or w % m[1]):
+            raise InputError(f"{type(model).__name__}: resizes its output by a ratio that is whole only for inputs whose "
+                             f"H and W are multiples of {m[0]}x{m[1]} (this image is {h}x{w}); pad or crop the image "
+                             "to such a size, or use tile=None")
         if len(self.plan) > 1 and g.blockers:
             msg = f"{type(model).__name__}: tiled inference cannot equal whole-image inference: {g.blockers[0]}"
             if blend == "crop":
@@ -153,7 +158,9 @@ class TiledJob:
         if self.geometry is None:
             from fcnkit.geometry import receptive_field
 
-            g = receptive_field(self.model, in_channels=self.source.shape[0])
+            # a model that cannot be traced (an onnxruntime session) carries the geometry it was exported with
+            g = getattr(self.model, "fcnkit_geometry", None)
+            g = g or receptive_field(self.model, in_channels=self.source.shape[0])
             for j, a in zip(g.stride, g.align):
                 if (Fraction(a) / Fraction(j)).denominator != 1:
                     raise InputError(f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None")

@@ -68,7 +68,11 @@ class ArraySource:
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
         from fcnkit.data.io import to_model_input
 
-        out = to_model_input(self.array[rows[0]:rows[1], cols[0]:cols[1]], self.channels, self.mean, self.std)
+        raw = self.array[rows[0]:rows[1], cols[0]:cols[1]]
+        if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+            raise InputError(f"{self.name}: the image holds NaN or inf pixels (rows {rows[0]}-{rows[1]}, "
+                             f"columns {cols[0]}-{cols[1]}); replace them (e.g. numpy.nan_to_num) and save it again")
+        out = to_model_input(raw, self.channels, self.mean, self.std)
         # a memory-mapped image: drop its pages after every tile. The kernel maps ~64 KB around
         # each page fault, so a tile of a wide image brings in far more than its own bytes.
         drop_pages(self.array)

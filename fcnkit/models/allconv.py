@@ -167,7 +167,7 @@ class AllConvNet(_AllConvBase):
 
     def dense_padding(self, size: int) -> tuple[int, int]:
         """``(before, after)`` padding of one input dimension of ``size`` pixels in dense mode."""
-        cells = -(-size // self.stride)
+        cells = (size + self.stride - 1) // self.stride  # ceil; no negative floor division (ONNX truncates it)
         if self.padding == "valid":
             length = self.receptive_field + self.stride * (cells - 1)
         else:

@@ -74,16 +74,20 @@ def register(name: str, *, task: str, description: str, init_only: Iterable[str]
     return decorate
 
 
-def _ensure_loaded() -> None:
+def _ensure_loaded(until: str | None = None) -> None:
+    """Import the model modules in order; stop early once ``until`` is registered (so building an
+    allconv model does not import torchvision, whose import also loads ``torch._dynamo``)."""
     # every family module exists: a missing one is a packaging bug and must fail loudly
     for module in _MODEL_MODULES:
+        if until is not None and until in _REGISTRY:
+            return
         if module not in _loaded:
             importlib.import_module(module)
             _loaded.add(module)
 
 
 def _entry(name: str) -> _Entry:
-    _ensure_loaded()
+    _ensure_loaded(until=name)
     if name not in _REGISTRY:
         names = sorted(_REGISTRY)
         raise InputError(

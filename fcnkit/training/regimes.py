@@ -39,6 +39,12 @@ command line also ``--regime name:option=value,option=value``):
     step give ``batch_size * patches_per_image`` crops. ``patch_size: rf`` = the model's
     receptive field (allconv: the coarse cell's ``receptive_field``; else the geometry's size).
 
+``tiled`` (``tile``, ``memory``, ``freeze_bn``, ``sample`` + the sampled regime's options)
+    Whole-image training with the loss evaluated tile by tile: the same gradient, the memory of
+    one tile (:mod:`fcnkit.training.tiled_regime`, :func:`fcnkit.tiled_backward`); ``sample`` =
+    ``whole`` | ``loss-sampling`` | ``class-balanced`` gives the batch and the weight map, and
+    tiles without a kept cell are skipped.
+
 A regime is built from the config by :func:`build_regime` and then :meth:`Regime.bind` to the model
 and training set (it resolves ``rf``, the cell size and the class frequencies).
 """
@@ -47,13 +53,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, did_you_mean
+
+if TYPE_CHECKING:
+    from fcnkit.training.tiled_regime import Tiled
 
 __all__ = ["Regime", "WholeImage", "LossSampling", "ClassBalanced", "Patchwise", "build_regime",
            "count_kept_cells", "score_stride", "REGIMES"]
@@ -238,9 +247,11 @@ class Patchwise(Regime):
 
 
 REGIMES = {"whole": WholeImage, "loss-sampling": LossSampling, "class-balanced": ClassBalanced, "patchwise": Patchwise}
+# "tiled" (fcnkit.training.tiled_regime.Tiled) wraps one of the first three: built apart in build_regime
+NAMES = (*REGIMES, "tiled")
 
 
-def build_regime(spec: str | dict | None) -> Regime:
+def build_regime(spec: str | dict | None) -> Regime | Tiled:
     """``"whole"``, ``"loss-sampling:p=0.25,seed=1"``, ``{"name": "patchwise", ...}`` or ``None`` -> a :class:`Regime`."""
     if spec is None:
         spec = {"name": "whole"}
@@ -251,9 +262,18 @@ def build_regime(spec: str | dict | None) -> Regime:
     spec = dict(spec)
     name, _, inline = str(spec.pop("name", "whole")).partition(":")
     name = name.strip()
-    if name not in REGIMES:
-        raise InputError(f"regime: unknown name '{name}'{did_you_mean(name, REGIMES)}; available: {', '.join(REGIMES)}")
+    if name not in NAMES:
+        raise InputError(f"regime: unknown name '{name}'{did_you_mean(name, NAMES)}; available: {', '.join(NAMES)}")
     spec = {**_parse_inline(name, inline), **spec}
+    if name == "tiled":  # a wrapper: its remaining options belong to the regime it wraps
+        from fcnkit.training.tiled_regime import OWN_OPTIONS, Tiled
+
+        own = {k: spec.pop(k) for k in OWN_OPTIONS if k in spec}
+        try:
+            inner = build_regime({"name": str(own.pop("sample", "whole")), **spec})
+        except InputError as exc:
+            raise InputError(f"regime 'tiled': {exc}; its own options are {', '.join(OWN_OPTIONS)}") from None
+        return Tiled(inner, **own)
     cls = REGIMES[name]
     allowed = [f.name for f in dataclasses.fields(cls) if f.name != "name" and not f.name.startswith("_")]
     for key in spec:

@@ -31,6 +31,18 @@ def _publish(tmp: Path, directory: bool) -> None:
     os.chmod(tmp, (0o777 if directory else 0o666) & ~mask)
 
 
+def _name(exc: BaseException, path: Path, tmp: Path | None = None) -> None:
+    """A write error names the destination, not the temporary (which is gone), and one without a
+    file name (a full disk while a library writes) gets it too, so the one-line message can say
+    where (:func:`fcnkit.utils.outputs.os_error_message`)."""
+    if not isinstance(exc, OSError):
+        return
+    if not exc.filename or str(exc.filename) == str(tmp):
+        exc.filename = str(path)
+    elif tmp is not None and str(exc.filename).startswith(str(tmp)):
+        exc.filename = str(path) + str(exc.filename)[len(str(tmp)):]
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
@@ -46,8 +58,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         _publish(tmp, directory=False)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _name(exc, path, Path(tmp))
         raise
 
 
@@ -71,8 +84,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
             return
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name(exc, path, tmp)
         raise
     shutil.rmtree(tmp, ignore_errors=True)
 
