@@ -9,6 +9,7 @@ finish; then its last/ and best/ weights, their steps and the optimizer state ar
 the uninterrupted run's (tests/faults.py: the same tiny training as tests/test_fault_injection.py).
 Prints: kills survived (the resume started and the run finished), resumes bit-identical, max diff.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,9 +67,11 @@ def main() -> int:
         difference = faults.max_difference(faults.state_of(run), reference)
         worst = max(worst, difference)
         identical += difference == 0.0 and not faults.stale_files(run)
-    print(f"{kills} kills in {runs} runs: {survived}/{kills} kills survived (the run resumed to its end), "
-          f"{identical}/{runs} runs bit-identical to the uninterrupted run, no temp file left "
-          f"(max difference {worst:g}); {time.perf_counter() - start:.0f} s")
+    print(
+        f"{kills} kills in {runs} runs: {survived}/{kills} kills survived (the run resumed to its end), "
+        f"{identical}/{runs} runs bit-identical to the uninterrupted run, no temp file left "
+        f"(max difference {worst:g}); {time.perf_counter() - start:.0f} s"
+    )
     return 0 if identical == runs else 1
 
 

@@ -5,6 +5,7 @@ The kill is placed deterministically by patching, inside the child only, the fun
 reaches that moment (a training step, the trainer-state write, the rename of a checkpoint
 folder). Children are forked (no re-import of torch/Lightning: ~1 s a run) and run on one thread.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,9 @@ class TinyDropout(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2),
-                                  nn.Conv2d(4, 2, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(4, 2, 3, padding=1)
+        )
         self.fcnkit_spec = {"name": "tiny-dropout", "kwargs": {}}
 
     def forward(self, x):
@@ -72,9 +74,16 @@ class TinyClassifier(nn.Module):
 class Bars(torch.utils.data.Dataset):
     """Classification: a horizontal (0) or vertical (1) bright bar in noise, 16x16."""
 
-    info = types.SimpleNamespace(name="bars", task="classification", num_classes=2, in_channels=1,
-                                 class_names=["horizontal", "vertical"], palette=[[0, 0, 0], [255, 0, 0]],
-                                 mean=[0.5], std=[0.25])
+    info = types.SimpleNamespace(
+        name="bars",
+        task="classification",
+        num_classes=2,
+        in_channels=1,
+        class_names=["horizontal", "vertical"],
+        palette=[[0, 0, 0], [255, 0, 0]],
+        mean=[0.5],
+        std=[0.25],
+    )
 
     def __init__(self, n: int, seed: int):
         rng = np.random.default_rng(seed)
@@ -103,15 +112,40 @@ class Bars(torch.utils.data.Dataset):
 def config_classification(run: Path, **kw) -> dict:
     """Classification, 12 steps: 3 epochs of 4 batches of 2, each batch resized to a random size
     of ``sizes`` (drawn per epoch), flips, dropout."""
-    return dict(dict(data="bars", task="classification", batch_size=2, epochs=3, out=str(run), augment=["flip"],
-                     sizes=[12, 16, 20], threads=1, checkpoint_every_n_steps=2, lr=0.01), **kw)
+    return dict(
+        dict(
+            data="bars",
+            task="classification",
+            batch_size=2,
+            epochs=3,
+            out=str(run),
+            augment=["flip"],
+            sizes=[12, 16, 20],
+            threads=1,
+            checkpoint_every_n_steps=2,
+            lr=0.01,
+        ),
+        **kw,
+    )
 
 
 def config(run: Path, **kw) -> dict:
     """12 steps: 3 epochs of 4 batches of 2 (loss sampling at p=0.5 doubles batch_size 1);
     augmentation (flip, scale), a random regime, dropout."""
-    return dict(dict(data="squares", batch_size=1, epochs=3, out=str(run), augment=["flip", "scale"], threads=1,
-                     regime={"name": "loss-sampling", "p": 0.5}, checkpoint_every_n_steps=2, lr=0.01), **kw)
+    return dict(
+        dict(
+            data="squares",
+            batch_size=1,
+            epochs=3,
+            out=str(run),
+            augment=["flip", "scale"],
+            threads=1,
+            regime={"name": "loss-sampling", "p": 0.5},
+            checkpoint_every_n_steps=2,
+            lr=0.01,
+        ),
+        **kw,
+    )
 
 
 def _kill() -> None:
@@ -227,8 +261,12 @@ def state_of(run: Path) -> dict:
         out[which] = load_file(str(run / which / "model.safetensors"))
         out[which + "_step"] = json.loads((run / which / "config.json").read_text())["metrics"]["step"]
     state = torch.load(run / "trainer.ckpt", weights_only=True)
-    out["optimizer"] = {f"{k}.{name}": v for k, s in state["optimizer_states"][0]["state"].items()
-                        for name, v in s.items() if torch.is_tensor(v)}
+    out["optimizer"] = {
+        f"{k}.{name}": v
+        for k, s in state["optimizer_states"][0]["state"].items()
+        for name, v in s.items()
+        if torch.is_tensor(v)
+    }
     out["global_step"] = state["global_step"]
     return out
 

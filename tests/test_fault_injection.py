@@ -5,6 +5,7 @@ The tiny training (tests/faults.py) draws randomness everywhere fcnkit does: aug
 scale), a random regime (loss sampling), dropout (torch's global RNG) and the shuffled order.
 Each run is a forked child (~1 s); a longer loop of random kills is benchmarks/kill_resume.py.
 """
+
 import os
 import time
 

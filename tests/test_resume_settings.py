@@ -1,5 +1,6 @@
 """Resume with changed settings, divergence beyond NaN, and the run lock, on a tiny in-test
 dataset and model (train() runs the real Lightning loop on CPU)."""
+
 import json
 import math
 import os
@@ -110,8 +111,17 @@ def test_a_run_with_the_former_cosine_schedule_state_resumes(tmp_path, tiny, lrs
     assert lrs[-1] == (5, pytest.approx(0.01 * (1 + math.cos(math.pi * 5 / 6)) / 2, abs=1e-12))
 
 
-@pytest.mark.parametrize("change", [{"optimizer": "sgd"}, {"lr_schedule": "cosine"}, {"batch_size": 2},
-                                   {"seed": 3}, {"model": "fcn8s"}, {"augment": True}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"optimizer": "sgd"},
+        {"lr_schedule": "cosine"},
+        {"batch_size": 2},
+        {"seed": 3},
+        {"model": "fcn8s"},
+        {"augment": True},
+    ],
+)
 def test_settings_the_state_depends_on_are_refused_before_anything_is_written(tmp_path, tiny, change):
     run = run_mod.train(_cfg(tmp_path, epochs=1), report=False)
     before = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in run.iterdir()}
@@ -151,8 +161,11 @@ def test_config_yaml_is_rewritten_only_once_the_resume_started(tmp_path, tiny, m
 def test_divergence_beyond_nan_stops_and_keeps_the_last_good_weights(tmp_path, tiny):
     tiny(explode_after=4)  # steps 0-3 fine (epochs 0 and 1), then a loss ~1e4 x higher, finite
     cfg = _cfg(tmp_path, epochs=10, divergence_patience=3)
-    with pytest.raises(InputError, match=r"training diverged: loss .* at step 6 stayed above 100x its running "
-                                         r"median .* for 3 steps .*last holds the last good weights") as err:
+    with pytest.raises(
+        InputError,
+        match=r"training diverged: loss .* at step 6 stayed above 100x its running "
+        r"median .* for 3 steps .*last holds the last good weights",
+    ) as err:
         run_mod.train(cfg, report=False)
     assert "\n" not in str(err.value)
     last = json.loads((tmp_path / "run" / "last" / "config.json").read_text())["metrics"]

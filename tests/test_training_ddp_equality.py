@@ -13,6 +13,7 @@ so fcnkit answers it there in one line. Random regimes draw per (step, rank) and
 The processes are forked (Lightning's ``ddp_fork``; ``--devices 2`` starts them as scripts with
 the same DDP strategy), which keeps this test at a few seconds.
 """
+
 import pytest
 from safetensors.torch import load_file
 
@@ -27,9 +28,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 def _train(tmp_path, name, devices, batch_size, norm, monkeypatch):
     if devices > 1:
         monkeypatch.setattr(loop_mod, "distributed_devices", lambda cfg: {"devices": devices, "strategy": "ddp_fork"})
-    cfg = TrainConfig(data="squares", model="allconv", model_options={"width": 4, "stages": 1, "norm": norm},
-                      batch_size=batch_size, devices=devices, epochs=2, lr=0.01, device="cpu", threads=1,
-                      out=str(tmp_path / name))
+    cfg = TrainConfig(
+        data="squares",
+        model="allconv",
+        model_options={"width": 4, "stages": 1, "norm": norm},
+        batch_size=batch_size,
+        devices=devices,
+        epochs=2,
+        lr=0.01,
+        device="cpu",
+        threads=1,
+        out=str(tmp_path / name),
+    )
     run = run_mod.train(cfg, report=False)
     return load_file(str(run / "last" / "model.safetensors"))
 
@@ -65,9 +75,19 @@ def test_two_processes_resume_mid_epoch_bit_identical(tmp_path, squares_data, mo
     # of its own share) is in trainer.ckpt, so the two processes continue where they were
     squares_data(train=16, val=4)
     whole = _train(tmp_path, "whole", 2, 2, "group", monkeypatch)
-    cfg = TrainConfig(data="squares", model="allconv", model_options={"width": 4, "stages": 1, "norm": "group"},
-                      batch_size=2, devices=2, epochs=2, max_steps=3, lr=0.01, device="cpu", threads=1,
-                      out=str(tmp_path / "split"))
+    cfg = TrainConfig(
+        data="squares",
+        model="allconv",
+        model_options={"width": 4, "stages": 1, "norm": "group"},
+        batch_size=2,
+        devices=2,
+        epochs=2,
+        max_steps=3,
+        lr=0.01,
+        device="cpu",
+        threads=1,
+        out=str(tmp_path / "split"),
+    )
     run_mod.train(cfg, report=False)  # stops at step 3 of 4 in epoch 0: trainer.ckpt mid-epoch
     run = run_mod.train(TrainConfig(resume=str(tmp_path / "split"), max_steps=100), report=False)
     assert _max_difference(load_file(str(run / "last" / "model.safetensors")), whole) == 0.0

@@ -12,6 +12,7 @@ It prepares a run folder, builds data, model and LightningModule, hands the loop
     RUN/.lock            locked (fcntl.lockf) by the process training into RUN; holds its PID
     RUN/curves.png, RUN/report.md (+ confusion.png, predictions.png)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,28 @@ __all__ = ["train", "train_and_log", "is_main_process"]
 # settings that define what is being trained, or that the saved state depends on (optimizer and
 # schedule state, the sampler's position in batches per process): a resumed run cannot change them.
 # lr, momentum, weight_decay, epochs, max_steps and the rest may change (fcnkit.engine.module applies them).
-_FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime",
-                     "val_split", "optimizer", "lr_schedule", "batch_size", "augment", "seed", "class_weights",
-                     "sizes", "devices", "precision", "sync_batchnorm", "weights", "init_from")
+_FROZEN_ON_RESUME = (
+    "data",
+    "data_options",
+    "val_data_options",
+    "model",
+    "model_options",
+    "task",
+    "regime",
+    "val_split",
+    "optimizer",
+    "lr_schedule",
+    "batch_size",
+    "augment",
+    "seed",
+    "class_weights",
+    "sizes",
+    "devices",
+    "precision",
+    "sync_batchnorm",
+    "weights",
+    "init_from",
+)
 
 
 def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
@@ -103,8 +123,7 @@ def _train_locked(cfg: TrainConfig, run: Path, report: bool, callbacks: Sequence
 
         write_json(init_report.to_dict(), run / "init_from.json")
     checkpoint_config = CheckpointConfig.from_info(model_spec(model), info, train=cfg.to_dict()).to_dict()
-    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size,
-                  callbacks=callbacks)
+    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size, callbacks=callbacks)
     if trainer.is_global_zero and report:
         task.report(run, data)
     return run
@@ -141,18 +160,23 @@ def _check_device(cfg: TrainConfig) -> None:
     device = resolve_device(cfg.device)
     distributed = cfg.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
     if device.type == "cpu" and cfg.sync_batchnorm and distributed:
-        raise InputError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU); "
-                         "on CPU train a model without batch statistics, e.g. --model-option norm=group, "
-                         "or train on one device")
+        raise InputError(
+            "--sync-batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU); "
+            "on CPU train a model without batch statistics, e.g. --model-option norm=group, "
+            "or train on one device"
+        )
     if device.type == "cpu" and cfg.precision == "16-mixed":
-        raise InputError("--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32")
+        raise InputError(
+            "--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32"
+        )
 
 
 def is_main_process() -> bool:
     """False in the extra processes of a DDP run (Lightning's launcher or torchrun set RANK/LOCAL_RANK)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
-
-
+    return (
+        int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+        and int(os.environ.get("NODE_RANK", "0")) == 0
+    )
 
 
 def _with_resumed(cfg: TrainConfig) -> TrainConfig:
@@ -164,10 +188,14 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
 
     run = Path(cfg.resume)
     if not (run / "config.yaml").is_file():
-        raise MissingFileError(f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'")
+        raise MissingFileError(
+            f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'"
+        )
     if not (run / TRAINER_CKPT).is_file() and any((run / name).exists() for name in ("best", "last")):
-        raise MissingFileError(f"{run}: has checkpoints but no {TRAINER_CKPT} to resume from (an older fcnkit); "
-                               f"start a new run from its weights with --init-from {run / 'last'} --out NEW")
+        raise MissingFileError(
+            f"{run}: has checkpoints but no {TRAINER_CKPT} to resume from (an older fcnkit); "
+            f"start a new run from its weights with --init-from {run / 'last'} --out NEW"
+        )
     if (run / TRAINER_CKPT).is_file():
         from fcnkit.engine.callbacks import load_trainer_state
 
@@ -176,11 +204,16 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     # given: set through from_dict/update/load_config (a YAML key or a flag, even at its default
     # value: --epochs 10 on a 5-epoch run), or differing from the default (TrainConfig(epochs=...))
     defaults, given = TrainConfig(), cfg.to_dict()
-    changed = {k: v for k, v in given.items() if (k in cfg.given_keys or v != getattr(defaults, k))
-               and k not in ("resume", "out")}
+    changed = {
+        k: v
+        for k, v in given.items()
+        if (k in cfg.given_keys or v != getattr(defaults, k)) and k not in ("resume", "out")
+    }
     for key in _FROZEN_ON_RESUME:
         if key in changed and changed[key] != getattr(saved, key):
-            raise InputError(f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); start a new run with --out")
+            raise InputError(
+                f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); start a new run with --out"
+            )
     if cfg.out is not None and Path(cfg.out).resolve() != run.resolve():
         raise InputError(f"--resume {run} continues that run in place; drop --out {cfg.out} (or start a new run there)")
     saved.update(changed)
@@ -240,7 +273,9 @@ def _build_model(cfg: TrainConfig, info):
         return build_model(cfg.model, num_classes=int(info.num_classes), in_channels=int(info.in_channels), **kwargs)
     except InputError as exc:
         if cfg.weights and "'backbone_weights'" in str(exc):
-            raise InputError(f"--weights: model '{cfg.model}' has no backbone to load weights into; drop --weights or use an fcn8s/16s/32s model") from None
+            raise InputError(
+                f"--weights: model '{cfg.model}' has no backbone to load weights into; drop --weights or use an fcn8s/16s/32s model"
+            ) from None
         raise
 
 
@@ -250,7 +285,9 @@ def _class_weights(cfg: TrainConfig, dataset, num_classes: int, key: str):
     from fcnkit.training.losses import class_weights_from_masks
 
     # a classification label counts as a one-pixel mask
-    return class_weights_from_masks((dataset[i][key].reshape(-1) for i in range(len(dataset))), num_classes, cfg.class_weights)
+    return class_weights_from_masks(
+        (dataset[i][key].reshape(-1) for i in range(len(dataset))), num_classes, cfg.class_weights
+    )
 
 
 def _check_model_task(cfg: TrainConfig) -> None:
@@ -259,15 +296,17 @@ def _check_model_task(cfg: TrainConfig) -> None:
     task = model_info(cfg.model)["task"]
     if task != cfg.task:
         choices = ", ".join(list_models(cfg.task))
-        raise InputError(f"model '{cfg.model}' is a {task} model but the task is {cfg.task}; "
-                         f"use a {cfg.task} model ({choices}) or set --task {task}")
+        raise InputError(
+            f"model '{cfg.model}' is a {task} model but the task is {cfg.task}; "
+            f"use a {cfg.task} model ({choices}) or set --task {task}"
+        )
 
 
 def _check_data_task(cfg: TrainConfig, info) -> None:
     if info.task != cfg.task:
-        fix = "pass --task classification (e.g. --model allconv_cls)" if info.task == "classification" else f"set --task {info.task}"
+        fix = (
+            "pass --task classification (e.g. --model allconv_cls)"
+            if info.task == "classification"
+            else f"set --task {info.task}"
+        )
         raise InputError(f"data '{cfg.data}' is a {info.task} dataset but the task is {cfg.task}; {fix}")
-
-
-
-

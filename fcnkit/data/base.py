@@ -7,6 +7,7 @@ turns that into the sample every consumer sees, through the one normalisation pa
     raw(i) -> (uint8/uint16 image, int mask | int label)
            -> {"image": float32 [C, H, W], "mask": int64 [H, W] | "label": int64 [], "meta": {...}}
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

@@ -14,6 +14,7 @@ before padding), so a prediction can be cropped back. Classification batches (``
 one size are plainly stacked; of mixed sizes their images are padded with 0 the same way, and
 ``meta[i]["size"]`` tells where the real image ends.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence

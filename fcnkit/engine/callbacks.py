@@ -12,6 +12,7 @@ Both are written after each validation epoch (trainer.ckpt first, see FcnkitChec
 steps. Weights are checked to be finite before every write, so a run that diverges keeps its
 last good checkpoints.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_path(path) as tmp:
             tmp.write_bytes(buffer.getbuffer())
 
-    def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
-                        weights_only: Optional[bool] = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Optional[Callable] = lambda storage, loc: storage, weights_only: Optional[bool] = None
+    ) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         return load_trainer_state(path, map_location, lightning=False)
@@ -86,8 +88,13 @@ class FcnkitCheckpoint(L.Callback):
     nothing is written: ``last/`` keeps the last good weights.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, base_config: dict[str, Any], monitor: str = "mean_iu",
-                 every_n_steps: int | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        base_config: dict[str, Any],
+        monitor: str = "mean_iu",
+        every_n_steps: int | None = None,
+    ):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.base_config = base_config
@@ -107,12 +114,16 @@ class FcnkitCheckpoint(L.Callback):
         if not trainer.is_global_zero:
             return
         for which, metrics in self._written.items():
-            if metrics is not None and metrics.get("step") == trainer.global_step \
-                    and _saved_step(self.run_dir / which) != metrics["step"]:
+            if (
+                metrics is not None
+                and metrics.get("step") == trainer.global_step
+                and _saved_step(self.run_dir / which) != metrics["step"]
+            ):
                 self._save(pl_module, which, metrics)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if batch_idx + 1 >= trainer.num_training_batches or _suspect(pl_module):
             return  # the epoch's own checkpoint follows (validation)
         if 0 < trainer.max_steps <= trainer.global_step:
@@ -129,7 +140,9 @@ class FcnkitCheckpoint(L.Callback):
         if trainer.sanity_checking or getattr(pl_module, "last_scores", None) is None or _suspect(pl_module):
             return
         self._check_finite(trainer, pl_module)
-        metrics = dict(json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step))
+        metrics = dict(
+            json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step)
+        )
         self._last_metrics = metrics
         score = pl_module.last_scores[self.monitor]
         improved = not math.isnan(score) and score > self.best_score
@@ -165,9 +178,13 @@ class FcnkitCheckpoint(L.Callback):
         # plain types only: the trainer checkpoint is read with weights_only=True. The trainer
         # checkpoint is written at the step it records, so a resumed run that trains no further
         # step does not rewrite last/ (and keeps its scores).
-        return {"best_score": float(self.best_score), "best_epoch": self.best_epoch,
-                "last_saved_step": int(self._last_saved_step if self._last_saved_step >= 0 else -1),
-                "last_metrics": self._last_metrics, "written": dict(self._written)}
+        return {
+            "best_score": float(self.best_score),
+            "best_epoch": self.best_epoch,
+            "last_saved_step": int(self._last_saved_step if self._last_saved_step >= 0 else -1),
+            "last_metrics": self._last_metrics,
+            "written": dict(self._written),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = float(state_dict.get("best_score", state_dict.get("best_mean_iu", -math.inf)))
@@ -214,8 +231,12 @@ def load_trainer_state(path, map_location: Any = "cpu", lightning: bool = True) 
         raise  # the disk's answer (permission, ...) is reported as such
     except Exception as exc:  # UnpicklingError (refused), RuntimeError/EOFError (truncated zip), ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:140]
-        raise InputError(f"{path}: cannot read the trainer state ({type(exc).__name__}: {first}); it is truncated or "
-                         "not written by fcnkit (it was not unpickled); restore it, or start over with --overwrite") from None
+        raise InputError(
+            f"{path}: cannot read the trainer state ({type(exc).__name__}: {first}); it is truncated or "
+            "not written by fcnkit (it was not unpickled); restore it, or start over with --overwrite"
+        ) from None
     if lightning and (not isinstance(state, dict) or "state_dict" not in state):
-        raise InputError(f"{path}: not a Lightning trainer state (no 'state_dict'); restore it, or start over with --overwrite")
+        raise InputError(
+            f"{path}: not a Lightning trainer state (no 'state_dict'); restore it, or start over with --overwrite"
+        )
     return state

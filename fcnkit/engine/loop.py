@@ -4,6 +4,7 @@
 checkpoint callback (best/, last/, trainer.ckpt), the per-step log, threads, and divergence turned
 into one line. It knows nothing of run folders' other files or of reports (those are the job's).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,15 @@ from fcnkit.errors import InputError
 __all__ = ["fit", "distributed_devices", "TRAINER_CKPT"]
 
 
-def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run: Path,
-        checkpoint_config: dict[str, Any], batch_size: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+def fit(
+    module: FcnkitModule,
+    data: L.LightningDataModule,
+    cfg: TrainConfig,
+    run: Path,
+    checkpoint_config: dict[str, Any],
+    batch_size: int,
+    callbacks: Sequence[L.Callback] = (),
+) -> L.Trainer:
     """Train ``module`` on ``data`` into the run folder ``run``; returns the finished Trainer.
 
     ``checkpoint_config`` is the config.json of every checkpoint written (without ``metrics``);
@@ -55,9 +63,15 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
             max_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
             logger=L.pytorch.loggers.CSVLogger(save_dir=str(run), name="logs"),
-            callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor,
-                                        every_n_steps=cfg.checkpoint_every_n_steps),
-                       StepLog(), RngState(), _SaveConfigOnStart(cfg, run / "config.yaml"), *callbacks],
+            callbacks=[
+                FcnkitCheckpoint(
+                    run, checkpoint_config, monitor=module.monitor, every_n_steps=cfg.checkpoint_every_n_steps
+                ),
+                StepLog(),
+                RngState(),
+                _SaveConfigOnStart(cfg, run / "config.yaml"),
+                *callbacks,
+            ],
             plugins=[AtomicCheckpointIO()],
             # the training loader shards itself (fcnkit.engine.resumable), the val loaders too
             use_distributed_sampler=False,
@@ -83,16 +97,22 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
             if trainer.is_global_zero:
                 merge_metrics(run)
             if isinstance(exc, LossDivergedError):
-                what = (f"loss {exc.value:.3g} at step {exc.step} stayed above {exc.factor:g}x its running median "
-                        f"{exc.median:.3g} for {exc.patience} steps (divergence_factor, divergence_patience)")
+                what = (
+                    f"loss {exc.value:.3g} at step {exc.step} stayed above {exc.factor:g}x its running median "
+                    f"{exc.median:.3g} for {exc.patience} steps (divergence_factor, divergence_patience)"
+                )
             elif isinstance(exc, NonFiniteLossError):
                 what = f"loss became {exc.value} at step {exc.step}"
             else:
                 what = f"weights became non-finite after step {exc.step}"
-            kept = (f"{run / 'last'} holds the last good weights" if (run / "last").is_dir()
-                    else "no checkpoint was written before it")
-            raise InputError(f"training diverged: {what}; {kept}; lower --lr, use --precision 32, "
-                             "or check the data for NaN/inf") from None
+            kept = (
+                f"{run / 'last'} holds the last good weights"
+                if (run / "last").is_dir()
+                else "no checkpoint was written before it"
+            )
+            raise InputError(
+                f"training diverged: {what}; {kept}; lower --lr, use --precision 32, or check the data for NaN/inf"
+            ) from None
         finally:
             torch.set_num_threads(threads)
     if trainer.is_global_zero:

@@ -5,6 +5,7 @@ logger drops its advertising tips ("💡 Tip: ... litlogger / litmodels"), and a
 the pytree ``LeafSpec`` deprecation that Lightning 2.6.6 triggers inside torch 2.14 (nothing a user,
 or fcnkit, can change).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -24,6 +24,7 @@ read with ``weights_only=True``). Regimes that draw per step seed from ``(seed, 
 (:mod:`fcnkit.training.regimes`) and need no state. Under DDP rank 0's global RNG state is
 saved (every rank starts from the same seed).
 """
+
 from __future__ import annotations
 
 import random
@@ -35,8 +36,18 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-__all__ = ["EpochSampler", "SeededBatches", "SeededItems", "ResumableLoader", "RngState", "rng_state",
-           "set_rng_state", "resumable_loader", "eval_sampler", "loader_generator"]
+__all__ = [
+    "EpochSampler",
+    "SeededBatches",
+    "SeededItems",
+    "ResumableLoader",
+    "RngState",
+    "rng_state",
+    "set_rng_state",
+    "resumable_loader",
+    "eval_sampler",
+    "loader_generator",
+]
 
 
 def _stream(*numbers: int) -> int:
@@ -121,8 +132,14 @@ class ResumableLoader(DataLoader):
         self.batch_sampler.resume_at(int(state["epoch"]), int(state["batches"]))
 
 
-def resumable_loader(dataset: Dataset, trainer: L.Trainer | None, seed: int, batch_size: int,
-                     make_batches: Callable[[Any], Any] | None = None, **kwargs: Any) -> ResumableLoader:
+def resumable_loader(
+    dataset: Dataset,
+    trainer: L.Trainer | None,
+    seed: int,
+    batch_size: int,
+    make_batches: Callable[[Any], Any] | None = None,
+    **kwargs: Any,
+) -> ResumableLoader:
     """The training loader of a task: ``dataset`` shuffled per epoch, this process's share under
     DDP, batched by ``make_batches(sampler)`` (default: ``BatchSampler(sampler, batch_size)``)."""
     world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
@@ -142,8 +159,12 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": int(version), "internal": [int(v) for v in internal], "gauss": gauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

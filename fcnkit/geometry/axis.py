@@ -14,6 +14,7 @@ A layer is a :class:`Taps` pattern: output cell ``n`` reads the input cells ``ta
 (n // q) * r``. Convolution, pooling, transposed convolution, interpolation, padding and crops
 are all of this form; merges (add, concat) take the union of the windows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ def transposed_taps(kernel: int, stride: int, padding: int, dilation: int = 1) -
     """Transposed convolution: input cell ``i`` writes output ``i*stride - padding + k*dilation``."""
     taps = []
     for n in range(stride):
-        hit = [(n + padding - k * dilation) // stride for k in range(kernel) if (n + padding - k * dilation) % stride == 0]
+        hit = [
+            (n + padding - k * dilation) // stride for k in range(kernel) if (n + padding - k * dilation) % stride == 0
+        ]
         taps.append(tuple(sorted(set(hit))))
     return Taps(stride, 1, tuple(taps))
 

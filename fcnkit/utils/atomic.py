@@ -1,5 +1,6 @@
 """Atomic writes: write to a temporary sibling, then rename, so readers (and a crash) never see
 half-written files or checkpoint folders."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,7 @@ def _name(exc: BaseException, path: Path, tmp: Path | None = None) -> None:
     if not exc.filename or str(exc.filename) == str(tmp):
         exc.filename = str(path)
     elif tmp is not None and str(exc.filename).startswith(str(tmp)):
-        exc.filename = str(path) + str(exc.filename)[len(str(tmp)):]
+        exc.filename = str(path) + str(exc.filename)[len(str(tmp)) :]
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ the file drops the process's lock -- is why the holder never opens the file a se
 one process cannot take the same lock twice. A clean exit removes the file (while holding the lock; a process that locked the
 removed file notices and locks the new one, see :meth:`RunLock.acquire`).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,10 @@ class RunLockedError(InputError):
 
     def __init__(self, run: Path, pid: int | None):
         who = f"process {pid}" if pid else "another process"
-        super().__init__(f"{run} is locked by {who}, which is training into it; wait for it to finish, "
-                         "stop it, or pick another --out")
+        super().__init__(
+            f"{run} is locked by {who}, which is training into it; wait for it to finish, "
+            "stop it, or pick another --out"
+        )
         self.pid = pid
 
 
