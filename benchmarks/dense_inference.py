@@ -13,6 +13,7 @@ its s^2 passes and extrapolates (the passes differ only by < s pixels of input s
 in full next to the same extrapolation, as a check of it.
 Uses CUDA when available (``--device`` overrides).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,11 @@ def bench_arch(name: str, size: int, device: torch.device, repeats: int, batch: 
         grid = fcn(x).shape[-2:]
         # crop (i, j) is the native window whose classification is output cell (i, j): cell (0, 0) is
         # the window at the top-left corner (the FCN at the native size is one cell), then stride steps
-        crops = [x[:, :, i * stride[0] : i * stride[0] + native[0], j * stride[1] : j * stride[1] + native[1]]
-                 for i in range(grid[0]) for j in range(grid[1])]
+        crops = [
+            x[:, :, i * stride[0] : i * stride[0] + native[0], j * stride[1] : j * stride[1] + native[1]]
+            for i in range(grid[0])
+            for j in range(grid[1])
+        ]
         assert all(c.shape[-2:] == native for c in crops)
         stacked = torch.cat(crops)
 
@@ -92,7 +96,14 @@ def bench_arch(name: str, size: int, device: torch.device, repeats: int, batch: 
         def single():
             return fcn(x)
 
-        result = {"arch": name, "image": size, "native": list(native), "grid": list(grid), "crops": len(crops), "stride": list(stride)}
+        result = {
+            "arch": name,
+            "image": size,
+            "native": list(native),
+            "grid": list(grid),
+            "crops": len(crops),
+            "stride": list(stride),
+        }
         result["fcn_ms"] = timed(single, device, repeats)
         result["crops_one_ms"] = timed(one_at_a_time, device, max(1, repeats // 3), warmup=0)
         result["crops_batched_ms"] = timed(batched, device, max(1, repeats // 3), warmup=1)
@@ -127,8 +138,8 @@ def bench_arch(name: str, size: int, device: torch.device, repeats: int, batch: 
 def bench_stitch_small(size: int, device: torch.device, sample: int) -> dict:
     """Shift-and-stitch measured in full on a net where s^2 is small (fcnkit's allconv, stride 8,
     64 passes), next to the same extrapolation from ``sample`` passes that the big nets use."""
-    from fcnkit.models import build_model
     from fcnkit.convert.segmenter import aligned_upsample
+    from fcnkit.models import build_model
 
     torch.manual_seed(0)
     net = build_model("allconv", num_classes=21, output="coarse").eval().to(device)
@@ -143,7 +154,13 @@ def bench_stitch_small(size: int, device: torch.device, sample: int) -> dict:
         full = timed(lambda: shift_and_stitch(net, x, stride=s), device, 1)
         shifts = [(dy, dx) for dy in range(s) for dx in range(s)][:: (s * s) // sample][:sample]
         part = timed(lambda: [net(x[:, :, dy:, dx:]) for dy, dx in shifts], device, 1) / len(shifts) * s * s
-    return {"net": "allconv (stride 8)", "one_pass_ms": one, "upsample_ms": up, "stitch_ms": full, "stitch_extrapolated_ms": part}
+    return {
+        "net": "allconv (stride 8)",
+        "one_pass_ms": one,
+        "upsample_ms": up,
+        "stitch_ms": full,
+        "stitch_extrapolated_ms": part,
+    }
 
 
 def describe_device(device: torch.device) -> str:
@@ -164,9 +181,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["alexnet", "vgg16"])
     parser.add_argument("--size", type=int, default=500, help="square image size (default 500, as in the FCN paper)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the single pass (crops: repeats // 3, at least 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats of the single pass (crops: repeats // 3, at least 1)"
+    )
     parser.add_argument("--batch", type=int, default=27, help="crops per batch for the batched baseline")
-    parser.add_argument("--stitch-passes", type=int, default=4, help="shift-and-stitch passes to time and extrapolate (0 = all)")
+    parser.add_argument(
+        "--stitch-passes", type=int, default=4, help="shift-and-stitch passes to time and extrapolate (0 = all)"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -178,7 +199,9 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "load_average": [round(v, 2) for v in load],
     }
-    print(f"# dense inference, {header['date']}, {header['device']}, torch {header['torch']}, load {header['load_average']}")
+    print(
+        f"# dense inference, {header['date']}, {header['device']}, torch {header['torch']}, load {header['load_average']}"
+    )
     results = []
     for name in args.archs:
         r = bench_arch(name, args.size, device, args.repeats, args.batch, args.stitch_passes)

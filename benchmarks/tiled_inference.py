@@ -13,6 +13,7 @@ and it prints time, throughput ratio (whole time / tiled time), peak memory (RSS
 the peak allocated GPU memory) and max |tiled - whole|. Then, at one size, the seams of
 ``blend="average"`` and ``"gaussian"`` against whole-image logits. CUDA is used when available.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,17 @@ def worker(args) -> None:
     else:
         src = open_image(args.image, 3, MEAN, STD)
         tile = args.tile if args.tile == "auto" else int(args.tile)
-        predict(model, src, tile=tile, batch_size=args.batch_size, blend=args.blend, overlap=args.overlap,
-                device=dev, out=args.out, memory_budget=args.memory_budget)
+        predict(
+            model,
+            src,
+            tile=tile,
+            batch_size=args.batch_size,
+            blend=args.blend,
+            overlap=args.overlap,
+            device=dev,
+            out=args.out,
+            memory_budget=args.memory_budget,
+        )
         if dev == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -82,8 +92,16 @@ def worker(args) -> None:
     if args.worker == "tiled":
         from fcnkit.inference.predict import TiledJob
 
-        plan = TiledJob(model, src, tile, batch_size=args.batch_size, blend=args.blend, overlap=args.overlap,
-                        device=dev, memory_budget=args.memory_budget).plan
+        plan = TiledJob(
+            model,
+            src,
+            tile,
+            batch_size=args.batch_size,
+            blend=args.blend,
+            overlap=args.overlap,
+            device=dev,
+            memory_budget=args.memory_budget,
+        ).plan
         result.update(tile=max(s.size for s in plan.row_spans), tiles=len(plan))
     if dev == "cuda":
         result["gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -91,9 +109,32 @@ def worker(args) -> None:
 
 
 def run_worker(args, mode: str, image: Path, out: Path, blend: str = "crop", tile=None) -> dict | None:
-    cmd = [sys.executable, __file__, "--worker", mode, "--image", str(image), "--out", str(out), "--model", args.model,
-           "--model-kwargs", args.model_kwargs, "--num-classes", str(args.num_classes), "--tile", str(tile or args.tile),
-           "--batch-size", str(args.batch_size), "--device", args.device, "--blend", blend, "--overlap", str(args.overlap)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        mode,
+        "--image",
+        str(image),
+        "--out",
+        str(out),
+        "--model",
+        args.model,
+        "--model-kwargs",
+        args.model_kwargs,
+        "--num-classes",
+        str(args.num_classes),
+        "--tile",
+        str(tile or args.tile),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--blend",
+        blend,
+        "--overlap",
+        str(args.overlap),
+    ]
     if args.memory_budget:
         cmd += ["--memory-budget", args.memory_budget]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -110,7 +151,7 @@ def max_diff(a: Path, b: Path) -> tuple[float, float]:
         return float("nan"), float("nan")
     worst, total = 0.0, 0.0
     for r in range(0, x.shape[1], 512):
-        d = np.abs(np.asarray(x[:, r:r + 512], dtype=np.float64) - np.asarray(y[:, r:r + 512], dtype=np.float64))
+        d = np.abs(np.asarray(x[:, r : r + 512], dtype=np.float64) - np.asarray(y[:, r : r + 512], dtype=np.float64))
         worst, total = max(worst, float(d.max())), total + float(d.sum())
     return worst, total / x.size
 
@@ -124,12 +165,16 @@ def whole_fits(args, size: int) -> tuple[bool, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=None, help="image sides (default 1024 4096 8192, +16384 on CUDA)")
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="image sides (default 1024 4096 8192, +16384 on CUDA)"
+    )
     p.add_argument("--model", default="allconv")
     p.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for build_model")
     p.add_argument("--num-classes", type=int, default=4)
     p.add_argument("--tile", default="auto", help="tile size, or 'auto' (largest fitting --memory-budget)")
-    p.add_argument("--memory-budget", default=None, help="activation budget for --tile auto (default: fcnkit's, 512M on CPU)")
+    p.add_argument(
+        "--memory-budget", default=None, help="activation budget for --tile auto (default: fcnkit's, 512M on CPU)"
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--blend", default="crop")
     p.add_argument("--overlap", type=float, default=0.25)
@@ -149,15 +194,23 @@ def main() -> None:
 
     dev = device_of(args)
     sizes = args.sizes or ([1024, 4096, 8192] + ([16384] if dev == "cuda" else []))
-    name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    print(f"device: {name}; model {args.model} {args.model_kwargs} K={args.num_classes}; tile {args.tile}, "
-          f"batch {args.batch_size}; load average {os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}")
+    name = (
+        torch.cuda.get_device_name()
+        if dev == "cuda"
+        else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"device: {name}; model {args.model} {args.model_kwargs} K={args.num_classes}; tile {args.tile}, "
+        f"batch {args.batch_size}; load average {os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     from fcnkit.geometry import receptive_field
 
     g = receptive_field(build(args))
     print(f"geometry: rf {g.size[0]}, stride {g.stride[0]}, align {g.align[0]}, halo {g.halo()[0]}")
-    head = (f"{'size':>6} {'tile':>5} {'tiles':>5} {'whole s':>8} {'tiled s':>8} {'thru ratio':>10} {'whole MB':>9} "
-            f"{'tiled MB':>9} {'mem ratio':>9} {'max diff':>9}")
+    head = (
+        f"{'size':>6} {'tile':>5} {'tiles':>5} {'whole s':>8} {'tiled s':>8} {'thru ratio':>10} {'whole MB':>9} "
+        f"{'tiled MB':>9} {'mem ratio':>9} {'max diff':>9}"
+    )
     print(head)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="fcnkit-bench-") as tmp:
@@ -179,8 +232,10 @@ def main() -> None:
             m_r = f"{tiled[mem] / whole[mem]:.2f}" if whole and tiled else "-"
             diff = f"{max_diff(tmp / 'whole.npy', tmp / 'tiled.npy')[0]:.1e}" if whole and tiled else "-"
             tl = f"{tiled['tile']:>5} {tiled['tiles']:>5}" if tiled else f"{'-':>5} {'-':>5}"
-            print(f"{size:>6} {tl} {w_s:>8} {t_s:>8} {ratio:>10} {w_m:>9} {t_m:>9} {m_r:>9} {diff:>9}"
-                  + (f"   (tiled RSS {tiled['rss_mb']:.0f} MB)" if dev == "cuda" and tiled else ""))
+            print(
+                f"{size:>6} {tl} {w_s:>8} {t_s:>8} {ratio:>10} {w_m:>9} {t_m:>9} {m_r:>9} {diff:>9}"
+                + (f"   (tiled RSS {tiled['rss_mb']:.0f} MB)" if dev == "cuda" and tiled else "")
+            )
             for f in ("whole.npy", "tiled.npy"):
                 (tmp / f).unlink(missing_ok=True)
             image.unlink()
@@ -190,13 +245,17 @@ def main() -> None:
             tifffile.imwrite(image, rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
             if run_worker(args, "whole", image, tmp / "whole.npy"):
                 scale = float(np.load(tmp / "whole.npy", mmap_mode="r").std())
-                print(f"\nseams at {size}x{size}, tile {args.blend_tile}, overlap {args.overlap}: |tiled - whole| over all "
-                      f"logits (whole-image logits have std {scale:.2e})")
+                print(
+                    f"\nseams at {size}x{size}, tile {args.blend_tile}, overlap {args.overlap}: |tiled - whole| over all "
+                    f"logits (whole-image logits have std {scale:.2e})"
+                )
                 for blend in ("crop", "average", "gaussian"):
                     r = run_worker(args, "tiled", image, tmp / f"{blend}.npy", blend=blend, tile=args.blend_tile)
                     if r:
                         worst, mean = max_diff(tmp / "whole.npy", tmp / f"{blend}.npy")
-                        print(f"  {blend:<9} max {worst:.2e}  mean {mean:.2e}  time {r['seconds']:.2f}s  ({r['tiles']} tiles)")
+                        print(
+                            f"  {blend:<9} max {worst:.2e}  mean {mean:.2e}  time {r['seconds']:.2f}s  ({r['tiles']} tiles)"
+                        )
 
 
 if __name__ == "__main__":

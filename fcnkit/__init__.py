@@ -4,6 +4,7 @@ The public API is small and loaded lazily, so ``import fcnkit`` stays cheap and 
 imports Lightning. Modules: ``fcnkit.metrics``, ``fcnkit.models``, ``fcnkit.data``,
 ``fcnkit.inference``, ``fcnkit.training`` (the only one that uses Lightning).
 """
+
 from __future__ import annotations
 
 from fcnkit.utils.lazy import lazy_exports
@@ -30,7 +31,18 @@ _EXPORTS = {
     "predict_files": "fcnkit.app.predict",
     "evaluate": "fcnkit.app.evaluate",
 }
-_SUBMODULES = {"metrics", "models", "data", "inference", "training", "geometry", "convert", "checkpoint", "engine", "app"}
+_SUBMODULES = {
+    "metrics",
+    "models",
+    "data",
+    "inference",
+    "training",
+    "geometry",
+    "convert",
+    "checkpoint",
+    "engine",
+    "app",
+}
 
 __all__ = sorted(_EXPORTS)
 

@@ -9,6 +9,7 @@ config.json is one :class:`CheckpointConfig` (the single definition of its keys)
     format, version, model {name, kwargs}, task, num_classes, in_channels, classes, palette,
     normalization {mean, std}, plus optional geometry, train, metrics, converted_from.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,12 +56,18 @@ class CheckpointConfig:
     converted_from: dict[str, Any] | None = None
 
     @classmethod
-    def from_info(cls, model: dict[str, Any], info: Any, **extra: Any) -> "CheckpointConfig":
+    def from_info(cls, model: dict[str, Any], info: Any, **extra: Any) -> CheckpointConfig:
         """From a dataset's ``DatasetInfo`` (classes, palette, normalisation of the training set)."""
-        return cls(model=model, task=str(info.task), num_classes=int(info.num_classes),
-                   in_channels=int(info.in_channels), classes=[str(c) for c in info.class_names],
-                   palette=[[int(v) for v in c] for c in info.palette],
-                   normalization={"mean": [float(v) for v in info.mean], "std": [float(v) for v in info.std]}, **extra)
+        return cls(
+            model=model,
+            task=str(info.task),
+            num_classes=int(info.num_classes),
+            in_channels=int(info.in_channels),
+            classes=[str(c) for c in info.class_names],
+            palette=[[int(v) for v in c] for c in info.palette],
+            normalization={"mean": [float(v) for v in info.mean], "std": [float(v) for v in info.std]},
+            **extra,
+        )
 
     @staticmethod
     def validate(config: Any, where: str | os.PathLike) -> None:
@@ -75,9 +82,12 @@ class CheckpointConfig:
         if not isinstance(config, dict):
             raise bad(f"holds a JSON {type(config).__name__}, not an object")
         model = config.get("model")
-        if not isinstance(model, dict) or not isinstance(model.get("name"), str) \
-                or not isinstance(model.get("kwargs", {}), dict):
-            raise bad(f"'model' must be {{\"name\": str, \"kwargs\": {{...}}}}, got {model!r:.60}")
+        if (
+            not isinstance(model, dict)
+            or not isinstance(model.get("name"), str)
+            or not isinstance(model.get("kwargs", {}), dict)
+        ):
+            raise bad(f'\'model\' must be {{"name": str, "kwargs": {{...}}}}, got {model!r:.60}')
         kwargs = model.get("kwargs", {})
         for key in ("num_classes", "in_channels"):  # optional in a hand-made config: the model spec has them
             value = config.get(key, kwargs.get(key))
@@ -89,13 +99,14 @@ class CheckpointConfig:
                 raise bad(f"'{key}' is {value} but the model spec says {kwargs[key]!r:.40}")
         norm = config.get("normalization") or {}
         if not isinstance(norm, dict):
-            raise bad(f"'normalization' must be {{\"mean\": [...], \"std\": [...]}}, got {norm!r:.60}")
+            raise bad(f'\'normalization\' must be {{"mean": [...], "std": [...]}}, got {norm!r:.60}')
         for key in ("mean", "std"):
             values = norm.get(key)
             if values is None:
                 continue
-            if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                       and math.isfinite(v) for v in values):
+            if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            ):
                 raise bad(f"normalization {key} must be a list of finite numbers, got {values!r:.60}")
             channels = config.get("in_channels", kwargs.get("in_channels"))
             if channels is not None and len(values) != channels:
@@ -122,8 +133,9 @@ def model_spec(model: nn.Module) -> dict:
     return spec
 
 
-def save_checkpoint(directory: str | os.PathLike, model: nn.Module,
-                    config: CheckpointConfig | dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike, model: nn.Module, config: CheckpointConfig | dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` and ``config`` to the folder ``directory`` atomically (temp folder + rename).
 
     ``config["model"]`` defaults to the spec that ``build_model`` attached to the model.
@@ -162,7 +174,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """Accept a checkpoint folder or a run folder (then its ``best/``, else ``last/``)."""
     path = Path(path)
     if not path.exists():
-        raise MissingFileError(f"{path}: no such run or checkpoint folder; give a run folder made by 'fcnkit train' or a checkpoint folder")
+        raise MissingFileError(
+            f"{path}: no such run or checkpoint folder; give a run folder made by 'fcnkit train' or a checkpoint folder"
+        )
     if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
         return path
     for sub in ("best", "last"):
@@ -200,7 +214,6 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     from fcnkit.models.registry import build_model
-
     from fcnkit.utils.device import resolve_device
 
     map_location = resolve_device(map_location)  # a bad --device is named as such, not as bad weights
@@ -219,8 +232,10 @@ def load_checkpoint(
         raise InputError(f"{ckpt / WEIGHTS}: corrupt or truncated weights ({exc}); re-train or re-save it") from None
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
-        raise InputError(f"{ckpt / WEIGHTS}: {len(broken)} tensor(s) hold NaN/inf (e.g. '{broken[0]}'), so the model "
-                         "diverged or the file was damaged; use an earlier checkpoint or re-train")
+        raise InputError(
+            f"{ckpt / WEIGHTS}: {len(broken)} tensor(s) hold NaN/inf (e.g. '{broken[0]}'), so the model "
+            "diverged or the file was damaged; use an earlier checkpoint or re-train"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

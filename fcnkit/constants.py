@@ -1,4 +1,5 @@
 """Facts shared by every layer, defined once."""
+
 from __future__ import annotations
 
 __all__ = ["IGNORE_INDEX"]

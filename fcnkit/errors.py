@@ -3,10 +3,11 @@
 Every message names the file or argument at fault *and* the fix, in one line, because the CLI
 prints it as is (exit code 2, no traceback). Programming errors stay ordinary exceptions.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["FcnkitError", "InputError", "MissingFileError", "did_you_mean"]
 

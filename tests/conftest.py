@@ -1,4 +1,5 @@
 """Shared fixtures."""
+
 import types
 
 import numpy as np
@@ -26,9 +27,16 @@ def one_thread():
 
 
 # --- a tiny in-test segmentation dataset, shared by the training tests ---------------------------
-SQUARES_INFO = types.SimpleNamespace(name="squares", task="segmentation", num_classes=2, in_channels=1,
-                                     class_names=["background", "square"], palette=[[0, 0, 0], [255, 0, 0]],
-                                     mean=[0.5], std=[0.25])
+SQUARES_INFO = types.SimpleNamespace(
+    name="squares",
+    task="segmentation",
+    num_classes=2,
+    in_channels=1,
+    class_names=["background", "square"],
+    palette=[[0, 0, 0], [255, 0, 0]],
+    mean=[0.5],
+    std=[0.25],
+)
 
 
 class Squares(torch.utils.data.Dataset):
@@ -43,7 +51,7 @@ class Squares(torch.utils.data.Dataset):
         for _ in range(n):
             mask = np.zeros((size, size), np.int64)
             y, x = rng.integers(frame, size - 6 - frame, 2)
-            mask[y:y + 6, x:x + 6] = 1
+            mask[y : y + 6, x : x + 6] = 1
             image = (rng.random((size, size)) * 60 + mask * 150).astype(np.uint8)
             mask[:frame] = 255
             self.items.append((image, mask))
@@ -65,7 +73,13 @@ def squares_data(monkeypatch):
     """Make ``fcnkit.data.load_dataset`` return :class:`Squares`: ``squares_data(train=8, val=4, **kw)``."""
 
     def use(train: int = 8, val: int = 4, **kw):
-        monkeypatch.setattr(fcnkit.data, "load_dataset", lambda name, split="train", **_: Squares(
-            train if split == "train" else val, 0 if split == "train" else 1, **kw), raising=False)
+        monkeypatch.setattr(
+            fcnkit.data,
+            "load_dataset",
+            lambda name, split="train", **_: Squares(
+                train if split == "train" else val, 0 if split == "train" else 1, **kw
+            ),
+            raising=False,
+        )
 
     return use

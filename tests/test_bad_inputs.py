@@ -110,13 +110,30 @@ def test_bad_input_as_a_real_process(assets, tmp_path):
     assets.weights.write_bytes(b"")
     runs = {
         "predict-bomb": ["predict", assets.ckpt, bad.png_bomb(tmp_path / "bomb.png"), "--out", tmp_path / "p"],
-        "convert-num-classes-0": ["convert", "--arch", "torchvision:resnet18", "--weights", assets.weights,
-                                  "--num-classes", "0", "--out", tmp_path / "c"],
+        "convert-num-classes-0": [
+            "convert",
+            "--arch",
+            "torchvision:resnet18",
+            "--weights",
+            assets.weights,
+            "--num-classes",
+            "0",
+            "--out",
+            tmp_path / "c",
+        ],
         "evaluate-json-dir": ["evaluate", assets.run, "--json", tmp_path, "--device", "cpu"],
     }
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    procs = {name: subprocess.Popen([sys.executable, "-m", "fcnkit", *map(str, argv)], env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name, argv in runs.items()}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "fcnkit", *map(str, argv)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name, argv in runs.items()
+    }
     for name, proc in procs.items():
         _, err = proc.communicate(timeout=180)
         lines = [line for line in err.splitlines() if line.strip()]
@@ -133,8 +150,15 @@ def test_a_real_30000_square_deflate_tiff_is_refused_with_the_tile_hint(assets, 
 
     tile, big = np.zeros((1024, 1024), np.uint8), tmp_path / "slide.tif"
     tiles = (tile for _ in range((30000 // 1024 + 1) ** 2))
-    tifffile.imwrite(big, tiles, shape=(30000, 30000), dtype=np.uint8, tile=(1024, 1024), compression="zlib",
-                     compressionargs={"level": 1})
+    tifffile.imwrite(
+        big,
+        tiles,
+        shape=(30000, 30000),
+        dtype=np.uint8,
+        tile=(1024, 1024),
+        compression="zlib",
+        compressionargs={"level": 1},
+    )
     rc = main(["predict", str(assets.ckpt), str(big), "--out", str(tmp_path / "p"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--tile" in err and "900 Mpx" in err, err

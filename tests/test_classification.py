@@ -1,5 +1,6 @@
 """Variable-size classification: the size-grouping batch sampler, resized items, scores, task checks,
 and end to end through the CLI (train a few steps at two sizes, predict at three others)."""
+
 import json
 
 import numpy as np
@@ -105,11 +106,23 @@ def test_sizes_option_checks():
         ClassificationDataModule(TrainConfig(data="digits", task="classification", augment=["scale"]).resolved())
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"data": "digits"}, "digits' is a classification dataset but the task is segmentation; pass --task classification"),
-    ({"data": "digits", "task": "classification", "model": "allconv"}, "'allconv' is a segmentation model but the task is classification"),
-    ({"data": "digit-canvas", "task": "classification", "data_options": {"count": 4}}, "is a segmentation dataset but the task is classification"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"data": "digits"},
+            "digits' is a classification dataset but the task is segmentation; pass --task classification",
+        ),
+        (
+            {"data": "digits", "task": "classification", "model": "allconv"},
+            "'allconv' is a segmentation model but the task is classification",
+        ),
+        (
+            {"data": "digit-canvas", "task": "classification", "data_options": {"count": 4}},
+            "is a segmentation dataset but the task is classification",
+        ),
+    ],
+)
 def test_task_mismatch_is_an_input_error(tmp_path, settings, message):
     from fcnkit.app.train import train
 
@@ -125,9 +138,31 @@ def test_train_at_two_sizes_predict_at_three_unseen(tmp_path, capsys):
     from fcnkit.data import load_dataset
 
     run = tmp_path / "cls"
-    args = ["train", "--task", "classification", "--data", "digits", "--model-option", "width=8", "--model-option", "depth=1",
-            "--sizes", "24,32", "--epochs", "1", "--batch-size", "32", "--lr", "0.003", "--device", "cpu", "--threads", "1",
-            "--out", str(run)]
+    args = [
+        "train",
+        "--task",
+        "classification",
+        "--data",
+        "digits",
+        "--model-option",
+        "width=8",
+        "--model-option",
+        "depth=1",
+        "--sizes",
+        "24,32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.003",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(run),
+    ]
     assert main(args) == 0
     assert "accuracy=" in capsys.readouterr().out
 

@@ -1,4 +1,5 @@
 """Every command of fcnkit's CLI is registered: a missing command module fails, never disappears."""
+
 import importlib
 
 import pytest

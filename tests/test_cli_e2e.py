@@ -4,6 +4,7 @@ Tiny on purpose (16 canvases of 32x40, a 2-stage allconv of width 4, 2 epochs of
 checks the plumbing (run folder, report, checkpoints, resume, errors), not the accuracy; the demo
 is where accuracy is measured.
 """
+
 import csv
 import json
 
@@ -11,9 +12,28 @@ import pytest
 
 from fcnkit.cli.main import main
 
-TINY = ["--data", "digit-canvas", "--data-option", "count=16", "--data-option", "size=[32,40]",
-        "--val-data-option", "count=8", "--model", "allconv", "--model-option", "width=4",
-        "--model-option", "stages=2", "--model-option", "depth=1", "--batch-size", "8", "--device", "cpu"]
+TINY = [
+    "--data",
+    "digit-canvas",
+    "--data-option",
+    "count=16",
+    "--data-option",
+    "size=[32,40]",
+    "--val-data-option",
+    "count=8",
+    "--model",
+    "allconv",
+    "--model-option",
+    "width=4",
+    "--model-option",
+    "stages=2",
+    "--model-option",
+    "depth=1",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+]
 
 
 def _last_step(run):

@@ -1,4 +1,5 @@
 """The CLI shell: user errors are one line on stderr with exit 2; --help works."""
+
 import pytest
 
 from fcnkit.cli import main as cli

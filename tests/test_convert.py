@@ -1,5 +1,6 @@
 """convolutionalize: the FCN equals the classifier (native size: logits; larger inputs: every cell
 is the classifier on its native-size window, for unpadded nets), and unsupported graphs fail clearly."""
+
 import pytest
 import torch
 import torchvision
@@ -26,8 +27,11 @@ def random_torchvision(name: str, dtype=torch.float64, **kw) -> nn.Module:
     model = model.to(dtype).to_empty(device="cpu")
     gen = torch.Generator().manual_seed(0)
     block = torch.rand(10007, generator=gen, dtype=dtype) * 2 - 1
-    residual_last = {f"{n}.{'bn3' if hasattr(m, 'bn3') else 'bn2'}" for n, m in model.named_modules()
-                     if type(m).__name__ in ("BasicBlock", "Bottleneck")}
+    residual_last = {
+        f"{n}.{'bn3' if hasattr(m, 'bn3') else 'bn2'}"
+        for n, m in model.named_modules()
+        if type(m).__name__ in ("BasicBlock", "Bottleneck")
+    }
 
     def fill(t, lo, hi):  # one broadcast copy, no temporaries the size of t
         vals = (block.roll(int(torch.randint(10007, (1,), generator=gen))) + 1) / 2 * (hi - lo) + lo
@@ -79,8 +83,22 @@ def test_native_size_equals_logits_fp32(name):
     assert_native_equivalence(random_torchvision(name, torch.float32, num_classes=10), tol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
-                                  "alexnet", "resnet18", "resnet50"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vgg11",
+        "vgg13",
+        "vgg16",
+        "vgg19",
+        "vgg11_bn",
+        "vgg13_bn",
+        "vgg16_bn",
+        "vgg19_bn",
+        "alexnet",
+        "resnet18",
+        "resnet50",
+    ],
+)
 def test_every_listed_architecture_converts(name):
     with torch.device("meta"):
         model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
@@ -88,7 +106,9 @@ def test_every_listed_architecture_converts(name):
         assert fcn(torch.zeros(1, 3, 224, 224)).shape == (1, 10, 1, 1)
         assert fcn(torch.zeros(1, 3, 500, 500)).shape[-2:] == ((9, 9) if not name.startswith("resnet") else (10, 10))
     assert not any(isinstance(m, nn.Linear) for m in fcn.modules())
-    first = {"vgg": ("classifier.0", (7, 7), 512), "alexnet": ("classifier.1", (6, 6), 256)}.get(name[:3] if name != "alexnet" else name)
+    first = {"vgg": ("classifier.0", (7, 7), 512), "alexnet": ("classifier.1", (6, 6), 256)}.get(
+        name[:3] if name != "alexnet" else name
+    )
     path, kernel, channels = first or ("fc", (1, 1), 512 if name in ("resnet18", "resnet34") else 2048)
     conv = fcn.body.get_submodule(path)
     assert (conv.kernel_size, conv.in_channels) == (kernel, channels)
@@ -99,7 +119,11 @@ def test_converted_layers_and_input_untouched():
     fcn = convolutionalize(model)
     body = fcn.body
     assert isinstance(model.classifier[1], nn.Linear)  # the input model is not modified
-    fc6, fc7, fc8 = body.get_submodule("classifier.1"), body.get_submodule("classifier.4"), body.get_submodule("classifier.6")
+    fc6, fc7, fc8 = (
+        body.get_submodule("classifier.1"),
+        body.get_submodule("classifier.4"),
+        body.get_submodule("classifier.6"),
+    )
     assert (fc6.kernel_size, fc6.in_channels, fc6.out_channels) == ((6, 6), 256, 4096)
     assert (fc7.kernel_size, fc8.kernel_size, fc8.out_channels) == ((1, 1), (1, 1), 7)
     # the kernel is the Linear weight in flatten order (C, H, W): input index c*36 + y*6 + x
@@ -134,20 +158,39 @@ def test_keeps_train_mode():
     model = random_torchvision("resnet18", torch.float32, num_classes=3).train()
     model.bn1.eval()
     fcn = convolutionalize(model)
-    assert fcn.training and fcn.body.training and not fcn.body.bn1.training and fcn.body.get_submodule("layer1.0.bn1").training
+    assert (
+        fcn.training
+        and fcn.body.training
+        and not fcn.body.bn1.training
+        and fcn.body.get_submodule("layer1.0.bn1").training
+    )
 
 
 # --- unpadded user models: every cell equals the classifier on the native-size crop -------------
 
+
 def valid_classifier() -> nn.Sequential:
     """No padding anywhere; native input 30x30: 30 -conv3-> 28 -pool2-> 14 -conv3-> 12 -pool2-> 6 -conv3-> 4."""
     torch.manual_seed(2)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 8, 3), nn.ReLU(),
-        nn.Flatten(), nn.Dropout(0.3), nn.Linear(8 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 5),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(6, 8, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(8 * 4 * 4, 16),
+            nn.ReLU(),
+            nn.Linear(16, 5),
+        )
+        .double()
+        .eval()
+    )
 
 
 VALID_LAYERS = [(3, 1, 0), (2, 2, 0), (3, 1, 0), (2, 2, 0), (3, 1, 0), (4, 1, 0), (1, 1, 0), (1, 1, 0)]
@@ -188,8 +231,11 @@ def test_each_cell_equals_classifier_on_its_crop_fp64():
     start = offset - (size - 1) / 2  # top-left input pixel of cell (0, 0)'s window (geometry.window)
     assert start == 0
     rows, cols = grid.shape[-2:]
-    crops = [x[:, :, int(start + i * stride) :][:, :, :30, int(start + j * stride) :][..., :30]
-             for i in range(rows) for j in range(cols)]
+    crops = [
+        x[:, :, int(start + i * stride) :][:, :, :30, int(start + j * stride) :][..., :30]
+        for i in range(rows)
+        for j in range(cols)
+    ]
     with torch.no_grad():  # all crops in one batch: rows*cols classifier evaluations in one call
         reference = model(torch.cat(crops)).reshape(rows, cols, 2, 5).permute(2, 3, 0, 1)
     assert (grid - reference).abs().max() <= 1e-10
@@ -267,13 +313,23 @@ def test_adaptive_pools_become_fixed_pools(pool):
 
 # --- padded nets: cells are translation-equivariant, but differ from crop classification -------
 
+
 def padded_classifier() -> nn.Sequential:
     torch.manual_seed(5)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, 3),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(4 * 4 * 4, 3),
+        )
+        .double()
+        .eval()
+    )
 
 
 def test_padded_net_interior_cells_do_not_see_the_border():
@@ -285,8 +341,8 @@ def test_padded_net_interior_cells_do_not_see_the_border():
     fcn = convolutionalize(model, input_size=16)
     x = torch.randn(1, 3, 48, 48, dtype=torch.float64)
     with torch.no_grad():
-        full = fcn(x)                       # 12x12 map -> 9x9 cells, cell i covers x[4i : 4i+16] (+3 px context)
-        shifted = fcn(x[:, :, 8:, 8:])      # the same image, cut 2 strides from the top-left
+        full = fcn(x)  # 12x12 map -> 9x9 cells, cell i covers x[4i : 4i+16] (+3 px context)
+        shifted = fcn(x[:, :, 8:, 8:])  # the same image, cut 2 strides from the top-left
         crop = model(x[:, :, 16:32, 16:32])
     assert full.shape[-2:] == (9, 9) and shifted.shape[-2:] == (7, 7)
     # interior cells (window + context inside both canvases): identical
@@ -297,6 +353,7 @@ def test_padded_net_interior_cells_do_not_see_the_border():
 
 
 # --- errors --------------------------------------------------------------------------------------
+
 
 def test_error_unsupported_layer_names_module_path():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.LayerNorm(5))
@@ -310,7 +367,9 @@ def test_error_cases():
     with pytest.raises(InputError, match="already fully convolutional"):
         convolutionalize(nn.Sequential(nn.Conv2d(3, 4, 3)), input_size=8)
     with pytest.raises(InputError, match=r"BatchNorm1d '2'"):
-        convolutionalize(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.BatchNorm1d(2 * 36), nn.Linear(72, 2)), input_size=8)
+        convolutionalize(
+            nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.BatchNorm1d(2 * 36), nn.Linear(72, 2)), input_size=8
+        )
     with pytest.raises(InputError, match="pool="):
         convolutionalize(random_torchvision("resnet18", torch.float32, num_classes=2), pool="max")
     with pytest.raises(InputError, match=r"'avgpool'.*8x8 .*6x6"):  # AlexNet at 300: 8x8 -> 6x6 is no fixed pool

@@ -1,5 +1,6 @@
 """``fcnkit convert``: local torchvision weights -> a checkpoint that load_checkpoint rebuilds, whose
 dense output is the classifier's logits at the native size; clear errors for wrong files."""
+
 import json
 
 import pytest
@@ -55,13 +56,24 @@ def test_new_num_classes_reinitialises_last_layer_only(resnet18_file, tmp_path, 
     st = tmp_path / "resnet18.safetensors"
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(st))
     out = tmp_path / "run3"
-    assert cli.main(["convert", "--arch", "torchvision:resnet18", "--weights", str(st), "--out", str(out), "--num-classes", "3"]) == 0
-    assert "note: re-initialised the last layer 'fc' for 3 classes (the weights file has 1000)" in capsys.readouterr().out
+    assert (
+        cli.main(
+            ["convert", "--arch", "torchvision:resnet18", "--weights", str(st), "--out", str(out), "--num-classes", "3"]
+        )
+        == 0
+    )
+    assert (
+        "note: re-initialised the last layer 'fc' for 3 classes (the weights file has 1000)" in capsys.readouterr().out
+    )
     model, config = load_checkpoint(out)
     body = model.fcn.body
     assert body.get_submodule("fc").weight.shape == (3, 512, 1, 1)
     assert torch.equal(body.get_submodule("layer4.1.conv2").weight, classifier.layer4[1].conv2.weight)
-    assert config["converted_from"]["reinitialised"] == ["fc"] and config["classes"] == ["class_0", "class_1", "class_2"]
+    assert config["converted_from"]["reinitialised"] == ["fc"] and config["classes"] == [
+        "class_0",
+        "class_1",
+        "class_2",
+    ]
 
 
 def test_errors_are_one_line_with_the_fix(resnet18_file, tmp_path, capsys):
@@ -69,13 +81,34 @@ def test_errors_are_one_line_with_the_fix(resnet18_file, tmp_path, capsys):
     base = ["convert", "--weights", str(path), "--out", str(tmp_path / "x")]
     assert cli.main(base + ["--arch", "torchvision:resnet34"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "resnet18.pth" in err and "not a torchvision:resnet34 state dict" in err and "--arch" in err
+    assert (
+        err.count("\n") == 1
+        and "resnet18.pth" in err
+        and "not a torchvision:resnet34 state dict" in err
+        and "--arch" in err
+    )
     assert cli.main(base + ["--arch", "torchvision:vgg11"]) == 2
     assert "no 'classifier.6.weight'" in capsys.readouterr().err
-    assert cli.main(["convert", "--arch", "torchvision:resnet18", "--weights", str(tmp_path / "none.pth"), "--out", str(tmp_path / "y")]) == 2
+    assert (
+        cli.main(
+            [
+                "convert",
+                "--arch",
+                "torchvision:resnet18",
+                "--weights",
+                str(tmp_path / "none.pth"),
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
     assert "no such weights file" in capsys.readouterr().err
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    assert cli.main(["convert", "--arch", "torchvision:resnet18", "--weights", str(junk), "--out", str(tmp_path / "z")]) == 2
+    assert (
+        cli.main(["convert", "--arch", "torchvision:resnet18", "--weights", str(junk), "--out", str(tmp_path / "z")])
+        == 2
+    )
     assert "cannot read a state dict" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()

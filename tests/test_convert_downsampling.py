@@ -1,4 +1,5 @@
 """replace_downsampling keeps every feature map's grid size, both ways, for any input size."""
+
 import itertools
 
 import pytest
@@ -90,8 +91,15 @@ def test_resnet_both_ways(resnet):
     assert (strided.maxpool.kernel_size, strided.maxpool.stride, strided.maxpool.padding) == ((3, 3), (2, 2), (1, 1))
     pooled = replace_downsampling(resnet, "maxpool")  # strided stem, strided block convs and 1x1 shortcuts
     changed = [n for n, m in pooled.named_modules() if isinstance(m, nn.Sequential) and isinstance(m[-1], nn.MaxPool2d)]
-    assert changed == ["conv1", "layer2.0.conv1", "layer2.0.downsample.0", "layer3.0.conv1",
-                       "layer3.0.downsample.0", "layer4.0.conv1", "layer4.0.downsample.0"]
+    assert changed == [
+        "conv1",
+        "layer2.0.conv1",
+        "layer2.0.downsample.0",
+        "layer3.0.conv1",
+        "layer3.0.downsample.0",
+        "layer4.0.conv1",
+        "layer4.0.downsample.0",
+    ]
     assert torch.equal(pooled.conv1[0].weight, resnet.conv1.weight)  # nothing re-initialised
     assert resnet.conv1.stride == (2, 2)
     for size in SIZES:
@@ -101,7 +109,9 @@ def test_resnet_both_ways(resnet):
 
 
 def test_layers_filter_and_ceil_mode_pool():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Conv2d(4, 5, 3, stride=2), nn.AvgPool2d(2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Conv2d(4, 5, 3, stride=2), nn.AvgPool2d(2)
+    )
     only = replace_downsampling(net, "strided", layers=["1"], input_size=32)
     assert isinstance(only[3], nn.AvgPool2d) and isinstance(only[1][1], nn.Conv2d)
     for h in range(12, 40):

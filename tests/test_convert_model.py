@@ -1,5 +1,6 @@
 """The registered ``convolutionalized`` segmentation model: geometry-aligned upsampling, spec
 round trip, and a dense output that the receptive-field tracer (tiling) can follow."""
+
 import itertools
 
 import pytest
@@ -68,11 +69,22 @@ def test_dense_output_places_cells_at_their_window_centres(dense_resnet):
 
 def test_spec_rebuilds_and_geometry_is_traceable(dense_resnet):
     spec = dense_resnet.fcnkit_spec
-    assert spec == {"name": "convolutionalized", "kwargs": {"arch": "torchvision:resnet18", "in_channels": 3,
-                    "input_size": 224, "num_classes": 4, "output": "dense", "pool": "window"}}
+    assert spec == {
+        "name": "convolutionalized",
+        "kwargs": {
+            "arch": "torchvision:resnet18",
+            "in_channels": 3,
+            "input_size": 224,
+            "num_classes": 4,
+            "output": "dense",
+            "pool": "window",
+        },
+    }
     with torch.device("meta"):
         again = build_model(spec["name"], **spec["kwargs"])
-    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in dense_resnet.state_dict().items()}
+    assert {k: v.shape for k, v in again.state_dict().items()} == {
+        k: v.shape for k, v in dense_resnet.state_dict().items()
+    }
     g = receptive_field(dense_resnet)  # pad + transposed conv + crop: all followed by the tracer
     assert g.stride == (1, 1) and g.align == (32, 32) and not g.blockers
 

@@ -1,4 +1,5 @@
 """Built-in datasets: contracts, determinism, split disjointness, label semantics."""
+
 from __future__ import annotations
 
 import sys
@@ -32,7 +33,9 @@ def test_missing_path_is_missing_file_error(tmp_path):
         load_dataset(str(tmp_path / "nope"))
 
 
-@pytest.mark.parametrize("name,bad,valid", [("digit-canvas", "sise", "size"), ("nuclei", "tiles", "tile"), ("brain-mri", "stp", "step")])
+@pytest.mark.parametrize(
+    "name,bad,valid", [("digit-canvas", "sise", "size"), ("nuclei", "tiles", "tile"), ("brain-mri", "stp", "step")]
+)
 def test_unknown_option_names_it_and_the_valid_ones(name, bad, valid):
     with pytest.raises(InputError) as err:
         load_dataset(name, **{bad: 1})
@@ -107,6 +110,7 @@ def test_missing_package_says_how_to_install(monkeypatch):
 
 # ---- digits -------------------------------------------------------------------------------------
 
+
 def test_digits_split_is_fixed_stratified_and_disjoint():
     _, labels = sources.mnist_5k()
     parts = {s: digits.digit_split(s) for s in ("train", "val", "test")}
@@ -120,11 +124,12 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
 
 # ---- digit-canvas ------------------------------------------------------------------------------
 
+
 def test_paste_digits_hand_computed():
     images = np.zeros((1, 3, 4), np.uint8)
     masks = np.zeros((1, 3, 4), np.uint8)
-    first = np.array([[[200, 127], [128, 50]]], np.uint8)   # digit class 3 at (0, 0)
-    second = np.array([[[100, 255], [0, 130]]], np.uint8)   # digit class 5 at (1, 1)
+    first = np.array([[[200, 127], [128, 50]]], np.uint8)  # digit class 3 at (0, 0)
+    second = np.array([[[100, 255], [0, 130]]], np.uint8)  # digit class 5 at (1, 1)
     canvas.paste_digits(images, masks, [0], first, [3], [0], [0])
     canvas.paste_digits(images, masks, [0], second, [5], [1], [1])
     assert images[0].tolist() == [[200, 127, 0, 0], [128, 100, 255, 0], [0, 0, 130, 0]]
@@ -205,6 +210,7 @@ def test_canvas_defaults_options_and_classes():
 
 # ---- nuclei --------------------------------------------------------------------------------------
 
+
 def test_nuclei_regions_are_disjoint_and_share_no_nucleus():
     _, inst = sources.stardist_nuclei()
     ids, rows = {}, {}
@@ -240,6 +246,7 @@ def test_nuclei_tiles_cover_the_train_band():
 
 
 # ---- brain-mri -----------------------------------------------------------------------------------
+
 
 def test_brain_slices_sizes_and_labels():
     ds = load_dataset("brain-mri", "val")

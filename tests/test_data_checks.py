@@ -1,4 +1,5 @@
 """check_dataset reports every problem with the right file; `fcnkit data check/info` exit codes."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """User datasets: folder layout (lists, subfolders, hash split) and PASCAL VOC, tiny fixtures."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Paired transforms and pad_collate: masks stay integer, padding is 0 / 255, determinism."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -113,8 +114,12 @@ def test_pad_collate_classification():
     batch = pad_collate(same)
     assert batch["image"].shape == (3, 1, 3, 3) and batch["label"].tolist() == [0, 1, 2]
     assert batch["label"].dtype == torch.int64 and "mask" not in batch
-    mixed = pad_collate([{"image": torch.ones(1, 2, 2), "label": torch.tensor(1)},
-                         {"image": torch.ones(1, 3, 1), "label": torch.tensor(2)}])
+    mixed = pad_collate(
+        [
+            {"image": torch.ones(1, 2, 2), "label": torch.tensor(1)},
+            {"image": torch.ones(1, 3, 1), "label": torch.tensor(2)},
+        ]
+    )
     assert mixed["image"].shape == (2, 1, 3, 2) and mixed["image"][0, 0, 2].tolist() == [0, 0]
     assert [m["size"] for m in mixed["meta"]] == [[2, 2], [3, 1]]
 

@@ -1,4 +1,5 @@
 """Patchwise training equals whole-image training for valid nets (float64), and where it does not."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,14 +19,32 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _allconv(**kw):
-    return build_model("allconv", **{"num_classes": 3, "in_channels": 2, "output": "coarse", "padding": "valid",
-                                     "norm": "none", "width": 4, **kw})
+    return build_model(
+        "allconv",
+        **{
+            "num_classes": 3,
+            "in_channels": 2,
+            "output": "coarse",
+            "padding": "valid",
+            "norm": "none",
+            "width": 4,
+            **kw,
+        },
+    )
 
 
 def _dilated():
     # kernels 5/3/3/1, a dilation, average pooling and a stride-2 conv: stride 4, receptive field 18
-    return nn.Sequential(nn.Conv2d(2, 6, 5), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(6, 8, 3, dilation=2), nn.ReLU(),
-                         nn.Conv2d(8, 5, 3, stride=2), nn.ReLU(), nn.Conv2d(5, 3, 1))
+    return nn.Sequential(
+        nn.Conv2d(2, 6, 5),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 8, 3, dilation=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 5, 3, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(5, 3, 1),
+    )
 
 
 def _eval_bn():
@@ -95,13 +114,19 @@ def test_cell_targets_hand_computed():
     assert cell_targets(mask, g, (4, 1)).tolist() == [[7], [19], [31], [255]]
 
 
-@pytest.mark.parametrize("model,pattern", [
-    (lambda: _allconv(padding="same"), "pads its input"),
-    (lambda: _allconv(output="dense"), "pads or resamples|use its coarse output"),
-    (lambda: _allconv(norm="batch").train(), "BatchNorm in training mode"),
-    (lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.Dropout(0.5)).train(), "Dropout in training mode"),
-    (lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.AdaptiveAvgPool2d(1)), "whole image|coarse output|pads or resamples"),
-])
+@pytest.mark.parametrize(
+    "model,pattern",
+    [
+        (lambda: _allconv(padding="same"), "pads its input"),
+        (lambda: _allconv(output="dense"), "pads or resamples|use its coarse output"),
+        (lambda: _allconv(norm="batch").train(), "BatchNorm in training mode"),
+        (lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.Dropout(0.5)).train(), "Dropout in training mode"),
+        (
+            lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.AdaptiveAvgPool2d(1)),
+            "whole image|coarse output|pads or resamples",
+        ),
+    ],
+)
 def test_refuses_nets_where_it_does_not_hold(model, pattern):
     with pytest.raises(InputError, match=pattern):
         equivalent_patch_batch(model(), torch.zeros(2, 64, 64), torch.zeros(64, 64, dtype=torch.int64))
@@ -131,7 +156,7 @@ def test_same_padded_net_differs_at_the_border_and_agrees_inside():
     diff = torch.zeros(9, 9, dtype=torch.float64)
     for i in range(9):
         for j in range(9):
-            patch = padded[:, 8 * i:8 * i + 40, 8 * j:8 * j + 40]
+            patch = padded[:, 8 * i : 8 * i + 40, 8 * j : 8 * j + 40]
             diff[i, j] = (model(patch[None])[0, :, 2, 2] - whole[:, i, j]).abs().max()
     interior = torch.zeros(9, 9, dtype=torch.bool)
     interior[2:7, 2:7] = True

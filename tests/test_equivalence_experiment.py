@@ -1,4 +1,5 @@
 """Experiment gradient-equivalence end to end on tiny settings: files written, numbers consistent."""
+
 import json
 
 import pytest

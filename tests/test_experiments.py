@@ -1,5 +1,6 @@
 """Each experiment end to end at tiny settings: the files, the keys, and the numbers in summary.md
 are those of results.json; the downsampling variants differ as claimed."""
+
 import json
 
 import pytest
@@ -28,8 +29,15 @@ def _files(out):
 def test_sampling_end_to_end(tmp_path):
     out = tmp_path / "sampling"
     lines = []
-    returned = sampling.run(out, seeds=1, steps=3, datasets=["digit-canvas"], device="cpu",
-                            overrides={"digit-canvas": TINY_CANVAS}, progress=lines.append)
+    returned = sampling.run(
+        out,
+        seeds=1,
+        steps=3,
+        datasets=["digit-canvas"],
+        device="cpu",
+        overrides={"digit-canvas": TINY_CANVAS},
+        progress=lines.append,
+    )
     results, summary, pngs = _files(out)
     assert pngs == ["sampling.png"]
     assert set(results) >= {"experiment", "seeds", "steps", "arms", "settings", "machine", "datasets", "patch_size"}
@@ -54,7 +62,9 @@ def test_sampling_end_to_end(tmp_path):
 
 def test_class_balance_end_to_end(tmp_path):
     out = tmp_path / "cb"
-    class_balance.run(out, seeds=1, steps=2, datasets=["digit-canvas"], device="cpu", overrides={"digit-canvas": TINY_CANVAS})
+    class_balance.run(
+        out, seeds=1, steps=2, datasets=["digit-canvas"], device="cpu", overrides={"digit-canvas": TINY_CANVAS}
+    )
     results, summary, pngs = _files(out)
     assert pngs == ["scores.png"]
     arms = results["datasets"]["digit-canvas"]["arms"]
@@ -78,8 +88,13 @@ def test_downsampling_segmentation_end_to_end(tmp_path):
     from fcnkit.models import build_model
 
     out = tmp_path / "ds"
-    downsampling.run(out, seeds=1, datasets=["digit-canvas"], device="cpu",
-                     overrides={"digit-canvas": {**TINY_CANVAS, "max_steps": 2}})
+    downsampling.run(
+        out,
+        seeds=1,
+        datasets=["digit-canvas"],
+        device="cpu",
+        overrides={"digit-canvas": {**TINY_CANVAS, "max_steps": 2}},
+    )
     results, summary, pngs = _files(out)
     assert pngs == ["scores.png", "time.png"]
     block = results["datasets"]["digit-canvas"]
@@ -98,8 +113,9 @@ def test_downsampling_segmentation_end_to_end(tmp_path):
 
 def test_downsampling_classification_end_to_end(tmp_path):
     out = tmp_path / "ds"
-    downsampling.run(out, seeds=1, datasets=["digits"], device="cpu",
-                     overrides={"digits": {"max_steps": 2, "batch_size": 4}})
+    downsampling.run(
+        out, seeds=1, datasets=["digits"], device="cpu", overrides={"digits": {"max_steps": 2, "batch_size": 4}}
+    )
     results, summary, _ = _files(out)
     block = results["datasets"]["digits"]
     assert block["score"] == "accuracy" and list(block["variants"]) == list(downsampling.VARIANTS)
@@ -115,7 +131,9 @@ def test_sampling_verdict_says_which_way_loss_sampling_differs():
     def arm(loss, std=0.001, t=1.0):
         return {"final_loss": {"mean": loss, "std": std}, "time_to_target": {"reached": 3, "of": 3, "mean": t}}
 
-    block = {"arms": {"whole": arm(0.10), "loss-sampling p=0.5": arm(0.105, t=2.0), "loss-sampling p=0.25": arm(0.05, t=3.0)}}
+    block = {
+        "arms": {"whole": arm(0.10), "loss-sampling p=0.5": arm(0.105, t=2.0), "loss-sampling p=0.25": arm(0.05, t=3.0)}
+    }
     v = verdict(block, tolerance=0.10)
     assert v["same_per_iteration"] == {"loss-sampling p=0.5": True, "loss-sampling p=0.25": False}
     assert v["sampled_direction"] == "lower" and v["whole_fastest"] is True and v["holds"] == (False, True)
@@ -134,7 +152,10 @@ def test_downsampling_variants_differ_as_claimed(task, name):
     assert nn.MaxPool2d in kinds["maxpool"] and nn.AvgPool2d in kinds["avgpool"]
     for v in ("strided", "strided-only"):
         assert not kinds[v] & {nn.MaxPool2d, nn.AvgPool2d}, f"{v} has a pooling layer"
-    convs = {v: [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)] for v, model in models.items()}
+    convs = {
+        v: [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+        for v, model in models.items()
+    }
     assert not convs["maxpool"] and not convs["avgpool"]
     n_down = opts["stages"]
     assert len(convs["strided"]) == len(convs["strided-only"]) == n_down

@@ -1,5 +1,6 @@
 """The experiments' shared parts on hand-made inputs: statistics, metrics.csv reading, scaling,
 seed bands, the registry and the ``fcnkit experiment`` command."""
+
 import math
 
 import numpy as np
@@ -69,8 +70,14 @@ def test_smooth_and_seed_band():
 
 def test_registry_lists_and_suggests():
     names = [n for n, _ in registry.list_experiments()]
-    assert names == ["gradient-equivalence", "sampling", "class-balance", "downsampling", "residual-skips",
-                     "large-image"]
+    assert names == [
+        "gradient-equivalence",
+        "sampling",
+        "class-balance",
+        "downsampling",
+        "residual-skips",
+        "large-image",
+    ]
     with pytest.raises(InputError, match="did you mean 'class-balance'"):
         registry.run_experiment("class-balanc", "out")
     with pytest.raises(InputError, match="drop --datasets"):
@@ -109,10 +116,29 @@ def test_cli_passes_arguments_and_prints_files(monkeypatch, tmp_path, capsys):
         return {}
 
     monkeypatch.setattr(registry, "run_experiment", fake)
-    code = cli.main(["experiment", "downsampling", "--out", str(tmp_path / "d"), "--seeds", "2",
-                     "--budget-minutes", "3", "--device", "cpu", "--datasets", "digits"])
+    code = cli.main(
+        [
+            "experiment",
+            "downsampling",
+            "--out",
+            str(tmp_path / "d"),
+            "--seeds",
+            "2",
+            "--budget-minutes",
+            "3",
+            "--device",
+            "cpu",
+            "--datasets",
+            "digits",
+        ]
+    )
     assert code == 0
-    assert (seen["name"], seen["seeds"], seen["budget_minutes"], seen["device"], seen["datasets"]) == \
-        ("downsampling", 2, 3.0, "cpu", ["digits"])
+    assert (seen["name"], seen["seeds"], seen["budget_minutes"], seen["device"], seen["datasets"]) == (
+        "downsampling",
+        2,
+        3.0,
+        "cpu",
+        ["digits"],
+    )
     out = capsys.readouterr().out
     assert "[1/1] done" in out and f"wrote {tmp_path / 'd' / 'summary.md'}" in out and "plot.png" in out

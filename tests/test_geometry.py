@@ -1,4 +1,5 @@
 """Receptive-field geometry: hand-computed nets, published torchvision values, analytic == probe."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,15 +21,18 @@ def summary(model, **kw):
 
 
 # -- hand-computed chains: rf_out = rf + (k_eff - 1) * jump, jump *= s, centre += ((k_eff-1)/2 - p) * jump
-@pytest.mark.parametrize("layers, expected", [
-    ([conv(3, p=1), conv(3, p=1)], (5, 1, 0)),
-    ([conv(5, s=2)], (5, 2, 2)),
-    ([conv(5, s=2), conv(3, d=2)], (13, 2, 6)),                # 5 + (5-1)*2, centre 2 + 2*2
-    ([conv(3, p=1), nn.MaxPool2d(2)], (4, 2, 0.5)),
-    ([conv(7, s=2, p=3), nn.MaxPool2d(3, 2, 1), conv(3, p=1)], (19, 4, 0)),  # ResNet stem + one conv
-    ([conv(3, p=2, d=2), conv(3, p=4, d=4), conv(3, p=8, d=8)], (29, 1, 0)),  # 1 + 4 + 8 + 16
-    ([conv(3, s=2, p=1), conv(2, s=2), nn.AvgPool2d(3, 1)], (13, 4, 5)),  # 3, 5, 13; centre 0, 1, 5
-])
+@pytest.mark.parametrize(
+    "layers, expected",
+    [
+        ([conv(3, p=1), conv(3, p=1)], (5, 1, 0)),
+        ([conv(5, s=2)], (5, 2, 2)),
+        ([conv(5, s=2), conv(3, d=2)], (13, 2, 6)),  # 5 + (5-1)*2, centre 2 + 2*2
+        ([conv(3, p=1), nn.MaxPool2d(2)], (4, 2, 0.5)),
+        ([conv(7, s=2, p=3), nn.MaxPool2d(3, 2, 1), conv(3, p=1)], (19, 4, 0)),  # ResNet stem + one conv
+        ([conv(3, p=2, d=2), conv(3, p=4, d=4), conv(3, p=8, d=8)], (29, 1, 0)),  # 1 + 4 + 8 + 16
+        ([conv(3, s=2, p=1), conv(2, s=2), nn.AvgPool2d(3, 1)], (13, 4, 5)),  # 3, 5, 13; centre 0, 1, 5
+    ],
+)
 def test_hand_computed_chains(layers, expected):
     assert summary(nn.Sequential(*layers)) == expected
 
@@ -160,13 +164,22 @@ class FCNLike(nn.Module):
         x = F.pad(x, (0, (-w) % 8, 0, (-h) % 8))
         a = self.pool(self.c2(self.pool(F.relu(self.c1(x)))))
         s = self.score(self.pool(self.c3(a)))
-        u = self.up2(s)[..., 1:1 + a.shape[-2], 1:1 + a.shape[-1]] + self.skip(a)
-        return self.up4(u)[..., 2:2 + x.shape[-2], 2:2 + x.shape[-1]][..., :h, :w]
+        u = self.up2(s)[..., 1 : 1 + a.shape[-2], 1 : 1 + a.shape[-1]] + self.skip(a)
+        return self.up4(u)[..., 2 : 2 + x.shape[-2], 2 : 2 + x.shape[-1]][..., :h, :w]
 
 
-@pytest.mark.parametrize("make", [Residual, AsymmetricConcat, lambda: UpAfterDown("transposed"),
-                                  lambda: UpAfterDown("bilinear"), FCNLike, CornersUp,
-                                  lambda: nn.Sequential(conv(5, s=2), conv(3, d=2), nn.MaxPool2d(3, 2, ceil_mode=True))])
+@pytest.mark.parametrize(
+    "make",
+    [
+        Residual,
+        AsymmetricConcat,
+        lambda: UpAfterDown("transposed"),
+        lambda: UpAfterDown("bilinear"),
+        FCNLike,
+        CornersUp,
+        lambda: nn.Sequential(conv(5, s=2), conv(3, d=2), nn.MaxPool2d(3, 2, ceil_mode=True)),
+    ],
+)
 def test_probe_agrees_with_analytic(make):
     model = make().eval()
     a, p = receptive_field(model), receptive_field(model, method="probe")
@@ -187,13 +200,16 @@ class Head(nn.Module):
         return self.tail(self.body(x))
 
 
-@pytest.mark.parametrize("tail, words", [
-    (lambda y: y * y.mean((2, 3), keepdim=True), "global pooling"),
-    (nn.InstanceNorm2d(3), "whole image"),
-    (nn.GroupNorm(1, 3), "whole image"),
-    (lambda y: F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True), "depends on the image size"),
-    (lambda y: y * F.adaptive_avg_pool2d(y, 1), "global"),
-])
+@pytest.mark.parametrize(
+    "tail, words",
+    [
+        (lambda y: y * y.mean((2, 3), keepdim=True), "global pooling"),
+        (nn.InstanceNorm2d(3), "whole image"),
+        (nn.GroupNorm(1, 3), "whole image"),
+        (lambda y: F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True), "depends on the image size"),
+        (lambda y: y * F.adaptive_avg_pool2d(y, 1), "global"),
+    ],
+)
 def test_blockers_are_reported(tail, words):
     m = Head(tail if isinstance(tail, nn.Module) else _Lambda(tail)).eval()
     g = receptive_field(m)

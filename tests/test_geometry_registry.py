@@ -3,6 +3,7 @@
 FCN heads on the torchvision backbones: FCN-8s/VGG-16 is probed always, the other eight (~3 s
 each) only with FCNKIT_FULL_PROBE=1 (all agree when run); their analytic geometry is checked in any
 case. Models are built on the meta device: geometry needs no weights."""
+
 import os
 
 import pytest
@@ -12,7 +13,8 @@ from fcnkit.geometry import receptive_field
 from fcnkit.models import registry  # noqa: E402
 
 ALLCONV_VARIANTS = [dict(padding=p, output=o) for p in ("same", "valid") for o in ("dense", "coarse")] + [
-    dict(downsample=d, padding="valid") for d in ("avgpool", "strided", "strided-only", "none")]
+    dict(downsample=d, padding="valid") for d in ("avgpool", "strided", "strided-only", "none")
+]
 HEAVY = [(head, b) for head in ("fcn8s", "fcn16s", "fcn32s") for b in ("vgg16", "resnet18", "resnet50")]
 
 

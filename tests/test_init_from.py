@@ -1,5 +1,6 @@
 """init_from: tensors copied by name and shape, class rows by class name, clear errors, and a
 training run that starts from a checkpoint's weights."""
+
 import json
 
 import pytest
@@ -39,7 +40,9 @@ def test_trunk_loads_by_name_and_head_rows_by_class_name(tmp_path):
     assert torch.equal(got["score.weight"][1:], src["score.weight"])  # digit k -> canvas class k + 1
     assert torch.equal(got["score.weight"][0], fresh["score.weight"][0])  # background: not in the classifier
     assert torch.equal(got["score.bias"][1:], src["score.bias"])
-    assert all(torch.equal(got[n], fresh[n]) for n in report.kept) and any(n.startswith("skip_scores") for n in report.kept)
+    assert all(torch.equal(got[n], fresh[n]) for n in report.kept) and any(
+        n.startswith("skip_scores") for n in report.kept
+    )
     assert "10 of 11 rows" in report.summary()
 
 
@@ -48,8 +51,10 @@ def test_without_class_names_a_head_of_other_size_is_skipped(tmp_path):
     target = build_model("allconv", num_classes=11, in_channels=1, **BODY)
     before = target.score.weight.detach().clone()
     report = init_from_checkpoint(target, path)
-    assert dict(report.skipped) == {"score.weight": "shape [10, 16, 1, 1] vs the model's [11, 16, 1, 1]",
-                                    "score.bias": "shape [10] vs the model's [11]"}
+    assert dict(report.skipped) == {
+        "score.weight": "shape [10, 16, 1, 1] vs the model's [11, 16, 1, 1]",
+        "score.bias": "shape [10] vs the model's [11]",
+    }
     assert torch.equal(target.score.weight, before)
     assert torch.equal(target.features.stage0[0][0].weight, source.features.stage0[0][0].weight)
 
@@ -75,9 +80,35 @@ def test_train_starts_from_the_checkpoint(tmp_path, capsys):
 
     source, path = _classifier(tmp_path)
     run = tmp_path / "seg"
-    args = ["train", "--data", "digit-canvas", "--data-option", "count=4", "--data-option", "size=[32,32]",
-            "--val-data-option", "count=2", "--model", "allconv", "--batch-size", "4", "--epochs", "1",
-            "--optimizer", "sgd", "--lr", "1e-9", "--momentum", "0", "--device", "cpu", "--init-from", str(path), "--out", str(run)]
+    args = [
+        "train",
+        "--data",
+        "digit-canvas",
+        "--data-option",
+        "count=4",
+        "--data-option",
+        "size=[32,32]",
+        "--val-data-option",
+        "count=2",
+        "--model",
+        "allconv",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e-9",
+        "--momentum",
+        "0",
+        "--device",
+        "cpu",
+        "--init-from",
+        str(path),
+        "--out",
+        str(run),
+    ]
     args += [f"--model-option={k}={v}" for k, v in BODY.items()]
     assert main(args) == 0
     assert "init from" in capsys.readouterr().out
@@ -86,7 +117,9 @@ def test_train_starts_from_the_checkpoint(tmp_path, capsys):
     model, config = load_checkpoint(run / "last")
     assert config["train"]["init_from"] == str(path)
     # one SGD step at lr 1e-9 moves nothing visible: the trunk is the classifier's
-    torch.testing.assert_close(model.features.stage1[0][0].weight, source.features.stage1[0][0].weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        model.features.stage1[0][0].weight, source.features.stage1[0][0].weight, atol=1e-6, rtol=0
+    )
     bad = list(args)
     bad[bad.index("--init-from") + 1], bad[bad.index("--out") + 1] = str(tmp_path / "nope"), str(tmp_path / "bad")
     assert main(bad) == 2

@@ -1,4 +1,5 @@
 """The one raw-array -> model-input path, and label PNG output."""
+
 import numpy as np
 import pytest
 import torch

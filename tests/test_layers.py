@@ -4,6 +4,7 @@ Every ``import`` in fcnkit (module level or inside a function) is parsed; a modu
 fcnkit modules of its own layer or below, the core imports neither Lightning nor torchmetrics,
 and the module graph has no cycles (a hidden cycle is an upward import in disguise).
 """
+
 import ast
 import pathlib
 
@@ -54,19 +55,32 @@ def test_every_module_imports_only_its_layer_or_below():
         for name in imports:
             target = _resolve(name) if name.startswith("fcnkit") else None
             if target and _layer(target) > _layer(module):
-                upward.append(f"{module} ({LAYER_NAMES[_layer(module)]}) imports {target} ({LAYER_NAMES[_layer(target)]})")
+                upward.append(
+                    f"{module} ({LAYER_NAMES[_layer(module)]}) imports {target} ({LAYER_NAMES[_layer(target)]})"
+                )
     assert not upward, "upward imports:\n" + "\n".join(sorted(upward))
 
 
 def test_core_does_not_import_lightning():
-    bad = [f"{m} imports {n}" for m, imports in MODULES.items() if _layer(m) == 0 and m != "fcnkit"
-           for n in imports if n.split(".")[0] in CORE_FORBIDDEN]
+    bad = [
+        f"{m} imports {n}"
+        for m, imports in MODULES.items()
+        if _layer(m) == 0 and m != "fcnkit"
+        for n in imports
+        if n.split(".")[0] in CORE_FORBIDDEN
+    ]
     assert not bad, "\n".join(bad)
 
 
 def test_no_import_cycles():
-    graph = {m: {t for n in imports if n.startswith("fcnkit") and (t := _resolve(n)) and t != m
-                 and not MODULES.get(t) is None} for m, imports in MODULES.items()}
+    graph = {
+        m: {
+            t
+            for n in imports
+            if n.startswith("fcnkit") and (t := _resolve(n)) and t != m and MODULES.get(t) is not None
+        }
+        for m, imports in MODULES.items()
+    }
     # packages (their __init__) only re-export lazily: an edge into a package is not a cycle risk
     packages = {_module_name(p) for p in ROOT.rglob("__init__.py")}
     graph = {m: {t for t in targets if t not in packages} for m, targets in graph.items()}
@@ -77,7 +91,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in graph.get(node, ()):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2

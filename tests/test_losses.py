@@ -1,4 +1,5 @@
 """fcnkit.training.losses: the one pixelwise loss against F.cross_entropy, weight maps, class weights."""
+
 import numpy as np
 import pytest
 import torch
@@ -40,7 +41,9 @@ def test_weight_map_is_a_weighted_mean_of_cell_losses():
     ce = -torch.log_softmax(logits, 1).gather(1, t[:, None])[:, 0]
     w = wmap * cw[t] * valid
     expected = (w * ce).sum() / w.sum()
-    torch.testing.assert_close(pixelwise_loss(logits, target, weight_map=wmap, class_weights=cw), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        pixelwise_loss(logits, target, weight_map=wmap, class_weights=cw), expected, rtol=1e-12, atol=0
+    )
 
 
 def test_binary_weight_map_equals_ignoring_the_dropped_cells():
@@ -50,7 +53,9 @@ def test_binary_weight_map_equals_ignoring_the_dropped_cells():
     dropped = torch.where(keep, target, torch.full_like(target, 255))
     torch.testing.assert_close(
         pixelwise_loss(logits, target, weight_map=keep.double()),
-        F.cross_entropy(logits, dropped, ignore_index=255), rtol=1e-12, atol=0,
+        F.cross_entropy(logits, dropped, ignore_index=255),
+        rtol=1e-12,
+        atol=0,
     )
 
 
@@ -110,7 +115,9 @@ def test_core_training_modules_do_not_import_lightning():
     import subprocess
     import sys
 
-    code = ("import sys, fcnkit.metrics, fcnkit.training.losses, fcnkit.training.regimes, fcnkit.engine.config; "
-            "bad = [m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in sys.modules]; print(bad)")
+    code = (
+        "import sys, fcnkit.metrics, fcnkit.training.losses, fcnkit.training.regimes, fcnkit.engine.config; "
+        "bad = [m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in sys.modules]; print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -1,4 +1,5 @@
 """fcnkit.metrics: hand-computed confusion matrix, and a numpy reference (FCN's score.py) on random data."""
+
 import math
 
 import numpy as np
@@ -60,6 +61,7 @@ def test_confusion_matrix_refuses_logits_and_bad_predictions():
 
 
 # --- reference: the FCN authors' score.py (fast_hist + nanmean), in plain numpy loops ---
+
 
 def _reference(pred, target, n):
     hist = np.zeros((n, n), dtype=np.int64)
@@ -134,6 +136,9 @@ def test_confusion_matrix_ignores_predictions_at_ignored_cells_and_custom_ignore
     assert confusion_matrix(pred, target, 3).tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     # an ignore label inside 0..K-1 is dropped too
     assert confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), 3, ignore_index=2).tolist() == [
-        [1, 0, 0], [0, 1, 0], [0, 0, 0]]
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 0],
+    ]
     with pytest.raises(ValueError, match="0..2"):
         confusion_matrix(torch.tensor([0, -1]), torch.tensor([0, 1]), 3)

@@ -1,4 +1,5 @@
 """All-convolutional nets: output sizes, strides of each downsampling kind, valid nets, alignment."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,9 +62,13 @@ def test_pooling_layers_by_kind():
     for kind in ("strided", "strided-only"):
         model = _net(downsample=kind)
         assert count(model, nn.MaxPool2d) == count(model, nn.AvgPool2d) == 0
-    strided = [m for m in _net(downsample="strided").features.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    strided = [
+        m for m in _net(downsample="strided").features.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)
+    ]
     assert len(strided) == 3 and all(m.kernel_size == (2, 2) and m.in_channels == m.out_channels for m in strided)
-    only = [m for m in _net(downsample="strided-only").features.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    only = [
+        m for m in _net(downsample="strided-only").features.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)
+    ]
     assert len(only) == 3 and all(m.kernel_size == (3, 3) for m in only)  # the preceding 3x3 convs took the stride
     convs = lambda m: sum(isinstance(c, nn.Conv2d) for c in m.features.modules())  # noqa: E731
     assert convs(_net(downsample="strided-only")) == convs(_net(downsample="maxpool")) == 7
@@ -138,7 +143,10 @@ def test_learn_upsampling_flag():
 def test_feature_info_and_norms():
     model = _net()
     assert [(f.name, f.channels, f.stride) for f in model.feature_info] == [
-        ("stage0", 4, 1), ("stage1", 8, 2), ("stage2", 16, 4), ("stage3", 32, 8)
+        ("stage0", 4, 1),
+        ("stage1", 8, 2),
+        ("stage2", 16, 4),
+        ("stage3", 32, 8),
     ]
     assert any(isinstance(m, nn.GroupNorm) for m in _net(norm="group").modules())
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in _net(norm="none").modules())
@@ -199,6 +207,9 @@ def test_torch_fx_traceable():
             return isinstance(m, BilinearUpsample) or super().is_leaf_module(m, name)
 
     x = torch.randn(1, 1, 70, 75)
-    for model, tracer in [(_net(output="coarse", padding="valid"), fx.Tracer()), (_net(padding="valid"), LeafUpsample())]:
+    for model, tracer in [
+        (_net(output="coarse", padding="valid"), fx.Tracer()),
+        (_net(padding="valid"), LeafUpsample()),
+    ]:
         traced = fx.GraphModule(model, tracer.trace(model))
         assert torch.allclose(traced(x), model(x))

@@ -1,4 +1,5 @@
 """Backbones: taps and feature_info, and initialisation from local torchvision state-dict files."""
+
 import pytest
 import torch
 import torchvision
@@ -10,7 +11,12 @@ from fcnkit.models.registry import build_model
 
 @pytest.mark.parametrize(
     "name,channels",
-    [("allconv", [128, 128, 128]), ("vgg16", [256, 512, 4096]), ("resnet18", [128, 256, 512]), ("resnet50", [512, 1024, 2048])],
+    [
+        ("allconv", [128, 128, 128]),
+        ("vgg16", [256, 512, 4096]),
+        ("resnet18", [128, 256, 512]),
+        ("resnet50", [512, 1024, 2048]),
+    ],
 )
 def test_taps_match_feature_info(name, channels):
     with torch.device("meta"):
@@ -74,7 +80,9 @@ def test_allconv_backbone_round_trip(tmp_path):
 
     save_file(source.backbone.state_dict(), str(path))
     loaded = build_model("fcn16s", num_classes=5, backbone_weights=path)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.backbone.state_dict().values(), source.backbone.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.backbone.state_dict().values(), source.backbone.state_dict().values())
+    )
 
 
 def test_vgg16_file_becomes_fc6_fc7_convolutions(tmp_path):

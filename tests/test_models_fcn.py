@@ -1,4 +1,5 @@
 """FCN-32s/16s/8s: any input size, zero output at init, skip fusion and upsampling alignment."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,9 @@ def vgg_fcn8s():
 
 
 # resnet18 fcn32s/fcn16s run real numbers in the alignment test below; shapes of all on "meta"
-@pytest.mark.parametrize("name,backbone", [("fcn32s", "allconv"), ("fcn16s", "allconv"), ("fcn8s", "allconv"), ("fcn8s", "resnet18")])
+@pytest.mark.parametrize(
+    "name,backbone", [("fcn32s", "allconv"), ("fcn16s", "allconv"), ("fcn8s", "allconv"), ("fcn8s", "resnet18")]
+)
 def test_any_size_and_zero_at_init(name, backbone):
     model = build_model(name, num_classes=3, backbone=backbone).eval()
     with torch.no_grad():
@@ -103,9 +106,11 @@ def _randomise_scores(model):
 def _scores(model, x):
     h, w = x.shape[-2:]
     taps = model.backbone(F.pad(x, (0, -w % 32, 0, -h % 32)))
-    return model.score_pool3(taps[0]) if hasattr(model, "score_pool3") else None, (
-        model.score_pool4(taps[1]) if hasattr(model, "score_pool4") else None
-    ), model.score_fr(taps[2])
+    return (
+        model.score_pool3(taps[0]) if hasattr(model, "score_pool3") else None,
+        (model.score_pool4(taps[1]) if hasattr(model, "score_pool4") else None),
+        model.score_fr(taps[2]),
+    )
 
 
 def _up_half(s, f):  # cells centred on f*i + (f-1)/2: the align_corners=False convention
@@ -154,6 +159,9 @@ def test_vgg16_spec_rebuilds_the_same_architecture():
         model = build_model("fcn16s", num_classes=5, backbone="vgg16", learn_upsampling=True)
         again = build_model(model.fcnkit_spec["name"], **model.fcnkit_spec["kwargs"])
     assert model.fcnkit_spec["kwargs"] == {
-        "num_classes": 5, "in_channels": 3, "backbone": "vgg16", "learn_upsampling": True
+        "num_classes": 5,
+        "in_channels": 3,
+        "backbone": "vgg16",
+        "learn_upsampling": True,
     }
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}

@@ -1,4 +1,5 @@
 """Registry: names, errors that say the fix, fcnkit_spec and checkpoint round trips, the CLI table."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """Bilinear ConvTranspose2d upsampling: kernel values, equality with F.interpolate, alignment."""
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,5 +1,6 @@
 """Patch-to-dense: the classifier as a dense net (numerically), the zero-shot rule on a hand-made
 canvas, and the whole recipe end to end at tiny settings."""
+
 import json
 
 import numpy as np
@@ -25,8 +26,13 @@ def _classifier_checkpoint(tmp_path):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    config = {"task": "classification", "num_classes": 10, "in_channels": 1, "classes": [str(k) for k in range(10)],
-              "normalization": {"mean": [0.1], "std": [0.3]}}
+    config = {
+        "task": "classification",
+        "num_classes": 10,
+        "in_channels": 1,
+        "classes": [str(k) for k in range(10)],
+        "normalization": {"mean": [0.1], "std": [0.3]},
+    }
     return model, save_checkpoint(tmp_path / "cls", model, config)
 
 
@@ -43,6 +49,7 @@ def test_dense_net_is_the_classifier_before_its_pooling(tmp_path):
         torch.testing.assert_close(grid.mean(dim=(-2, -1)), classifier(x), rtol=0, atol=1e-12)
         out = dense.double()(x)
     assert out.shape == (2, 10, 28, 36)
+
     # reference upsampling: cell i centred on input pixel 4i + 1.5 (stride 4, "same" padding),
     # pixel p reads the grid at t = (p - 1.5) / 4, clamped to the edge cells, linear in between
     def weights(n_pixels, n_cells):
@@ -107,9 +114,18 @@ def test_recipe_end_to_end_fine_tuned_beats_zero_shot(tmp_path):
     # tiny but not trivial: a width-8 classifier (1 epoch of 28x28 digits), 600 fine-tuning steps of
     # 4 canvases, 32 test canvases; measured: zero-shot 0.36, fine-tuned 0.55. (With the recipe's
     # multi-size classifier, sizes 24/28/32, these settings give 0.42 vs 0.50: a narrower margin.)
-    r = patch_to_dense(tmp_path / "p2d", body={"width": 8, "depth": 1, "stages": 3}, classifier_epochs=1,
-                       classifier_sizes=None, canvas_count=400, val_count=32, finetune_epochs=6, batch_size=4,
-                       lr=0.01, scratch=False)
+    r = patch_to_dense(
+        tmp_path / "p2d",
+        body={"width": 8, "depth": 1, "stages": 3},
+        classifier_epochs=1,
+        classifier_sizes=None,
+        canvas_count=400,
+        val_count=32,
+        finetune_epochs=6,
+        batch_size=4,
+        lr=0.01,
+        scratch=False,
+    )
     assert r["classifier_accuracy"] > 0.8
     assert 0.0 < r["zero_shot_mean_iu"] < r["finetuned_mean_iu"]
     saved = json.loads((tmp_path / "p2d" / "results.json").read_text())

@@ -1,4 +1,5 @@
 """Tiled inference equals whole-image inference; blending, lazy inputs, bounded memory."""
+
 import tracemalloc
 import warnings
 
@@ -22,8 +23,16 @@ def conv(c_in, c_out, k, s=1, p=0, d=1):
 
 
 def same_net(k=3):
-    return nn.Sequential(conv(3, 6, 3, p=1), nn.ReLU(), conv(6, 6, 3, s=2, p=1), nn.BatchNorm2d(6), nn.ReLU(),
-                         conv(6, 6, 3, p=2, d=2), nn.ReLU(), conv(6, k, 1))
+    return nn.Sequential(
+        conv(3, 6, 3, p=1),
+        nn.ReLU(),
+        conv(6, 6, 3, s=2, p=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        conv(6, 6, 3, p=2, d=2),
+        nn.ReLU(),
+        conv(6, k, 1),
+    )
 
 
 def valid_net(k=3):
@@ -51,14 +60,21 @@ class PadTo8(nn.Module):
 
     def __init__(self, k=3):
         super().__init__()
-        self.body = nn.Sequential(conv(3, 6, 3, p=1), nn.MaxPool2d(2), conv(6, 6, 3, p=1), nn.MaxPool2d(2),
-                                  conv(6, 6, 3, p=1), nn.MaxPool2d(2), conv(6, k, 1))
+        self.body = nn.Sequential(
+            conv(3, 6, 3, p=1),
+            nn.MaxPool2d(2),
+            conv(6, 6, 3, p=1),
+            nn.MaxPool2d(2),
+            conv(6, 6, 3, p=1),
+            nn.MaxPool2d(2),
+            conv(6, k, 1),
+        )
         self.up = nn.ConvTranspose2d(k, k, 16, 8, bias=False)
 
     def forward(self, x):
         h, w = x.shape[-2:]
         x = F.pad(x, (0, (-w) % 8, 0, (-h) % 8))
-        return self.up(self.body(x))[..., 4:4 + h, 4:4 + w]
+        return self.up(self.body(x))[..., 4 : 4 + h, 4 : 4 + w]
 
 
 def random_net(seed: int) -> nn.Module:

@@ -1,6 +1,7 @@
 """``fcnkit predict RUN_DIR INPUT... --out DIR``: every image mode, masks/overlays/probabilities,
 atomic outputs, clear errors. The checkpoint loader is replaced by a hand-made model so these
 tests do not depend on the model registry (tests/test_predict_registry.py covers real checkpoints)."""
+
 import numpy as np
 import pytest
 import tifffile
@@ -24,17 +25,29 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(stride=1):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, stride=stride, padding=1),
-                         nn.ReLU(), nn.Conv2d(6, 3, 1)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 3, stride=stride, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 3, 1),
+    ).eval()
 
 
 @pytest.fixture
 def run(monkeypatch, tmp_path):
     """A fake run folder whose checkpoint is ``tiny()``; returns (run_dir, model holder)."""
     holder = {"model": tiny()}
-    config = {"task": "segmentation", "in_channels": 3, "num_classes": 3, "palette": PALETTE,
-              "normalization": {"mean": MEAN, "std": STD}}
-    monkeypatch.setattr(fcnkit.checkpoint, "load_checkpoint", lambda path, map_location="cpu": (holder["model"], dict(config)))
+    config = {
+        "task": "segmentation",
+        "in_channels": 3,
+        "num_classes": 3,
+        "palette": PALETTE,
+        "normalization": {"mean": MEAN, "std": STD},
+    }
+    monkeypatch.setattr(
+        fcnkit.checkpoint, "load_checkpoint", lambda path, map_location="cpu": (holder["model"], dict(config))
+    )
     monkeypatch.setattr(fcnkit.checkpoint, "resolve_checkpoint", lambda path: path)
     (tmp_path / "run").mkdir()
     return tmp_path / "run", holder
@@ -79,7 +92,9 @@ def test_every_image_mode_gets_mask_overlay_probabilities(run, tmp_path):
         prob = np.load(r["probabilities"])
         assert prob.shape == (3, h, w) and np.allclose(prob.sum(0), 1, atol=1e-5)
         np.testing.assert_array_equal(prob.argmax(0), labels)
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and p.name != ".fcnkit"]  # no temporaries (.fcnkit: the output marker)
+    assert not [
+        p for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and p.name != ".fcnkit"
+    ]  # no temporaries (.fcnkit: the output marker)
 
 
 def test_tiled_masks_equal_whole_image_masks(run, tmp_path):
@@ -119,7 +134,9 @@ def test_huge_images_get_a_tiled_tiff_mask_and_a_reduced_overlay(run, tmp_path, 
         np.testing.assert_array_equal(page.asarray(), _expected_labels(holder["model"], imgs["grey"]))
     with Image.open(r["overlay"]) as o:
         assert o.size == (27, 19)
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and p.name != ".fcnkit"]  # scratch files removed
+    assert not [
+        p for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and p.name != ".fcnkit"
+    ]  # scratch files removed
 
 
 def test_a_failing_image_leaves_no_outputs(run, tmp_path):
@@ -166,8 +183,23 @@ def test_run_dir_without_checkpoint(tmp_path):
 def test_cli_predict(run, tmp_path, capsys):
     run_dir, _ = run
     imgs = _images(tmp_path / "in")
-    assert cli.main(["predict", str(run_dir), str(imgs["rgba"]), "--out", str(tmp_path / "out"),
-                     "--tile", "16", "--quiet", "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(run_dir),
+                str(imgs["rgba"]),
+                "--out",
+                str(tmp_path / "out"),
+                "--tile",
+                "16",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "rgba.png: 31x30" in out and "rgba_mask.png" in out
     assert cli.main(["predict", str(run_dir), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 2

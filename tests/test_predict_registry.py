@@ -1,5 +1,6 @@
 """Registry models: tiled == whole-image logits (<= 1e-5, fp32) at awkward sizes; the CLIs on a
 real checkpoint."""
+
 import numpy as np
 import pytest
 import torch
@@ -54,8 +55,14 @@ def _checkpoint(tmp_path):
     from fcnkit.checkpoint import save_checkpoint
 
     model = build("allconv", width=4, stages=2)
-    config = {"task": "segmentation", "num_classes": 3, "in_channels": 3, "classes": ["a", "b", "c"],
-              "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    config = {
+        "task": "segmentation",
+        "num_classes": 3,
+        "in_channels": 3,
+        "classes": ["a", "b", "c"],
+        "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
+        "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+    }
     return save_checkpoint(tmp_path / "run" / "best", model, config).parent
 
 
@@ -64,8 +71,22 @@ def test_cli_predict_tiled_equals_whole_on_a_checkpoint(tmp_path, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (150, 170, 3), dtype=np.uint8)).save(tmp_path / "img.png")
     assert cli.main(["predict", str(run), str(tmp_path / "img.png"), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
-    assert cli.main(["predict", str(run), str(tmp_path / "img.png"), "--out", str(tmp_path / "tiled"), "--quiet",
-                     "--tile", "64", "--probabilities"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(run),
+                str(tmp_path / "img.png"),
+                "--out",
+                str(tmp_path / "tiled"),
+                "--quiet",
+                "--tile",
+                "64",
+                "--probabilities",
+            ]
+        )
+        == 0
+    )
     assert "tiles" in capsys.readouterr().out
     a, b = (np.asarray(Image.open(tmp_path / d / "img_mask.png")) for d in ("whole", "tiled"))
     assert a.shape == (150, 170)

@@ -1,4 +1,5 @@
 """fcnkit.training.regimes: loss sampling, class balancing, option parsing; fcnkit.training.flops."""
+
 import math
 
 import pytest
@@ -38,21 +39,30 @@ def test_build_from_name_inline_options_and_mapping():
     # options() round-trips through the saved config
     assert build_regime(r.options()) == r
     p = build_regime({"name": "patchwise", "sampler": "grid", "patch_size": 20, "stride": 10})
-    assert p.options() == {"name": "patchwise", "sampler": "grid", "patch_size": 20, "patches_per_image": 4, "stride": 10}
+    assert p.options() == {
+        "name": "patchwise",
+        "sampler": "grid",
+        "patch_size": 20,
+        "patches_per_image": 4,
+        "stride": 10,
+    }
 
 
-@pytest.mark.parametrize("spec,pattern", [
-    ("wholes", r"unknown name 'wholes' \(did you mean 'whole'\?\)"),
-    ("loss-sampling:p=0", r"p must be in \(0, 1\], got 0"),
-    ("loss-sampling:p=1.5", r"p must be in \(0, 1\]"),
-    ("loss-sampling:pp=0.5", r"unknown option 'pp' \(did you mean 'p'\?\)"),
-    ("loss-sampling:p", "is not KEY=VALUE"),
-    ({"name": "whole", "p": 1}, "takes no options"),
-    ("patchwise:sampler=unifrom", r"did you mean 'uniform'"),
-    ("patchwise:patch_size=big", "patch_size must be an integer or rf"),
-    ("patchwise:patches_per_image=0", "patches_per_image must be a whole number >= 1"),
-    ("class-balanced:by=weights", "use one of sampling, inverse, median"),
-])
+@pytest.mark.parametrize(
+    "spec,pattern",
+    [
+        ("wholes", r"unknown name 'wholes' \(did you mean 'whole'\?\)"),
+        ("loss-sampling:p=0", r"p must be in \(0, 1\], got 0"),
+        ("loss-sampling:p=1.5", r"p must be in \(0, 1\]"),
+        ("loss-sampling:pp=0.5", r"unknown option 'pp' \(did you mean 'p'\?\)"),
+        ("loss-sampling:p", "is not KEY=VALUE"),
+        ({"name": "whole", "p": 1}, "takes no options"),
+        ("patchwise:sampler=unifrom", r"did you mean 'uniform'"),
+        ("patchwise:patch_size=big", "patch_size must be an integer or rf"),
+        ("patchwise:patches_per_image=0", "patches_per_image must be a whole number >= 1"),
+        ("class-balanced:by=weights", "use one of sampling, inverse, median"),
+    ],
+)
 def test_bad_specs_name_the_option_and_fix(spec, pattern):
     with pytest.raises(InputError, match=pattern):
         build_regime(spec)
@@ -66,7 +76,9 @@ def test_config_resolves_regime_and_refuses_double_class_balancing():
 
 
 # --- loss sampling -------------------------------------------------------------------------
-@pytest.mark.parametrize("base,p,want", [(8, 1.0, 8), (8, 0.5, 16), (8, 0.25, 32), (8, 0.3, 27), (8, 0.1, 80), (1, 0.99, 2)])
+@pytest.mark.parametrize(
+    "base,p,want", [(8, 1.0, 8), (8, 0.5, 16), (8, 0.25, 32), (8, 0.3, 27), (8, 0.1, 80), (1, 0.99, 2)]
+)
 def test_batch_scaled_by_one_over_p(base, p, want):
     assert LossSampling(p=p).batch_size(base) == want
 
@@ -209,6 +221,10 @@ def test_regime_core_modules_import_no_lightning():
     import subprocess
     import sys
 
-    code = ("import sys, fcnkit.training.regimes, fcnkit.training.samplers, fcnkit.training.equivalence, "
-            "fcnkit.training.flops; print([m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in sys.modules])")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    code = (
+        "import sys, fcnkit.training.regimes, fcnkit.training.samplers, fcnkit.training.equivalence, "
+        "fcnkit.training.flops; print([m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in sys.modules])"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

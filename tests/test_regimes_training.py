@@ -3,6 +3,7 @@
 The dataset is a tiny in-test one (fcnkit.data.load_dataset is replaced); the model is a real,
 narrow allconv, so the regime's model-dependent settings (rf, stride) are resolved for real.
 """
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,19 @@ def squares(squares_data):
 
 
 def _cfg(tmp_path, regime, **kw):
-    return TrainConfig.from_dict({"data": "squares", "batch_size": 2, "epochs": 1, "out": str(tmp_path / "run"), "threads": 1,
-                                  "model_options": {"width": 2, "stages": 2}, "log_every_n_steps": 1, "regime": regime, **kw})
+    return TrainConfig.from_dict(
+        {
+            "data": "squares",
+            "batch_size": 2,
+            "epochs": 1,
+            "out": str(tmp_path / "run"),
+            "threads": 1,
+            "model_options": {"width": 2, "stages": 2},
+            "log_every_n_steps": 1,
+            "regime": regime,
+            **kw,
+        }
+    )
 
 
 def _check_totals(rows):
@@ -35,6 +47,7 @@ def test_sparse_logging_keeps_every_step_in_the_totals(tmp_path, squares):
     rows = train_and_log(_cfg(tmp_path, "whole", log_every_n_steps=2))["train"]
     assert [int(r["step"]) for r in rows] == [1, 3]
     assert [r["total_images"] for r in rows] == [4, 8] and [r["step_images"] for r in rows] == [2, 2]
+
 
 def test_whole_logs_images_cells_flops_and_time_per_step(tmp_path, squares):
     out = train_and_log(_cfg(tmp_path, "whole"))

@@ -1,4 +1,5 @@
 """fcnkit.training.samplers: crops aligned with their masks, sampler statistics, patch datasets."""
+
 import pytest
 import torch
 
@@ -59,9 +60,9 @@ def test_uniform_centres_cover_the_image_evenly():
 
 def test_class_balanced_centre_classes_are_uniform_over_present_classes():
     mask = torch.zeros(40, 40, dtype=torch.int64)
-    mask[:2, :2] = 1        # 4 pixels of class 1
+    mask[:2, :2] = 1  # 4 pixels of class 1
     mask[10:30, 10:20] = 2  # 200 pixels of class 2
-    mask[39, :] = 255       # ignored: never a centre; class 3 absent: never drawn
+    mask[39, :] = 255  # ignored: never a centre; class 3 absent: never drawn
     g = torch.Generator().manual_seed(0)
     c = class_balanced_centres(mask, 6000, g)
     classes = mask[c[:, 0], c[:, 1]]
@@ -103,7 +104,9 @@ class _Images(torch.utils.data.Dataset):
         self.items = []
         for i, (h, w) in enumerate(sizes):
             image = torch.full((1, h, w), float(i + 1))
-            self.items.append({"image": image, "mask": torch.full((h, w), i, dtype=torch.int64), "meta": {"name": f"im{i}"}})
+            self.items.append(
+                {"image": image, "mask": torch.full((h, w), i, dtype=torch.int64), "meta": {"name": f"im{i}"}}
+            )
 
     def __len__(self):
         return len(self.items)
@@ -114,7 +117,9 @@ class _Images(torch.utils.data.Dataset):
 
 def test_patch_dataset_items_and_collate():
     base = _Images([(20, 30), (12, 12)])
-    ds = PatchDataset(base, sampler="uniform", patch_size=8, patches_per_image=5, generator=torch.Generator().manual_seed(0))
+    ds = PatchDataset(
+        base, sampler="uniform", patch_size=8, patches_per_image=5, generator=torch.Generator().manual_seed(0)
+    )
     assert len(ds) == 2 and ds.info == "info"
     item = ds[1]
     assert item["image"].shape == (5, 1, 8, 8) and item["mask"].shape == (5, 8, 8)

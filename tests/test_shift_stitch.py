@@ -1,5 +1,6 @@
 """shift_and_stitch equals running the net at every offset (two independent references: the net
 on each receptive-field window, and the same net with filter rarefaction / dilation)."""
+
 import pytest
 import torch
 from torch import nn
@@ -16,11 +17,19 @@ RF, STRIDE = 14, 4  # by hand: conv3 -> 3, pool2 -> 4 (stride 2), conv3 -> 8, po
 
 def coarse_net() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 5, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(5, 3, 2),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 5, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(5, 3, 2),
+        )
+        .double()
+        .eval()
+    )
 
 
 def rarefied(net: nn.Sequential) -> nn.Sequential:
@@ -30,7 +39,9 @@ def rarefied(net: nn.Sequential) -> nn.Sequential:
     d3 = nn.Conv2d(5, 3, 2, dilation=4).double()
     d2.load_state_dict(c2.state_dict())
     d3.load_state_dict(c3.state_dict())
-    return nn.Sequential(c1, nn.ReLU(), nn.MaxPool2d(2, stride=1), d2, nn.ReLU(), nn.MaxPool2d(2, stride=1, dilation=2), d3).eval()
+    return nn.Sequential(
+        c1, nn.ReLU(), nn.MaxPool2d(2, stride=1), d2, nn.ReLU(), nn.MaxPool2d(2, stride=1, dilation=2), d3
+    ).eval()
 
 
 def all_windows(x, rf_h, rf_w, rows, cols):
@@ -89,7 +100,11 @@ def test_coarse_grid_is_every_stride_th_cell_and_3d_input():
 
 def test_convolutionalized_classifier_anisotropic_stride():
     torch.manual_seed(1)
-    clf = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d((2, 3)), nn.Flatten(), nn.Linear(3 * 3 * 2, 4)).double().eval()
+    clf = (
+        nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d((2, 3)), nn.Flatten(), nn.Linear(3 * 3 * 2, 4))
+        .double()
+        .eval()
+    )
     # native 8x9 -> conv 6x7 -> pool 3x2: the 7th conv column is dropped by the pool, so the
     # receptive field is 8x8 (the native window's last column is never used) and the stride 2x3
     fcn = convolutionalize(clf, input_size=(8, 9))

@@ -1,4 +1,5 @@
 """Tile planner: pure geometry (windows, cores, alignment), checked against its invariants."""
+
 from fractions import Fraction
 
 import pytest
@@ -7,9 +8,17 @@ from fcnkit.errors import InputError
 from fcnkit.inference.tiling import core_cells, origin_cell, plan_axis, plan_tiles
 
 
-@pytest.mark.parametrize("length, tile, halo, align", [
-    (97, 32, 8, 4), (203, 32, 8, 2), (1000, 256, 64, 32), (64, 64, 16, 16), (65, 64, 16, 16), (300, 100, 0, 1),
-])
+@pytest.mark.parametrize(
+    "length, tile, halo, align",
+    [
+        (97, 32, 8, 4),
+        (203, 32, 8, 2),
+        (1000, 256, 64, 32),
+        (64, 64, 16, 16),
+        (65, 64, 16, 16),
+        (300, 100, 0, 1),
+    ],
+)
 def test_crop_spans_invariants(length, tile, halo, align):
     spans = plan_axis(length, tile, halo, align)
     assert spans[0].start == 0 and spans[-1].stop == length
@@ -29,7 +38,13 @@ def test_crop_spans_by_hand():
     # W = 32, h = 8: first window [0, 32) keeps [.., 24); then cores of 16 in windows of 32
     spans = plan_axis(97, 32, 8, 4)
     assert [(s.start, s.stop, s.core_start, s.core_stop) for s in spans] == [
-        (0, 32, None, 24), (16, 48, 24, 40), (32, 64, 40, 56), (48, 80, 56, 72), (64, 96, 72, 88), (80, 97, 88, None)]
+        (0, 32, None, 24),
+        (16, 48, 24, 40),
+        (32, 64, 40, 56),
+        (48, 80, 56, 72),
+        (64, 96, 72, 88),
+        (80, 97, 88, None),
+    ]
 
 
 def test_small_image_is_one_tile():

@@ -3,6 +3,7 @@
 train() is run for real (Lightning loop on CPU); only the dataset and the model builder are
 replaced by fakes, so these tests do not depend on the built-in data or the model zoo.
 """
+
 import json
 import math
 
@@ -20,8 +21,11 @@ from fcnkit.errors import InputError
 
 
 def _collate(batch):  # all items have the same size here
-    return {"image": torch.stack([b["image"] for b in batch]), "mask": torch.stack([b["mask"] for b in batch]),
-            "meta": [b["meta"] for b in batch]}
+    return {
+        "image": torch.stack([b["image"] for b in batch]),
+        "mask": torch.stack([b["mask"] for b in batch]),
+        "meta": [b["meta"] for b in batch],
+    }
 
 
 class Tiny(nn.Module):
@@ -94,7 +98,9 @@ def test_best_follows_max_val_mean_iu_and_last_is_newest(tmp_path, fake_world, m
 
 def test_non_finite_loss_stops_and_keeps_last_good_weights(tmp_path, fake_world):
     fake_world(nan_after=5)  # steps 0-4 fine (epochs 0, 1 and half of 2), NaN at step 5
-    with pytest.raises(InputError, match=r"loss became nan at step 5; .*last holds the last good weights; lower --lr") as err:
+    with pytest.raises(
+        InputError, match=r"loss became nan at step 5; .*last holds the last good weights; lower --lr"
+    ) as err:
         run_mod.train(_cfg(tmp_path, epochs=5), report=False)
     assert "\n" not in str(err.value)
     run = tmp_path / "run"

@@ -1,4 +1,5 @@
 """fcnkit.engine.config: YAML + CLI overrides, resolved defaults, and errors that name the key."""
+
 import pytest
 import yaml
 
@@ -28,20 +29,23 @@ def test_unknown_key_suggests_nearest(tmp_path):
         load_config(None, {"batchsize": 2})
 
 
-@pytest.mark.parametrize("key,value,pattern", [
-    ("epochs", "many", "epochs must be a whole number"),
-    ("epochs", 0, "epochs must be >= 1"),
-    ("lr", -1, "lr must be a finite number > 0"),
-    ("lr", "abc", "lr must be a number"),
-    ("momentum", 1.5, "momentum must be below 1"),
-    ("optimizer", "adamw", "did you mean 'adam'"),
-    ("precision", "16", "precision: unknown value '16'; use one of 32, 16-mixed, bf16-mixed"),
-    ("device", "gpu", "use one of auto, cpu, cuda"),
-    ("data_options", "size=3", "data_options must be a mapping"),
-    ("augment", "maybe", "unknown augmentation .maybe.; use true, false or a list of flip, scale"),
-    ("augment", ["flip", "scael"], "did you mean .scale."),
-    ("overwrite", "maybe", "overwrite must be true or false"),
-])
+@pytest.mark.parametrize(
+    "key,value,pattern",
+    [
+        ("epochs", "many", "epochs must be a whole number"),
+        ("epochs", 0, "epochs must be >= 1"),
+        ("lr", -1, "lr must be a finite number > 0"),
+        ("lr", "abc", "lr must be a number"),
+        ("momentum", 1.5, "momentum must be below 1"),
+        ("optimizer", "adamw", "did you mean 'adam'"),
+        ("precision", "16", "precision: unknown value '16'; use one of 32, 16-mixed, bf16-mixed"),
+        ("device", "gpu", "use one of auto, cpu, cuda"),
+        ("data_options", "size=3", "data_options must be a mapping"),
+        ("augment", "maybe", "unknown augmentation .maybe.; use true, false or a list of flip, scale"),
+        ("augment", ["flip", "scael"], "did you mean .scale."),
+        ("overwrite", "maybe", "overwrite must be true or false"),
+    ],
+)
 def test_bad_values_name_the_key(key, value, pattern):
     with pytest.raises(InputError, match=pattern):
         TrainConfig.from_dict({key: value})
@@ -61,7 +65,9 @@ def test_resolved_defaults_per_optimizer():
 def test_resolved_rejects_missing_data_and_unbuilt_features():
     with pytest.raises(InputError, match="pass --data"):
         TrainConfig().resolved()
-    assert TrainConfig(data="d", task="classification").resolved().model == "allconv_cls"  # built now (tests/test_classification.py)
+    assert (
+        TrainConfig(data="d", task="classification").resolved().model == "allconv_cls"
+    )  # built now (tests/test_classification.py)
     # regimes are implemented (fcnkit.training.regimes): a name resolves to its full settings
     assert TrainConfig.from_dict({"data": "d", "regime": "patchwise"}).resolved().regime["patch_size"] == "rf"
     with pytest.raises(InputError, match="did you mean 'whole'"):

@@ -1,6 +1,7 @@
 """The validation confusion matrix is a sum-reduced torchmetrics state: under DDP (2 CPU processes,
 gloo) every process ends up with the matrix of the WHOLE validation set, as Lightning's
 ``strategy="ddp"`` would see it."""
+
 import os
 import socket
 

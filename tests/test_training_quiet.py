@@ -1,4 +1,5 @@
 """quiet_lightning drops Lightning's tips and the pytree warning, only inside the block."""
+
 import logging
 import warnings
 

@@ -1,4 +1,5 @@
 """Atomic writes: a failure leaves neither a half-written target nor temp litter."""
+
 import pytest
 
 from fcnkit.utils.atomic import atomic_dir, atomic_path, atomic_write_text

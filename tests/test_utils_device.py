@@ -1,4 +1,5 @@
 """The one device resolution (fcnkit.utils.device) used by every job and experiment."""
+
 import pytest
 import torch
 from torch import nn

@@ -4,6 +4,7 @@ folder that ``fcnkit predict`` and ``fcnkit train --init-from`` read like any ot
 Weights come from local files only (no download): a torchvision state dict saved with
 ``torch.save`` (read with ``weights_only=True``: nothing is unpickled) or a ``.safetensors`` file.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"{path}: no such weights file; give a local .pth/.pt/.safetensors state dict (nothing is downloaded)")
+        raise MissingFileError(
+            f"{path}: no such weights file; give a local .pth/.pt/.safetensors state dict (nothing is downloaded)"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -42,12 +45,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # unpickling refused, truncated file, not a zip/pickle at all, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"{path}: cannot read a state dict from it ({first}); save model.state_dict() with torch.save or safetensors") from None
+        raise InputError(
+            f"{path}: cannot read a state dict from it ({first}); save model.state_dict() with torch.save or safetensors"
+        ) from None
     for key in ("state_dict", "model"):  # common wrappers {"state_dict": {...}, "epoch": ...}
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path}: not a state dict (name -> tensor); save model.state_dict() with torch.save or safetensors")
+        raise InputError(
+            f"{path}: not a state dict (name -> tensor); save model.state_dict() with torch.save or safetensors"
+        )
     return state
 
 
@@ -59,8 +66,15 @@ def _last_linear(model: nn.Module) -> str:
 
 
 def convert_classifier(
-    arch: str, weights: str | os.PathLike, out: str | os.PathLike, *, num_classes: int | None = None,
-    input_size: int = 224, pool: str = "window", output: str = "dense", overwrite: bool = False,
+    arch: str,
+    weights: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    input_size: int = 224,
+    pool: str = "window",
+    output: str = "dense",
+    overwrite: bool = False,
 ) -> Conversion:
     """Load ``weights`` into ``arch`` (e.g. ``"torchvision:vgg16"``), convolutionalize it, and write
     a checkpoint folder ``out`` (``model.safetensors`` + ``config.json`` with geometry).
@@ -81,28 +95,44 @@ def convert_classifier(
     from fcnkit.utils.outputs import check_output
 
     if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
-        raise InputError(f"--num-classes {num_classes}: give a positive number of classes (or leave it out for the weights file's)")
+        raise InputError(
+            f"--num-classes {num_classes}: give a positive number of classes (or leave it out for the weights file's)"
+        )
     check_output(out, "checkpoint", overwrite)
     path = Path(weights)
     state = read_state_dict(path)
     with torch.device("meta"):  # free: only to find the classifier layer's name
         head = _last_linear(build_torchvision_classifier(arch, 1))
     if f"{head}.weight" not in state:
-        raise InputError(f"{path}: no '{head}.weight' in it, so it is not a {arch} state dict; pass the --arch the weights were saved from")
+        raise InputError(
+            f"{path}: no '{head}.weight' in it, so it is not a {arch} state dict; pass the --arch the weights were saved from"
+        )
     file_classes = int(state[f"{head}.weight"].shape[0])
     num_classes = int(num_classes if num_classes is not None else file_classes)
     classifier = build_torchvision_classifier(arch, num_classes)
     notes = []
     if num_classes != file_classes:
         state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
-        notes.append(f"re-initialised the last layer '{head}' for {num_classes} classes (the weights file has {file_classes}); trunk weights kept")
-    _load(classifier, state, path, arch, allowed_missing={k for k in classifier.state_dict() if k.startswith(f"{head}.")} if notes else set())
+        notes.append(
+            f"re-initialised the last layer '{head}' for {num_classes} classes (the weights file has {file_classes}); trunk weights kept"
+        )
+    _load(
+        classifier,
+        state,
+        path,
+        arch,
+        allowed_missing={k for k in classifier.state_dict() if k.startswith(f"{head}.")} if notes else set(),
+    )
     model = from_classifier(classifier.eval(), input_size, pool, output)
     kwargs = {"arch": arch, "num_classes": num_classes, "input_size": input_size, "pool": pool, "output": output}
     model.fcnkit_spec = {"name": "convolutionalized", "kwargs": kwargs}
     config = CheckpointConfig(
-        model=model.fcnkit_spec, task="segmentation", num_classes=num_classes, in_channels=3,
-        classes=[f"class_{i}" for i in range(num_classes)], palette=voc_palette(num_classes),
+        model=model.fcnkit_spec,
+        task="segmentation",
+        num_classes=num_classes,
+        in_channels=3,
+        classes=[f"class_{i}" for i in range(num_classes)],
+        palette=voc_palette(num_classes),
         normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         geometry={k: list(v) for k, v in model.geometry.items()},
         converted_from={"arch": arch, "weights": path.name, "reinitialised": [head] if notes else []},
@@ -115,10 +145,16 @@ def _load(model: nn.Module, state: dict, path: Path, arch: str, allowed_missing:
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
-        raise InputError(f"{path}: does not fit {arch} ({detail}); pass the --arch the weights were saved from") from None
+        detail = next(
+            (line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0]
+        )
+        raise InputError(
+            f"{path}: does not fit {arch} ({detail}); pass the --arch the weights were saved from"
+        ) from None
     missing = [k for k in result.missing_keys if k not in allowed_missing]
     if missing or result.unexpected_keys:
         what = f"missing '{missing[0]}'" if missing else f"unexpected '{result.unexpected_keys[0]}'"
         count = len(missing) + len(result.unexpected_keys)
-        raise InputError(f"{path}: not a {arch} state dict ({what}, {count} key(s) differ); pass the --arch the weights were saved from")
+        raise InputError(
+            f"{path}: not a {arch} state dict ({what}, {count} key(s) differ); pass the --arch the weights were saved from"
+        )

@@ -4,6 +4,7 @@ train (configs/demo.yaml) -> evaluate on val and test -> predict a few validatio
 ``RUN/predictions/`` (palette PNG masks + overlays) -> report.md. Sized to finish in a few
 minutes on a 2-core CPU; uses the GPU when one is present.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,12 @@ def demo_config_path() -> Path:
     return Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
-def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", config: str | os.PathLike | None = None,
-             examples: int = 8) -> dict[str, Any]:
+def run_demo(
+    out: str | os.PathLike = "runs/demo",
+    device: str = "auto",
+    config: str | os.PathLike | None = None,
+    examples: int = 8,
+) -> dict[str, Any]:
     """Train, evaluate and predict; returns ``{"run", "report", "val", "test", "predictions", "seconds"}``.
 
     A previous demo run in ``out`` is replaced (only run artifacts are removed).
@@ -50,12 +55,19 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", config:
             write_json(result, run / f"scores_{split}.json")
     dataset = load_dataset(cfg.data, split=cfg.val_split, **{**cfg.data_options, **cfg.val_data_options})
     predictions = predict_examples(run, dataset, run / "predictions", count=examples, device=device)
-    return {"run": run, "report": run / "report.md", **results, "predictions": predictions,
-            "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
+    return {
+        "run": run,
+        "report": run / "report.md",
+        **results,
+        "predictions": predictions,
+        "train_seconds": train_seconds,
+        "seconds": time.perf_counter() - start,
+    }
 
 
-def predict_examples(run: str | os.PathLike, dataset, folder: str | os.PathLike, count: int = 8,
-                     device: str = "auto") -> list[Path]:
+def predict_examples(
+    run: str | os.PathLike, dataset, folder: str | os.PathLike, count: int = 8, device: str = "auto"
+) -> list[Path]:
     """Predict the first ``count`` items of ``dataset`` with the run's best checkpoint.
 
     Writes ``<name>_mask.png`` (palette PNG of class indices) and ``<name>_overlay.png``

@@ -3,6 +3,7 @@
 Whole-image inference, batching consecutive images of the same size (never padding, so every
 image is scored exactly as it would be predicted alone), one confusion matrix over the split.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,14 @@ def write_scores(result: dict[str, Any], path: str | os.PathLike):
     return write_json(result, check_scores_file(path))
 
 
-def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, split: str = "val",
-             device: str | torch.device | None = "auto", batch_size: int = 8,
-             data_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate(
+    run_or_checkpoint: str | os.PathLike,
+    data: str | None = None,
+    split: str = "val",
+    device: str | torch.device | None = "auto",
+    batch_size: int = 8,
+    data_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Score a checkpoint (or a run folder: its best/, else last/) on ``split`` of ``data``.
 
     ``data`` defaults to the dataset the checkpoint was trained on (its train config), and
@@ -79,9 +85,13 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
     k = int(config["num_classes"])
     task = config.get("task", "segmentation")
     if dataset.info.task != task:
-        raise InputError(f"data '{data}' is a {dataset.info.task} dataset but {ckpt} is a {task} checkpoint; evaluate on {task} data")
+        raise InputError(
+            f"data '{data}' is a {dataset.info.task} dataset but {ckpt} is a {task} checkpoint; evaluate on {task} data"
+        )
     if dataset.info.num_classes != k:
-        raise InputError(f"data '{data}' has {dataset.info.num_classes} classes but the checkpoint predicts {k}; evaluate on matching data")
+        raise InputError(
+            f"data '{data}' has {dataset.info.num_classes} classes but the checkpoint predicts {k}; evaluate on matching data"
+        )
     if len(dataset) == 0:
         raise InputError(f"data '{data}': split '{split}' is empty; pick another --split")
     cm = torch.zeros(k, k, dtype=torch.int64)
@@ -93,8 +103,14 @@ def evaluate(run_or_checkpoint: str | os.PathLike, data: str | None = None, spli
         result = classification_scores(cm)
     else:
         result = scores(cm)
-    result.update(confusion_matrix=cm.tolist(), classes=list(config.get("classes") or []), checkpoint=str(ckpt),
-                  data=str(data), split=split, images=len(dataset))
+    result.update(
+        confusion_matrix=cm.tolist(),
+        classes=list(config.get("classes") or []),
+        checkpoint=str(ckpt),
+        data=str(data),
+        split=split,
+        images=len(dataset),
+    )
     return result
 
 

@@ -26,6 +26,7 @@ tensor with the model is an :class:`~fcnkit.errors.InputError` naming the option
 Unlike ``resume`` (which continues a run: epoch, optimizer, best score), this only sets the
 initial weights of a new run.
 """
+
 from __future__ import annotations
 
 import os
@@ -88,7 +89,9 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike, classes: lis
     try:
         state = load_file(str(ckpt / WEIGHTS), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"{ckpt / WEIGHTS}: corrupt or truncated weights ({exc}); re-save the checkpoint or drop --init-from") from None
+        raise InputError(
+            f"{ckpt / WEIGHTS}: corrupt or truncated weights ({exc}); re-save the checkpoint or drop --init-from"
+        ) from None
     target = model.state_dict()
     report = InitReport(source=str(ckpt), source_model=str(spec.get("name", "?")))
     rows = _class_rows(config.get("classes"), classes)
@@ -109,8 +112,10 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike, classes: lis
     report.kept = [n for n in target if n not in matched]
     learned = {n for n, p in model.named_parameters() if p.requires_grad}
     if not learned & set(matched):
-        raise InputError(f"--init-from {ckpt}: its '{report.source_model}' weights share no learned tensor (same name and "
-                         f"shape) with model '{_name(model)}'; {_fix(model, spec)}")
+        raise InputError(
+            f"--init-from {ckpt}: its '{report.source_model}' weights share no learned tensor (same name and "
+            f"shape) with model '{_name(model)}'; {_fix(model, spec)}"
+        )
     with torch.no_grad():
         for name, tensor in matched.items():
             target[name].copy_(tensor)  # state_dict tensors share storage with the model's
@@ -125,14 +130,23 @@ def _class_rows(source: list | None, mine: list | None):
     common = [c for c in source if c in mine]
     if not common:
         return None
-    return (torch.tensor([list(source).index(c) for c in common]), torch.tensor([list(mine).index(c) for c in common]),
-            len(source), len(mine))
+    return (
+        torch.tensor([list(source).index(c) for c in common]),
+        torch.tensor([list(mine).index(c) for c in common]),
+        len(source),
+        len(mine),
+    )
 
 
 def _class_indexed(tensor: torch.Tensor, target: torch.Tensor, rows) -> bool:
     n_source, n_mine = rows[2], rows[3]
-    return (tensor.ndim >= 1 and tensor.ndim == target.ndim and tensor.shape[0] == n_source
-            and target.shape[0] == n_mine and tuple(tensor.shape[1:]) == tuple(target.shape[1:]))
+    return (
+        tensor.ndim >= 1
+        and tensor.ndim == target.ndim
+        and tensor.shape[0] == n_source
+        and target.shape[0] == n_mine
+        and tuple(tensor.shape[1:]) == tuple(target.shape[1:])
+    )
 
 
 def _name(model: nn.Module) -> str:
@@ -147,8 +161,11 @@ def _fix(model: nn.Module, spec: dict) -> str:
     theirs = spec.get("kwargs") or {}
     if mine is not None:
         params = model_info(mine["name"])["defaults"]
-        differ = {k: v for k, v in theirs.items() if k in params and k not in ("num_classes", "in_channels")
-                  and mine["kwargs"].get(k) != v}
+        differ = {
+            k: v
+            for k, v in theirs.items()
+            if k in params and k not in ("num_classes", "in_channels") and mine["kwargs"].get(k) != v
+        }
         if differ:
             flags = " ".join(f"--model-option {k}={v}" for k, v in differ.items())
             return f"build the model like the checkpoint: {flags}"

@@ -11,6 +11,7 @@ Per input ``NAME.ext`` it writes, all or nothing (temporary files renamed at the
 Inputs are read lazily (memory-mapped TIFFs) and normalised tile by tile with the checkpoint's
 mean/std; labels of huge images live in a memory-mapped scratch file, never as logits.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,9 @@ def expand_inputs(inputs) -> list[Path]:
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise MissingFileError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; point at image files")
+                raise MissingFileError(
+                    f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; point at image files"
+                )
             out += found
         elif not p.is_file():
             raise MissingFileError(f"{p}: input image not found; check the path")
@@ -49,7 +52,9 @@ def expand_inputs(inputs) -> list[Path]:
     stems = {}
     for p in out:
         if p.stem in stems:
-            raise InputError(f"{p}: same name as {stems[p.stem]}, their outputs would collide; predict them into different --out folders")
+            raise InputError(
+                f"{p}: same name as {stems[p.stem]}, their outputs would collide; predict them into different --out folders"
+            )
         stems[p.stem] = p
     return out
 
@@ -68,13 +73,25 @@ def to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scr
     else:
         out = np.empty(size, dtype=np.uint8)
     for y in range(0, size[0], 1024):
-        out[y:y + 1024] = labels[idx[0][y:y + 1024]][:, idx[1]]
+        out[y : y + 1024] = labels[idx[0][y : y + 1024]][:, idx[1]]
     return out
 
 
-def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
-                  overlap: float = 0.25, device=None, memory_budget=None, probabilities: bool = False,
-                  progress=False, backend: str = "torch") -> list[dict]:
+def predict_files(
+    run_dir,
+    inputs,
+    out_dir,
+    tile=None,
+    halo="auto",
+    batch_size: int = 1,
+    blend: str = "crop",
+    overlap: float = 0.25,
+    device=None,
+    memory_budget=None,
+    probabilities: bool = False,
+    progress=False,
+    backend: str = "torch",
+) -> list[dict]:
     """Predict every input image with the checkpoint in ``run_dir``; returns one dict of paths per input.
 
     ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict`. An input that fails
@@ -91,7 +108,9 @@ def predict_files(run_dir, inputs, out_dir, tile=None, halo="auto", batch_size: 
     check_output(out_dir, "predictions")  # never writes into a folder of the user's files
     model, config = _load_model(run_dir, device, backend)
     if config.get("task", "segmentation") != "segmentation":
-        raise InputError(f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint")
+        raise InputError(
+            f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint"
+        )
     norm = config.get("normalization") or {}
     channels = int(config.get("in_channels", 3))
     mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
@@ -130,7 +149,10 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
 
     _, h, w = source.shape
     big = h * w > PNG_MAX_PIXELS
-    names = {"mask": out_dir / f"{path.stem}_mask.{'tif' if big else 'png'}", "overlay": out_dir / f"{path.stem}_overlay.png"}
+    names = {
+        "mask": out_dir / f"{path.stem}_mask.{'tif' if big else 'png'}",
+        "overlay": out_dir / f"{path.stem}_overlay.png",
+    }
     if probabilities:
         names["probabilities"] = out_dir / f"{path.stem}_prob.npy"
     scratch = []

@@ -4,6 +4,7 @@ Everything is read back from the run folder (metrics.csv, best/ or last/), so a 
 rebuilt for any run with ``write_report(RUN)``. matplotlib is imported, with the Agg backend,
 inside the functions only.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,12 @@ from fcnkit.utils.atomic import atomic_path, atomic_write_text
 
 __all__ = ["write_report", "plot_curves", "plot_confusion", "plot_predictions", "pyplot", "save_figure"]
 
-_SCORES = (("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean accuracy"),
-           ("mean_iu", "mean IU"), ("fw_iu", "frequency-weighted IU"))
+_SCORES = (
+    ("pixel_accuracy", "pixel accuracy"),
+    ("mean_accuracy", "mean accuracy"),
+    ("mean_iu", "mean IU"),
+    ("fw_iu", "frequency-weighted IU"),
+)
 
 
 def pyplot():
@@ -71,8 +76,15 @@ def plot_confusion(cm, class_names, path: str | os.PathLike) -> Path:
         for i in range(k):
             for j in range(k):
                 if norm[i, j] >= 0.01:
-                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{norm[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return save_figure(fig, path, plt)
@@ -93,9 +105,14 @@ def plot_predictions(model, dataset, palette, path: str | os.PathLike, count: in
         with torch.no_grad():
             logits = model(dataset[row]["image"][None].to(device))
         pred = logits[0].argmax(0).cpu().numpy()
-        for ax, (title, picture) in zip(axes[row], (("image", overlay(image, np.zeros_like(mask), palette)),
-                                                    ("ground truth", overlay(image, mask, palette)),
-                                                    ("prediction", overlay(image, pred, palette)))):
+        for ax, (title, picture) in zip(
+            axes[row],
+            (
+                ("image", overlay(image, np.zeros_like(mask), palette)),
+                ("ground truth", overlay(image, mask, palette)),
+                ("prediction", overlay(image, pred, palette)),
+            ),
+        ):
             ax.imshow(picture, interpolation="nearest")
             ax.set_title(title, fontsize=8)
             ax.axis("off")
@@ -143,12 +160,17 @@ def _fmt(value) -> str:
 def _markdown(run: Path, ckpt: Path, config: dict, metrics: dict, names, images) -> str:
     train = config.get("train", {})
     lines = [
-        f"# fcnkit run report: {run.name}", "",
+        f"# fcnkit run report: {run.name}",
+        "",
         f"- model: `{config['model']['name']}` {config['model'].get('kwargs', {})}",
         f"- data: `{train.get('data')}` {train.get('data_options') or ''}",
         f"- checkpoint: `{ckpt.name}/` (epoch {metrics.get('epoch', 'n/a')}, step {metrics.get('step', 'n/a')})",
         f"- optimizer: {train.get('optimizer')} lr={train.get('lr')} batch={train.get('batch_size')} epochs={train.get('epochs')}",
-        "", "## Validation scores", "", "| score | value |", "|---|---|",
+        "",
+        "## Validation scores",
+        "",
+        "| score | value |",
+        "|---|---|",
     ]
     lines += [f"| {label} | {_fmt(metrics.get(key))} |" for key, label in _SCORES]
     lines += ["", "## Per-class IoU", "", "| class | IoU |", "|---|---|"]

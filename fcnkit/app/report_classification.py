@@ -1,4 +1,5 @@
 """The report of a classification run: curves.png (loss, val accuracy), confusion.png, report.md."""
+
 from __future__ import annotations
 
 import math
@@ -41,13 +42,25 @@ def write_classification_report(run: str | os.PathLike) -> Path:
         plot_confusion(metrics["confusion_matrix"], names, run / "confusion.png")
         images.append(("Confusion matrix (rows: ground truth, normalised by row)", "confusion.png"))
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"  # noqa: E731
-    lines = [f"# fcnkit run report: {run.name}", "",
-             f"- task: classification; model: `{config['model']['name']}` {config['model'].get('kwargs', {})}",
-             f"- data: `{train.get('data')}` {train.get('data_options') or ''}; training sizes: {train.get('sizes') or 'native'}",
-             f"- checkpoint: `{ckpt.name}/` (epoch {metrics.get('epoch', 'n/a')}, step {metrics.get('step', 'n/a')})",
-             "", "## Validation scores", "", "| score | value |", "|---|---|",
-             f"| accuracy (top-1) | {fmt(metrics.get('accuracy'))} |", f"| mean per-class accuracy | {fmt(metrics.get('mean_accuracy'))} |",
-             "", "## Per-class accuracy", "", "| class | accuracy |", "|---|---|"]
+    lines = [
+        f"# fcnkit run report: {run.name}",
+        "",
+        f"- task: classification; model: `{config['model']['name']}` {config['model'].get('kwargs', {})}",
+        f"- data: `{train.get('data')}` {train.get('data_options') or ''}; training sizes: {train.get('sizes') or 'native'}",
+        f"- checkpoint: `{ckpt.name}/` (epoch {metrics.get('epoch', 'n/a')}, step {metrics.get('step', 'n/a')})",
+        "",
+        "## Validation scores",
+        "",
+        "| score | value |",
+        "|---|---|",
+        f"| accuracy (top-1) | {fmt(metrics.get('accuracy'))} |",
+        f"| mean per-class accuracy | {fmt(metrics.get('mean_accuracy'))} |",
+        "",
+        "## Per-class accuracy",
+        "",
+        "| class | accuracy |",
+        "|---|---|",
+    ]
     per_class = metrics.get("per_class_accuracy") or [None] * len(names)
     lines += [f"| {n} | {fmt(v)} |" for n, v in zip(names, per_class)]
     for title, file in images:

@@ -1,4 +1,5 @@
 """``fcnkit rf``'s library side: resolve a registry name or a run folder and describe its geometry."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,20 +42,25 @@ def _external(spec: str, kwargs: dict):
     try:
         builder = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise InputError(f"'{spec}': cannot import it ({exc}); give package.module:function of an installed package") from None
+        raise InputError(
+            f"'{spec}': cannot import it ({exc}); give package.module:function of an installed package"
+        ) from None
     try:
         model = builder(**kwargs)
     except Exception as exc:  # noqa: BLE001 - a third-party builder: report its first line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"'{spec}' with {kwargs} failed ({first}); pass --kwargs JSON it accepts, "
-                         "with weights that need no download (e.g. weights_backbone: null)") from None
+        raise InputError(
+            f"'{spec}' with {kwargs} failed ({first}); pass --kwargs JSON it accepts, "
+            "with weights that need no download (e.g. weights_backbone: null)"
+        ) from None
     if not hasattr(model, "eval"):
         raise InputError(f"'{spec}' returned a {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
 
 
-def describe(name_or_dir: str, input_size=None, in_channels: int | None = None, probe: bool = False,
-             kwargs: dict | None = None) -> str:
+def describe(
+    name_or_dir: str, input_size=None, in_channels: int | None = None, probe: bool = False, kwargs: dict | None = None
+) -> str:
     """The per-layer table and summary of ``fcnkit rf`` (and the probe's summary with ``probe``)."""
     from fcnkit.geometry import receptive_field
 
@@ -64,6 +70,8 @@ def describe(name_or_dir: str, input_size=None, in_channels: int | None = None, 
     if probe:
         p = receptive_field(model, in_channels=channels, method="probe")
         same = (p.size, p.stride, p.offset) == (g.size, g.stride, g.offset)
-        text += (f"\nprobe            size {p.size}, stride {p.stride}, offset {p.offset}"
-                 f" ({'agrees' if same else 'DIFFERS'})")
+        text += (
+            f"\nprobe            size {p.size}, stride {p.stride}, offset {p.offset}"
+            f" ({'agrees' if same else 'DIFFERS'})"
+        )
     return text

@@ -8,12 +8,14 @@ monitored metric), the key of the ground truth, and the report. The ``train`` jo
     segmentation    SegmentationDataModule      SegmentationModule (FCN scores, mean_iu)  report.md + overlays
     classification  ClassificationDataModule    ClassificationModule (accuracy)           report.md
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,8 +53,9 @@ def _segmentation_module(model, cfg, data, class_weights, regime) -> FcnkitModul
 
     info = data.info
     # the regime's model/data-dependent settings (patch_size rf, cell size, class frequencies)
-    regime = data.regime = regime.bind(model, data.train_set, num_classes=int(info.num_classes),
-                                       in_channels=int(info.in_channels))
+    regime = data.regime = regime.bind(
+        model, data.train_set, num_classes=int(info.num_classes), in_channels=int(info.in_channels)
+    )
     return SegmentationModule(model, cfg, int(info.num_classes), class_weights, regime)
 
 
@@ -82,6 +85,7 @@ def _classification_report(run: str | os.PathLike, data) -> Path:
 
 TASKS: dict[str, Task] = {
     "segmentation": Task("segmentation", "mask", _segmentation_data, _segmentation_module, _segmentation_report),
-    "classification": Task("classification", "label", _classification_data, _classification_module,
-                           _classification_report),
+    "classification": Task(
+        "classification", "label", _classification_data, _classification_module, _classification_report
+    ),
 }

@@ -11,10 +11,10 @@ It prepares a run folder, builds data, model and LightningModule, hands the loop
     RUN/logs/version_N/  the raw CSVLogger output of each (re)start; merged into metrics.csv
     RUN/curves.png, RUN/report.md (+ confusion.png, predictions.png)
 """
+
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,16 @@ from fcnkit.errors import InputError, MissingFileError
 __all__ = ["train", "train_and_log", "is_main_process"]
 
 # settings that define what is being trained: a resumed run cannot change them
-_FROZEN_ON_RESUME = ("data", "data_options", "val_data_options", "model", "model_options", "task", "regime", "val_split")
+_FROZEN_ON_RESUME = (
+    "data",
+    "data_options",
+    "val_data_options",
+    "model",
+    "model_options",
+    "task",
+    "regime",
+    "val_split",
+)
 
 
 def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
@@ -82,8 +91,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: 
 
         write_json(init_report.to_dict(), run / "init_from.json")
     checkpoint_config = CheckpointConfig.from_info(model_spec(model), info, train=cfg.to_dict()).to_dict()
-    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size,
-                  callbacks=callbacks)
+    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size, callbacks=callbacks)
     if trainer.is_global_zero and report:
         task.report(run, data)
     return run
@@ -119,14 +127,17 @@ def _check_device(cfg: TrainConfig) -> None:
 
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.precision == "16-mixed":
-        raise InputError("--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32")
+        raise InputError(
+            "--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32"
+        )
 
 
 def is_main_process() -> bool:
     """False in the extra processes of a DDP run (Lightning's launcher or torchrun set RANK/LOCAL_RANK)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
-
-
+    return (
+        int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+        and int(os.environ.get("NODE_RANK", "0")) == 0
+    )
 
 
 def _with_resumed(cfg: TrainConfig) -> TrainConfig:
@@ -138,7 +149,9 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
 
     run = Path(cfg.resume)
     if not (run / TRAINER_CKPT).is_file() or not (run / "config.yaml").is_file():
-        raise MissingFileError(f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'")
+        raise MissingFileError(
+            f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'"
+        )
     from fcnkit.engine.callbacks import load_trainer_state
 
     load_trainer_state(run / TRAINER_CKPT)  # truncated/tampered: one line before anything is written
@@ -147,7 +160,9 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     changed = {k: v for k, v in given.items() if v != getattr(defaults, k) and k not in ("resume", "out")}
     for key in _FROZEN_ON_RESUME:
         if key in changed and changed[key] != getattr(saved, key):
-            raise InputError(f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); start a new run with --out")
+            raise InputError(
+                f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); start a new run with --out"
+            )
     if cfg.out is not None and Path(cfg.out).resolve() != run.resolve():
         raise InputError(f"--resume {run} continues that run in place; drop --out {cfg.out} (or start a new run there)")
     saved.update(changed)
@@ -178,7 +193,9 @@ def _build_model(cfg: TrainConfig, info):
         return build_model(cfg.model, num_classes=int(info.num_classes), in_channels=int(info.in_channels), **kwargs)
     except InputError as exc:
         if cfg.weights and "'backbone_weights'" in str(exc):
-            raise InputError(f"--weights: model '{cfg.model}' has no backbone to load weights into; drop --weights or use an fcn8s/16s/32s model") from None
+            raise InputError(
+                f"--weights: model '{cfg.model}' has no backbone to load weights into; drop --weights or use an fcn8s/16s/32s model"
+            ) from None
         raise
 
 
@@ -188,7 +205,9 @@ def _class_weights(cfg: TrainConfig, dataset, num_classes: int, key: str):
     from fcnkit.training.losses import class_weights_from_masks
 
     # a classification label counts as a one-pixel mask
-    return class_weights_from_masks((dataset[i][key].reshape(-1) for i in range(len(dataset))), num_classes, cfg.class_weights)
+    return class_weights_from_masks(
+        (dataset[i][key].reshape(-1) for i in range(len(dataset))), num_classes, cfg.class_weights
+    )
 
 
 def _check_model_task(cfg: TrainConfig) -> None:
@@ -197,15 +216,17 @@ def _check_model_task(cfg: TrainConfig) -> None:
     task = model_info(cfg.model)["task"]
     if task != cfg.task:
         choices = ", ".join(list_models(cfg.task))
-        raise InputError(f"model '{cfg.model}' is a {task} model but the task is {cfg.task}; "
-                         f"use a {cfg.task} model ({choices}) or set --task {task}")
+        raise InputError(
+            f"model '{cfg.model}' is a {task} model but the task is {cfg.task}; "
+            f"use a {cfg.task} model ({choices}) or set --task {task}"
+        )
 
 
 def _check_data_task(cfg: TrainConfig, info) -> None:
     if info.task != cfg.task:
-        fix = "pass --task classification (e.g. --model allconv_cls)" if info.task == "classification" else f"set --task {info.task}"
+        fix = (
+            "pass --task classification (e.g. --model allconv_cls)"
+            if info.task == "classification"
+            else f"set --task {info.task}"
+        )
         raise InputError(f"data '{cfg.data}' is a {info.task} dataset but the task is {cfg.task}; {fix}")
-
-
-
-

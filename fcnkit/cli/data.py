@@ -1,12 +1,16 @@
 """``fcnkit data list``, ``fcnkit data check PATH [--num-classes N]`` and ``fcnkit data info NAME|PATH``."""
+
 from __future__ import annotations
 
 import argparse
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="check a dataset folder or describe a dataset",
-                                   description="Check a dataset folder or describe a dataset.")
+    parser = subparsers.add_parser(
+        "data",
+        help="check a dataset folder or describe a dataset",
+        description="Check a dataset folder or describe a dataset.",
+    )
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(parser))
     parser.set_defaults(func=lambda args: _usage(parser))
 
@@ -15,8 +19,13 @@ def add_parser(subparsers) -> None:
 
     check = sub.add_parser("check", help="report every problem of a dataset folder (exit 2 if any)")
     check.add_argument("path", metavar="PATH", help="dataset folder (images/ + masks/, or PASCAL VOC)")
-    check.add_argument("--num-classes", type=int, default=None, metavar="N",
-                       help="labels must be < N (or 255); default: classes.txt, else inferred from training masks")
+    check.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="labels must be < N (or 255); default: classes.txt, else inferred from training masks",
+    )
     check.set_defaults(func=run_check)
 
     info = sub.add_parser("info", help="print a dataset's DatasetInfo and split sizes")

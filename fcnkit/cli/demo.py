@@ -1,14 +1,20 @@
 """``fcnkit demo``: train, evaluate and predict on the built-in digit-canvas data in a few minutes."""
+
 from __future__ import annotations
 
 import argparse
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="train + evaluate + predict on built-in data (a few minutes on CPU)",
-                              description="Train an all-convolutional net on digit-canvas (configs/demo.yaml), "
-                                          "evaluate it on val and test, predict a few images, write report.md.")
-    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo; a previous demo there is replaced)")
+    p = subparsers.add_parser(
+        "demo",
+        help="train + evaluate + predict on built-in data (a few minutes on CPU)",
+        description="Train an all-convolutional net on digit-canvas (configs/demo.yaml), "
+        "evaluate it on val and test, predict a few images, write report.md.",
+    )
+    p.add_argument(
+        "--out", default="runs/demo", help="run folder (default runs/demo; a previous demo there is replaced)"
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--config", default=None, help="another YAML config instead of configs/demo.yaml")
     p.set_defaults(func=run)

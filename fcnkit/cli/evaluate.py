@@ -1,13 +1,17 @@
 """``fcnkit evaluate RUN_DIR``: the FCN scores of a run's best checkpoint on a split."""
+
 from __future__ import annotations
 
 import argparse
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score a trained run or checkpoint on a dataset split",
-                              description="Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU and per-class IU "
-                                          "of RUN_DIR/best (else last) or a checkpoint folder.")
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a trained run or checkpoint on a dataset split",
+        description="Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU and per-class IU "
+        "of RUN_DIR/best (else last) or a checkpoint folder.",
+    )
     p.add_argument("run", metavar="RUN_DIR", help="run folder (made by 'fcnkit train') or checkpoint folder")
     p.add_argument("--data", default=None, help="dataset name or folder (default: the one it was trained on)")
     p.add_argument("--split", default="val", help="val | test | train (default val)")
@@ -19,12 +23,20 @@ def add_parser(subparsers) -> None:
 
 def format_scores(result: dict, class_names=None) -> str:
     """The four scores, then the per-class IU, as aligned text."""
-    lines = [f"{result.get('checkpoint', '')} on {result.get('data')} [{result.get('split')}], {result.get('images')} images"]
+    lines = [
+        f"{result.get('checkpoint', '')} on {result.get('data')} [{result.get('split')}], {result.get('images')} images"
+    ]
     if "accuracy" in result:  # a classification checkpoint
-        lines += [f"  {'accuracy':<15} {result['accuracy']:.4f}", f"  {'mean_accuracy':<15} {result['mean_accuracy']:.4f}"]
+        lines += [
+            f"  {'accuracy':<15} {result['accuracy']:.4f}",
+            f"  {'mean_accuracy':<15} {result['mean_accuracy']:.4f}",
+        ]
         per_class = result.get("per_class_accuracy") or []
         names = class_names or [str(i) for i in range(len(per_class))]
-        lines.append("  per-class accuracy: " + ", ".join(f"{n}={'n/a' if v != v else f'{v:.3f}'}" for n, v in zip(names, per_class)))
+        lines.append(
+            "  per-class accuracy: "
+            + ", ".join(f"{n}={'n/a' if v != v else f'{v:.3f}'}" for n, v in zip(names, per_class))
+        )
         return "\n".join(lines)
     for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu"):
         lines.append(f"  {key:<15} {result[key]:.4f}")

@@ -5,6 +5,7 @@ itself and sets ``func``. Bad input (:class:`fcnkit.errors.FcnkitError`) and a w
 (full, read-only, permission denied) become one line on stderr and exit code 2; anything else is a
 bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,7 @@ from fcnkit.errors import FcnkitError
 from fcnkit.utils.outputs import os_error_message
 
 # order = order in `fcnkit --help`
-COMMANDS = ["demo", "train", "evaluate", "predict", "export", "models", "data", "rf", "convert", "experiment",
-            "serve"]
+COMMANDS = ["demo", "train", "evaluate", "predict", "export", "models", "data", "rf", "convert", "experiment", "serve"]
 
 
 class _Parser(argparse.ArgumentParser):

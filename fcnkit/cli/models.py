@@ -1,4 +1,5 @@
 """``fcnkit models [--task T]``: list the registered models (parsing and printing only)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``fcnkit predict RUN_DIR INPUT... --out DIR [--tile N|auto] ...``: parse, call, print."""
+
 from __future__ import annotations
 
 
@@ -20,26 +21,48 @@ def _halo(text: str):
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "predict", help="segment images with a trained model (masks, overlays, probabilities)",
+        "predict",
+        help="segment images with a trained model (masks, overlays, probabilities)",
         description="Segment images of any size with a checkpoint. Tiled inference (--tile) gives the "
-                    "same result as whole-image inference with --blend crop, in bounded memory.",
+        "same result as whole-image inference with --blend crop, in bounded memory.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files (PNG, JPEG, TIFF, ...) or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (NAME_mask.png, NAME_overlay.png, ...)")
-    p.add_argument("--tile", type=tile_size, default=None, metavar="N|auto",
-                   help="tile size in pixels, or 'auto' (largest that fits --memory-budget); default: whole image")
-    p.add_argument("--halo", type=_halo, default="auto", metavar="N|auto", help="tile margin (default: from the receptive field)")
-    p.add_argument("--blend", choices=("crop", "average", "gaussian"), default="crop",
-                   help="crop = exact; average/gaussian blend overlapping tiles (--overlap)")
-    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction for average/gaussian (default 0.25)")
+    p.add_argument(
+        "--tile",
+        type=tile_size,
+        default=None,
+        metavar="N|auto",
+        help="tile size in pixels, or 'auto' (largest that fits --memory-budget); default: whole image",
+    )
+    p.add_argument(
+        "--halo", type=_halo, default="auto", metavar="N|auto", help="tile margin (default: from the receptive field)"
+    )
+    p.add_argument(
+        "--blend",
+        choices=("crop", "average", "gaussian"),
+        default="crop",
+        help="crop = exact; average/gaussian blend overlapping tiles (--overlap)",
+    )
+    p.add_argument(
+        "--overlap", type=float, default=0.25, help="tile overlap fraction for average/gaussian (default 0.25)"
+    )
     p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
-    p.add_argument("--memory-budget", default=None, metavar="BYTES",
-                   help="for --tile auto: activation memory, e.g. 512M or 2G (default 512M on CPU, half the free GPU memory)")
+    p.add_argument(
+        "--memory-budget",
+        default=None,
+        metavar="BYTES",
+        help="for --tile auto: activation memory, e.g. 512M or 2G (default 512M on CPU, half the free GPU memory)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_prob.npy (float32 [K, H, W])")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="torch (the checkpoint) or onnx (its model.onnx from 'fcnkit export', or RUN_DIR = a .onnx file)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (the checkpoint) or onnx (its model.onnx from 'fcnkit export', or RUN_DIR = a .onnx file)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -49,14 +72,26 @@ def run(args) -> int:
 
     device = args.device or "auto"
     results = predict_files(
-        args.run_dir, args.inputs, args.out, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
-        blend=args.blend, overlap=args.overlap, device=device, memory_budget=args.memory_budget,
-        probabilities=args.probabilities, progress=not args.quiet, backend=args.backend,
+        args.run_dir,
+        args.inputs,
+        args.out,
+        tile=args.tile,
+        halo=args.halo,
+        batch_size=args.batch_size,
+        blend=args.blend,
+        overlap=args.overlap,
+        device=device,
+        memory_budget=args.memory_budget,
+        probabilities=args.probabilities,
+        progress=not args.quiet,
+        backend=args.backend,
     )
     for r in results:
         h, w = r["size"]
         extra = f", probabilities {r['probabilities']}" if "probabilities" in r else ""
         shrunk = f" (1/{r['overlay_factor']} scale)" if r["overlay_factor"] > 1 else ""
-        print(f"{r['input']}: {w}x{h}, {r['tiles']} tile{'s' if r['tiles'] != 1 else ''} -> {r['mask']}, "
-              f"{r['overlay']}{shrunk}{extra}")
+        print(
+            f"{r['input']}: {w}x{h}, {r['tiles']} tile{'s' if r['tiles'] != 1 else ''} -> {r['mask']}, "
+            f"{r['overlay']}{shrunk}{extra}"
+        )
     return 0

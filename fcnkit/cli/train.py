@@ -1,4 +1,5 @@
 """``fcnkit train``: parse flags into a TrainConfig, call fcnkit.app.train.train, print the result."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,30 +31,61 @@ _FLAGS = {
     "--device": ("device", "auto | cpu | cuda (auto: GPU when present)"),
     "--out": ("out", "run folder (default runs/<model>-<data>)"),
     "--resume": ("resume", "continue the run in this folder"),
-    "--regime": ("regime", "whole (default) | loss-sampling[:p=0.25,seed=0] | class-balanced[:by=sampling|inverse|median] "
-                              "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4] "
-                              "| tiled[:tile=auto|N,memory=2G,sample=whole|loss-sampling|class-balanced,...] "
-                              "(whole-image gradient, tile by tile)"),
+    "--regime": (
+        "regime",
+        "whole (default) | loss-sampling[:p=0.25,seed=0] | class-balanced[:by=sampling|inverse|median] "
+        "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4] "
+        "| tiled[:tile=auto|N,memory=2G,sample=whole|loss-sampling|class-balanced,...] "
+        "(whole-image gradient, tile by tile)",
+    ),
     "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
 }
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a segmentation or classification model (Lightning)",
-                              description="Train a segmentation (or, --task classification, a classification) model. Flags override the --config YAML file, "
-                                          "whose keys are the flag names (batch_size or batch-size).")
+    p = subparsers.add_parser(
+        "train",
+        help="train a segmentation or classification model (Lightning)",
+        description="Train a segmentation (or, --task classification, a classification) model. Flags override the --config YAML file, "
+        "whose keys are the flag names (batch_size or batch-size).",
+    )
     p.add_argument("--config", metavar="FILE", help="YAML file with any of the keys below")
     for flag, (key, text) in _FLAGS.items():
         p.add_argument(flag, dest=key, default=None, metavar=key.split("_")[0].upper(), help=text)
-    p.add_argument("--data-option", dest="data_options", action="append", metavar="KEY=VALUE", default=None,
-                   help="dataset option, repeatable (e.g. count=200, size=[64,84])")
-    p.add_argument("--val-data-option", dest="val_data_options", action="append", metavar="KEY=VALUE", default=None,
-                   help="dataset option for the validation/test splits only, repeatable (e.g. count=300)")
-    p.add_argument("--model-option", dest="model_options", action="append", metavar="KEY=VALUE", default=None,
-                   help="model option, repeatable (e.g. width=8)")
-    p.add_argument("--augment", action="store_const", const=True, default=None, help="random flips/scales of image and mask")
-    p.add_argument("--overwrite", action="store_const", const=True, default=None,
-                   help="start a fresh run in a folder that already holds one (removes its checkpoints)")
+    p.add_argument(
+        "--data-option",
+        dest="data_options",
+        action="append",
+        metavar="KEY=VALUE",
+        default=None,
+        help="dataset option, repeatable (e.g. count=200, size=[64,84])",
+    )
+    p.add_argument(
+        "--val-data-option",
+        dest="val_data_options",
+        action="append",
+        metavar="KEY=VALUE",
+        default=None,
+        help="dataset option for the validation/test splits only, repeatable (e.g. count=300)",
+    )
+    p.add_argument(
+        "--model-option",
+        dest="model_options",
+        action="append",
+        metavar="KEY=VALUE",
+        default=None,
+        help="model option, repeatable (e.g. width=8)",
+    )
+    p.add_argument(
+        "--augment", action="store_const", const=True, default=None, help="random flips/scales of image and mask"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_const",
+        const=True,
+        default=None,
+        help="start a fresh run in a folder that already holds one (removes its checkpoints)",
+    )
     p.set_defaults(func=run)
 
 
@@ -82,10 +114,13 @@ def run(args: argparse.Namespace) -> int:
     from fcnkit.engine.config import load_config
 
     overrides = {key: getattr(args, key) for key, _ in _FLAGS.values()}
-    overrides.update(augment=args.augment, overwrite=args.overwrite,
-                     data_options=parse_options(args.data_options, "--data-option"),
-                     val_data_options=parse_options(args.val_data_options, "--val-data-option"),
-                     model_options=parse_options(args.model_options, "--model-option"))
+    overrides.update(
+        augment=args.augment,
+        overwrite=args.overwrite,
+        data_options=parse_options(args.data_options, "--data-option"),
+        val_data_options=parse_options(args.val_data_options, "--val-data-option"),
+        model_options=parse_options(args.model_options, "--model-option"),
+    )
     run_dir = train(load_config(args.config, overrides))
     if is_main_process():  # one summary, not one per DDP process
         print(summary(run_dir))
@@ -104,8 +139,11 @@ def summary(run_dir) -> str:
     best = run_dir / "best" / "config.json"
     if best.is_file():
         m = json.loads(best.read_text()).get("metrics", {})
-        scores = "  ".join(f"{k}={m[k]:.4f}" for k in ("accuracy", "pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
-                           if isinstance(m.get(k), float))
+        scores = "  ".join(
+            f"{k}={m[k]:.4f}"
+            for k in ("accuracy", "pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
+            if isinstance(m.get(k), float)
+        )
         lines.append(f"best (epoch {m.get('epoch')}): {scores}")
     if (run_dir / "report.md").is_file():
         lines.append(f"report: {run_dir / 'report.md'}")

@@ -4,6 +4,7 @@
 ``replace_downsampling(model, kind="strided")`` are re-exported as ``fcnkit.convolutionalize``
 and ``fcnkit.replace_downsampling``.
 """
+
 from __future__ import annotations
 
 from fcnkit.convert.downsampling import replace_downsampling

@@ -1,5 +1,6 @@
 """torch.fx plumbing shared by the surgery functions: tracing with user-facing errors, shapes at a
 given input size without computing anything (meta tensors), and module replacement by path."""
+
 from __future__ import annotations
 
 import copy

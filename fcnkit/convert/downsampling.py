@@ -12,6 +12,7 @@ stride s gives ``floor(n/s)`` cells with ``ceil_mode=False`` but ``ceil(n/s)`` w
 ``ceil_mode=True`` (its last window starts at ``s*(ceil(n/s)-1) <= n-1``, inside the map, so
 PyTorch never drops it). The two agree for every ``H``, not only even sizes.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,11 @@ _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 
 
 def replace_downsampling(
-    model: nn.Module, kind: str = "strided", *, layers: list[str] | None = None, input_size: int | tuple[int, int] | None = None
+    model: nn.Module,
+    kind: str = "strided",
+    *,
+    layers: list[str] | None = None,
+    input_size: int | tuple[int, int] | None = None,
 ) -> nn.Module:
     """Swap downsampling layers; returns a new model (deep copy), the input is not modified.
 
@@ -50,7 +55,9 @@ def replace_downsampling(
     sub-index (``features.3`` -> ``features.3.0``) because the layer becomes an ``nn.Sequential``.
     """
     if kind not in KINDS:
-        raise InputError(f"kind={kind!r} is not one of {KINDS}; use 'strided' (pool -> conv) or 'maxpool'/'avgpool' (conv -> pool)")
+        raise InputError(
+            f"kind={kind!r} is not one of {KINDS}; use 'strided' (pool -> conv) or 'maxpool'/'avgpool' (conv -> pool)"
+        )
     new = copy.deepcopy(model)
     targets: list[tuple[str, nn.Module]]
     if kind == "strided":
@@ -65,7 +72,9 @@ def replace_downsampling(
         if missing:
             from fcnkit.errors import did_you_mean
 
-            raise InputError(f"layers: '{missing[0]}' is not a {what} in {type(model).__name__}{did_you_mean(missing[0], names)}")
+            raise InputError(
+                f"layers: '{missing[0]}' is not a {what} in {type(model).__name__}{did_you_mean(missing[0], names)}"
+            )
         targets = [(n, m) for n, m in targets if n in set(layers)]
     if not targets:
         raise InputError(
@@ -132,7 +141,9 @@ def _pool_input_channels(model: nn.Module, names: list[str], input_size) -> dict
         return hook
 
     hooks = [meta.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
-    x = torch.zeros(1, first_in_channels(model), *size, device="meta", dtype=_factory(model).get("dtype", torch.float32))
+    x = torch.zeros(
+        1, first_in_channels(model), *size, device="meta", dtype=_factory(model).get("dtype", torch.float32)
+    )
     try:
         meta(x)
     except Exception as exc:

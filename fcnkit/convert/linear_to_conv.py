@@ -26,6 +26,7 @@ reaches past the image edge sees the image's zero padding instead (tested in tes
 The graph is found with torch.fx (torchvision's AlexNet/VGG/ResNet call ``torch.flatten`` in
 forward) and shapes come from a meta-device pass at the native size, so nothing is computed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,13 +53,45 @@ POOL_OPTIONS = ("window", "none")
 
 # Layers that act on each feature independently: they commute with flatten, so they stay as they are.
 _ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
-    nn.Dropout, nn.AlphaDropout, nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Dropout,
+    nn.AlphaDropout,
+    nn.Identity,
 )
 _ELEMENTWISE_FUNCTIONS = {
-    torch.relu, torch.sigmoid, torch.tanh, F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.gelu,
-    F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.softplus, F.dropout, F.sigmoid, F.tanh,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    F.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.selu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.hardsigmoid,
+    F.hardtanh,
+    F.softplus,
+    F.dropout,
+    F.sigmoid,
+    F.tanh,
 }
 _ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "contiguous", "clone"}
 _SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
@@ -97,7 +130,9 @@ class ConvolutionalizedNet(nn.Module):
 
 def _check_input(x: torch.Tensor, size: tuple[int, int]) -> None:
     if x.dim() != 4:
-        raise InputError(f"convolutionalized net: input of shape {tuple(x.shape)} is not [B, C, H, W]; add a batch dimension")
+        raise InputError(
+            f"convolutionalized net: input of shape {tuple(x.shape)} is not [B, C, H, W]; add a batch dimension"
+        )
     if x.shape[-2] < size[0] or x.shape[-1] < size[1]:
         h, w = size
         raise InputError(
@@ -106,7 +141,9 @@ def _check_input(x: torch.Tensor, size: tuple[int, int]) -> None:
         )
 
 
-def convolutionalize(model: nn.Module, input_size: int | tuple[int, int] | None = None, *, pool: str = "window") -> ConvolutionalizedNet:
+def convolutionalize(
+    model: nn.Module, input_size: int | tuple[int, int] | None = None, *, pool: str = "window"
+) -> ConvolutionalizedNet:
     """Recast a classifier as an equivalent fully convolutional net; returns a new module.
 
     * The first ``Linear`` after a flatten (``nn.Flatten``, ``torch.flatten``, ``x.view(B, -1)``)
@@ -127,7 +164,9 @@ def convolutionalize(model: nn.Module, input_size: int | tuple[int, int] | None 
     the module and what would be needed.
     """
     if pool not in POOL_OPTIONS:
-        raise InputError(f"pool={pool!r} is not one of {POOL_OPTIONS}; use 'window' (classifier on each native window) or 'none'")
+        raise InputError(
+            f"pool={pool!r} is not one of {POOL_OPTIONS}; use 'window' (classifier on each native window) or 'none'"
+        )
     size = _native_size(model, input_size)
     # every Linear is either replaced by a new conv (copying its weights) or conversion fails, so
     # the deep copy may share their (large: VGG's fc6 is 100 M numbers) parameters instead of cloning them
@@ -163,6 +202,7 @@ def _native_size(model: nn.Module, input_size) -> tuple[int, int]:
 
 # --- finding the flatten --------------------------------------------------------------------
 
+
 def _is_flatten(node: fx.Node, shapes) -> bool:
     src = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     if src is None or len(shapes.get(src.name, ())) != 4 or node.name not in shapes:
@@ -179,7 +219,10 @@ def _is_flatten(node: fx.Node, shapes) -> bool:
 
 def _mean_dims(node: fx.Node):
     """``(dims, keepdim)`` when ``node`` is ``x.mean(dims)`` / ``torch.mean(x, dims)``, else None."""
-    if not ((node.op == "call_method" and node.target == "mean") or (node.op == "call_function" and node.target is torch.mean)):
+    if not (
+        (node.op == "call_method" and node.target == "mean")
+        or (node.op == "call_function" and node.target is torch.mean)
+    ):
         return None
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
     keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
@@ -199,7 +242,9 @@ def _find_entry(gm: fx.GraphModule, shapes) -> fx.Node:
     linears = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.Linear)]
     if not entries:
         if not linears:
-            raise InputError(f"convolutionalize: {type(gm).__name__} has no flatten and no Linear layer: it is already fully convolutional, nothing to convert")
+            raise InputError(
+                f"convolutionalize: {type(gm).__name__} has no flatten and no Linear layer: it is already fully convolutional, nothing to convert"
+            )
         raise InputError(
             f"convolutionalize: Linear {where(linears[0])} is not fed by a flatten of a [B, C, H, W] feature map into "
             "[B, C*H*W] (nn.Flatten, torch.flatten(x, 1) or x.view(x.size(0), -1)); only such classifier heads can be converted"
@@ -213,6 +258,7 @@ def _find_entry(gm: fx.GraphModule, shapes) -> fx.Node:
 
 
 # --- planning the head ----------------------------------------------------------------------
+
 
 def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
     """Walk every node downstream of the flatten; return the rewrites, or raise for unsupported ones."""
@@ -236,7 +282,9 @@ def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
         module = gm.get_submodule(node.target) if node.op == "call_module" else None
         if isinstance(module, nn.Linear):
             if node.target in seen_linear:
-                raise InputError(f"convolutionalize: Linear {where(node)} is called twice; give each call its own layer")
+                raise InputError(
+                    f"convolutionalize: Linear {where(node)} is called twice; give each call its own layer"
+                )
             seen_linear.add(node.target)
             actions.append((_replace_linear, node, pending))
             state[node] = None
@@ -261,8 +309,11 @@ def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
                 f"convolutionalize: cannot convert {where(node)} ({what}) after the flatten at {where(entry)}: only Linear, "
                 "BatchNorm1d, elementwise activations, Dropout and Softmax(dim=1) may follow it; move it before the flatten"
             )
-    others = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.Linear)
-              and n.target not in seen_linear]
+    others = [
+        n
+        for n in gm.graph.nodes
+        if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.Linear) and n.target not in seen_linear
+    ]
     if others:
         raise InputError(
             f"convolutionalize: Linear {where(others[0])} is not part of the classifier head after the flatten at "
@@ -293,12 +344,15 @@ def _softmax_dim(node: fx.Node, module):
 
 # --- rewrites ---------------------------------------------------------------------------------
 
+
 def _replace_linear(gm: fx.GraphModule, node: fx.Node, chw) -> None:
     linear = gm.get_submodule(node.target)
     c, h, w = chw if chw is not None else (linear.in_features, 1, 1)
     p = linear.weight
     # skip_init: no random initialisation of weights that are overwritten at once (seconds for VGG)
-    conv = skip_init(nn.Conv2d, c, linear.out_features, (h, w), bias=linear.bias is not None, device=p.device, dtype=p.dtype)
+    conv = skip_init(
+        nn.Conv2d, c, linear.out_features, (h, w), bias=linear.bias is not None, device=p.device, dtype=p.dtype
+    )
     with torch.no_grad():
         # flatten order of [C, h, w] is C-major: the Linear's input index is c*h*w + y*w + x
         conv.weight.copy_(p.reshape(linear.out_features, c, h, w))

@@ -13,6 +13,7 @@ i.e. pixel ``p`` takes coarse coordinate ``t = (p - offset) / stride`` (clamped 
 blends cells ``floor(t)`` and ``floor(t) + 1``. ``output="coarse"`` returns the grid itself.
 Minimum input size: the native ``input_size`` (224 for torchvision ImageNet classifiers).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,9 @@ class ConvolutionalizedSegmenter(nn.Module):
     def __init__(self, fcn: ConvolutionalizedNet, geometry, output: str = "dense"):
         super().__init__()
         if output not in OUTPUTS:
-            raise InputError(f"output={output!r} is not one of {OUTPUTS}; use 'dense' (input-size logits) or 'coarse' (score grid)")
+            raise InputError(
+                f"output={output!r} is not one of {OUTPUTS}; use 'dense' (input-size logits) or 'coarse' (score grid)"
+            )
         self.fcn = fcn
         self.output = output
         self.geometry: dict[str, tuple] | None = None
@@ -93,7 +96,9 @@ def aligned_upsample(scores: torch.Tensor, size: tuple[int, int], stride, offset
     """
     for axis in (0, 1):
         if float(stride[axis]) != int(stride[axis]) or float(2 * offset[axis]) != int(2 * offset[axis]):
-            raise InputError(f"aligned_upsample: stride {tuple(stride)} / offset {tuple(offset)} must be whole / multiples of 1/2")
+            raise InputError(
+                f"aligned_upsample: stride {tuple(stride)} / offset {tuple(offset)} must be whole / multiples of 1/2"
+            )
     s = (int(stride[0]), int(stride[1]))
     half = tuple(float(o) != int(o) for o in offset)  # half-pixel offsets: even-length tent
     k = tuple(2 * s[a] - (0 if half[a] else 1) for a in (0, 1))
@@ -124,14 +129,18 @@ def build_torchvision_classifier(arch: str, num_classes: int) -> nn.Module:
 
     prefix, _, name = arch.partition(":")
     if prefix != "torchvision" or not name:
-        raise InputError(f"arch={arch!r}: give a torchvision classifier as 'torchvision:NAME', e.g. 'torchvision:vgg16'")
+        raise InputError(
+            f"arch={arch!r}: give a torchvision classifier as 'torchvision:NAME', e.g. 'torchvision:vgg16'"
+        )
     known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:
         raise InputError(f"arch={arch!r}: torchvision has no classifier '{name}'{did_you_mean(name, known)}")
     return torchvision.models.get_model(name, weights=None, num_classes=int(num_classes))
 
 
-def from_classifier(classifier: nn.Module, input_size=None, pool: str = "window", output: str = "dense") -> ConvolutionalizedSegmenter:
+def from_classifier(
+    classifier: nn.Module, input_size=None, pool: str = "window", output: str = "dense"
+) -> ConvolutionalizedSegmenter:
     """Convolutionalize ``classifier`` and wrap it with the geometry-aligned upsampling."""
     from fcnkit.geometry import receptive_field
 
@@ -145,8 +154,13 @@ def from_classifier(classifier: nn.Module, input_size=None, pool: str = "window"
     description="a torchvision classifier recast as an FCN (FCN Sec. 3.1): Linear -> conv, scores upsampled to the input",
 )
 def convolutionalized(
-    *, num_classes: int = 1000, in_channels: int = 3, arch: str = "torchvision:vgg16", input_size: int = 224,
-    pool: str = "window", output: str = "dense",
+    *,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    arch: str = "torchvision:vgg16",
+    input_size: int = 224,
+    pool: str = "window",
+    output: str = "dense",
 ) -> ConvolutionalizedSegmenter:
     """Build ``arch`` with random weights and ``num_classes`` outputs, convolutionalized.
 
@@ -155,7 +169,9 @@ def convolutionalized(
     Pretrained weights come in through ``fcnkit convert`` (local files only).
     """
     if in_channels != 3:
-        raise InputError(f"in_channels={in_channels}: torchvision classifiers take 3-channel (RGB) input; convert grey images to RGB")
+        raise InputError(
+            f"in_channels={in_channels}: torchvision classifiers take 3-channel (RGB) input; convert grey images to RGB"
+        )
     if pool not in POOL_OPTIONS:
         raise InputError(f"pool={pool!r} is not one of {POOL_OPTIONS}")
     return from_classifier(build_torchvision_classifier(arch, num_classes), input_size, pool, output)

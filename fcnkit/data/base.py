@@ -7,10 +7,12 @@ turns that into the sample every consumer sees, through the one normalisation pa
     raw(i) -> (uint8/uint16 image, int mask | int label)
            -> {"image": float32 [C, H, W], "mask": int64 [H, W] | "label": int64 [], "meta": {...}}
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch

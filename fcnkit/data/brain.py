@@ -25,6 +25,7 @@ Caveat: slices of different orientations of one volume intersect along lines, so
 training slice does cross the axial validation block; the split is per orientation, as documented.
 mean/std: all pixels of all training-eligible slices (before ``step``), T1 / 255.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -119,15 +120,21 @@ class BrainMRIDataset(ArrayDataset):
             raise InputError(f"brain-mri: step={step!r} must be an integer >= 1 (1 = every training slice)")
         plan = slice_plan()
         self.slices = [
-            (o, k) for o in ORIENTATIONS
+            (o, k)
+            for o in ORIENTATIONS
             for k in (plan[o][self.split][:: int(step)] if self.split == "train" else plan[o][self.split])
         ]
         self._t1 = mni152_volumes()[0]
         self._labels = _label_volume()
         mean, std = _brain_stats()
         self.info = DatasetInfo(
-            name="brain-mri", task="segmentation", num_classes=3, in_channels=1,
-            class_names=["background", "grey matter", "white matter"], mean=mean, std=std,
+            name="brain-mri",
+            task="segmentation",
+            num_classes=3,
+            in_channels=1,
+            class_names=["background", "grey matter", "white matter"],
+            mean=mean,
+            std=std,
         )
 
     def __len__(self) -> int:

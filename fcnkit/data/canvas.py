@@ -17,6 +17,7 @@ stream spawned from ``SeedSequence([seed, split])``, so canvas ``i`` is the same
 mean/std come from the default 2,000 training canvases of the same ``size`` and ``seed``, so they
 are the same for every split and every ``count``.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -139,8 +140,13 @@ class DigitCanvasDataset(ArrayDataset):
         self._labels = mnist_5k()[1]
         mean, std = _canvas_stats(self.size, self.seed)
         self.info = DatasetInfo(
-            name="digit-canvas", task="segmentation", num_classes=11, in_channels=1,
-            class_names=list(CLASS_NAMES), mean=mean, std=std,
+            name="digit-canvas",
+            task="segmentation",
+            num_classes=11,
+            in_channels=1,
+            class_names=list(CLASS_NAMES),
+            mean=mean,
+            std=std,
         )
 
     def __len__(self) -> int:

@@ -14,9 +14,11 @@ before padding), so a prediction can be cropped back. Classification batches (``
 one size are plainly stacked; of mixed sizes their images are padded with 0 the same way, and
 ``meta[i]["size"]`` tells where the real image ends.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

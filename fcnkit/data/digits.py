@@ -4,6 +4,7 @@ The split is fixed: a stratified shuffle with the constant seed :data:`SPLIT_SEE
 500 digits of every class, 400 in ``train``, 50 in ``val`` and 50 in ``test`` (4000/500/500).
 ``digit-canvas`` draws its digits from the same split, so its splits never share a source digit.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -71,8 +72,13 @@ class DigitsDataset(ArrayDataset):
         self._images, self._labels = mnist_5k()
         mean, std = _digits_stats()
         self.info = DatasetInfo(
-            name="digits", task="classification", num_classes=10, in_channels=1,
-            class_names=list(DIGIT_NAMES), mean=mean, std=std,
+            name="digits",
+            task="classification",
+            num_classes=10,
+            in_channels=1,
+            class_names=list(DIGIT_NAMES),
+            mean=mean,
+            std=std,
         )
 
     def __len__(self) -> int:

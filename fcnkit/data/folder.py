@@ -14,6 +14,7 @@ training files and their modification times, so an edited dataset is re-read.
 VOC has no public test masks: ``split="test"`` needs ``ImageSets/Segmentation/test.txt`` with
 masks present; otherwise it is an :class:`InputError` that says to use ``val``.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -63,26 +64,33 @@ def infer_num_classes(mask_paths, root: str | None = None) -> int:
         if facts is not None:
             facts.save()
     if top + 1 > MAX_INFERRED_CLASSES:
-        raise InputError(f"{where}: holds label {top}, so 'largest label + 1' would make {top + 1} classes "
-                         f"(more than {MAX_INFERRED_CLASSES}); fix the mask, or if the classes are real list them "
-                         "in classes.txt (or pass --data-option num_classes=N)")
+        raise InputError(
+            f"{where}: holds label {top}, so 'largest label + 1' would make {top + 1} classes "
+            f"(more than {MAX_INFERRED_CLASSES}); fix the mask, or if the classes are real list them "
+            "in classes.txt (or pass --data-option num_classes=N)"
+        )
     return top + 1
 
 
 def _read_classes(path: Path) -> list[str]:
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(names) < 2:
-        raise InputError(f"{path}: lists {len(names)} class name(s); write one name per line, background first (at least 2)")
+        raise InputError(
+            f"{path}: lists {len(names)} class name(s); write one name per line, background first (at least 2)"
+        )
     return names
 
 
 @lru_cache(maxsize=32)
-def _folder_info(root: str, kind: str, train: tuple[tuple[str, str, int], ...], classes_file: str | None,
-                 num_classes: int | None) -> DatasetInfo:
+def _folder_info(
+    root: str, kind: str, train: tuple[tuple[str, str, int], ...], classes_file: str | None, num_classes: int | None
+) -> DatasetInfo:
     images = [Path(img) for img, _, _ in train]
     masks = [Path(msk) for _, msk, _ in train]
     if not images:
-        raise InputError(f"{root}: the training split is empty, so classes and mean/std cannot be derived; add training images")
+        raise InputError(
+            f"{root}: the training split is empty, so classes and mean/std cannot be derived; add training images"
+        )
     if kind == "voc":
         names = list(VOC_CLASSES)
         in_channels = 3
@@ -99,11 +107,19 @@ def _folder_info(root: str, kind: str, train: tuple[tuple[str, str, int], ...], 
             names = [f"class_{i}" for i in range(k)]
         in_channels = image_channels(read_image(images[0]))
     if num_classes is not None and num_classes != len(names):
-        raise InputError(f"{root}: num_classes={num_classes} but classes.txt lists {len(names)} names; drop one of the two")
+        raise InputError(
+            f"{root}: num_classes={num_classes} but classes.txt lists {len(names)} names; drop one of the two"
+        )
     mean, std = channel_stats((read_image(p) for p in images[:MAX_STAT_IMAGES]), in_channels)
     return DatasetInfo(
-        name=root, task="segmentation", num_classes=len(names), in_channels=in_channels,
-        class_names=names, palette=voc_palette(len(names)), mean=mean, std=std,
+        name=root,
+        task="segmentation",
+        num_classes=len(names),
+        in_channels=in_channels,
+        class_names=names,
+        palette=voc_palette(len(names)),
+        mean=mean,
+        std=std,
     )
 
 
@@ -121,7 +137,9 @@ class FolderDataset(ArrayDataset):
         opts = resolve_options(root_name, options, valid)
         self.split = check_split(split, root_name)
         self._num_classes = opts.get("num_classes")
-        if self._num_classes is not None and (isinstance(self._num_classes, bool) or not isinstance(self._num_classes, int) or self._num_classes < 2):
+        if self._num_classes is not None and (
+            isinstance(self._num_classes, bool) or not isinstance(self._num_classes, int) or self._num_classes < 2
+        ):
             raise InputError(f"{root_name}: num_classes={self._num_classes!r} must be an integer >= 2")
         layout = self.layout
         if layout.kind == "unknown":
@@ -131,7 +149,9 @@ class FolderDataset(ArrayDataset):
         self._refuse_problems()
         if not self.pairs:
             if layout.kind == "voc" and self.split == "test":
-                raise InputError(f"{layout.describe('test')}: VOC has no test masks; use split='val' (or add test.txt with masks)")
+                raise InputError(
+                    f"{layout.describe('test')}: VOC has no test masks; use split='val' (or add test.txt with masks)"
+                )
             raise InputError(
                 f"{layout.describe(self.split)}: split '{self.split}' of {layout.root} is empty; add images to it, "
                 "or list stems in train.txt/val.txt/test.txt (or use train/ val/ test/ subfolders)"
@@ -164,8 +184,10 @@ class FolderDataset(ArrayDataset):
         pair = self.pairs[self._index(index)]
         image, mask = read_image(pair.image), read_mask(pair.mask)
         if image.dtype.kind == "f" and not np.isfinite(image).all():  # evaluation reads here, unvalidated
-            raise InputError(f"{pair.image}: the image holds NaN or inf pixels; replace them (e.g. numpy.nan_to_num) "
-                             "and save it again")
+            raise InputError(
+                f"{pair.image}: the image holds NaN or inf pixels; replace them (e.g. numpy.nan_to_num) "
+                "and save it again"
+            )
         if image.shape[:2] != mask.shape:
             raise InputError(
                 f"{pair.mask}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
@@ -175,7 +197,9 @@ class FolderDataset(ArrayDataset):
         bad = (mask < 0) | ((mask >= k) & (mask != IGNORE_INDEX))
         if bad.any():
             values = sorted(set(np.unique(mask[bad]).tolist()))[:5]
-            raise InputError(f"{pair.mask}: labels {values} are outside 0..{k - 1} (255 = ignore); fix the mask or raise num_classes / classes.txt")
+            raise InputError(
+                f"{pair.mask}: labels {values} are outside 0..{k - 1} (255 = ignore); fix the mask or raise num_classes / classes.txt"
+            )
         return image, mask
 
     def _meta(self, index: int) -> dict:

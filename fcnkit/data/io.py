@@ -8,6 +8,7 @@ numbers for an image whether it came from a built-in dataset, a folder or ``fcnk
 
 Masks are int64 class indices with 255 = ignore (``IGNORE_INDEX``).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,19 @@ from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, MissingFileError
 
 __all__ = [
-    "IGNORE_INDEX", "IMAGE_SUFFIXES", "read_image", "read_mask", "to_unit_float", "to_channels",
-    "to_model_input", "voc_palette", "full_palette", "colorize", "overlay", "save_label_png", "display_uint8",
+    "IGNORE_INDEX",
+    "IMAGE_SUFFIXES",
+    "read_image",
+    "read_mask",
+    "to_unit_float",
+    "to_channels",
+    "to_model_input",
+    "voc_palette",
+    "full_palette",
+    "colorize",
+    "overlay",
+    "save_label_png",
+    "display_uint8",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -52,13 +64,19 @@ def read_image(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
             img.load()
             return _pil_to_array(img)
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: {_short(exc)}; if the image is genuine, save it as an uncompressed TIFF "
-                         "(read lazily) and predict it with --tile auto") from None
+        raise InputError(
+            f"{path}: {_short(exc)}; if the image is genuine, save it as an uncompressed TIFF "
+            "(read lazily) and predict it with --tile auto"
+        ) from None
     except MemoryError:
-        raise InputError(f"{path}: too large to decode in memory; save it as an uncompressed TIFF (read lazily) "
-                         "and predict it with --tile auto") from None
+        raise InputError(
+            f"{path}: too large to decode in memory; save it as an uncompressed TIFF (read lazily) "
+            "and predict it with --tile auto"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: cannot decode image ({_short(exc)}); the file is corrupt or truncated, re-export it") from None
+        raise InputError(
+            f"{path}: cannot decode image ({_short(exc)}); the file is corrupt or truncated, re-export it"
+        ) from None
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -95,15 +113,21 @@ def _read_tiff(path: Path, mmap: bool) -> np.ndarray:
     except InputError:
         raise
     except MemoryError:
-        raise InputError(f"{path}: TIFF too large to decode in memory; save it uncompressed (read lazily) "
-                         "and predict it with --tile auto") from None
+        raise InputError(
+            f"{path}: TIFF too large to decode in memory; save it uncompressed (read lazily) "
+            "and predict it with --tile auto"
+        ) from None
     except Exception as exc:  # tifffile raises many types for broken files
-        raise InputError(f"{path}: cannot decode TIFF ({_short(exc)}); the file is corrupt or truncated, re-export it") from None
+        raise InputError(
+            f"{path}: cannot decode TIFF ({_short(exc)}); the file is corrupt or truncated, re-export it"
+        ) from None
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if arr.ndim == 3 and arr.shape[0] <= 4 < arr.shape[-1]:  # planar (C, H, W) -> (H, W, C)
         arr = np.moveaxis(arr, 0, -1)
     if arr.ndim not in (2, 3):
-        raise InputError(f"{path}: TIFF has shape {arr.shape}; fcnkit reads 2-D images (H, W) or (H, W, C), save one plane per file")
+        raise InputError(
+            f"{path}: TIFF has shape {arr.shape}; fcnkit reads 2-D images (H, W) or (H, W, C), save one plane per file"
+        )
     return arr
 
 
@@ -115,13 +139,20 @@ def _decode_tiff(path: Path) -> np.ndarray:
         series = tif.series[0] if tif.series else None
         if series is not None:
             shape = tuple(int(v) for v in series.shape)
-            channels = shape[-1] if len(shape) == 3 and shape[-1] <= 4 else shape[0] if len(shape) == 3 and shape[0] <= 4 else 1
+            channels = (
+                shape[-1]
+                if len(shape) == 3 and shape[-1] <= 4
+                else shape[0]
+                if len(shape) == 3 and shape[0] <= 4
+                else 1
+            )
             pixels = int(np.prod(shape)) // channels
             if pixels > TIFF_MAX_DECODED_PIXELS:
                 raise InputError(
                     f"{path}: compressed TIFF of shape {tuple(series.shape)} would be decoded whole "
                     f"({pixels / 1e6:.0f} Mpx > {TIFF_MAX_DECODED_PIXELS / 1e6:.0f} Mpx); save it uncompressed "
-                    "(memory-mapped, read lazily) and predict it with --tile auto")
+                    "(memory-mapped, read lazily) and predict it with --tile auto"
+                )
         return tif.asarray()
 
 
@@ -146,9 +177,13 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
                     )
                 arr = np.asarray(img)
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise InputError(f"{path}: cannot decode mask ({_short(exc)}); the file is corrupt or truncated, re-export it") from None
+            raise InputError(
+                f"{path}: cannot decode mask ({_short(exc)}); the file is corrupt or truncated, re-export it"
+            ) from None
     if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        raise InputError(f"{path}: mask must be one channel of integer class indices, got shape {arr.shape} {arr.dtype}; save it as an index PNG")
+        raise InputError(
+            f"{path}: mask must be one channel of integer class indices, got shape {arr.shape} {arr.dtype}; save it as an index PNG"
+        )
     return arr.astype(np.int64)
 
 
@@ -177,7 +212,9 @@ def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
     elif have == 1:
         out = np.repeat(arr, channels, axis=-1)
     else:
-        raise InputError(f"image has {have} channels but the model takes {channels}; convert the image to {channels} channels")
+        raise InputError(
+            f"image has {have} channels but the model takes {channels}; convert the image to {channels} channels"
+        )
     return np.ascontiguousarray(np.moveaxis(out, -1, 0), dtype=np.float32)
 
 

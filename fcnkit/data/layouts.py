@@ -20,6 +20,7 @@ Two layouts are recognised:
 without mask, mask without image, duplicate stems, list entries without files), so that
 :mod:`fcnkit.data.checks` can report all of them and the loader can refuse with the first one.
 """
+
 from __future__ import annotations
 
 import errno
@@ -36,8 +37,27 @@ __all__ = ["Pair", "Problem", "Layout", "scan_layout", "hash_split", "MASK_SUFFI
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".gif")
 HASH_FRACTIONS = (80, 90)  # cumulative percent: train < 80 <= val < 90 <= test
 VOC_CLASSES = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 
 
@@ -113,12 +133,17 @@ def _pair_folder(images: Path, masks: Path, problems: list[Problem]) -> dict[str
     pairs = {}
     for stem, paths in imgs.items():
         if len(paths) > 1:
-            problems.append(Problem(str(paths[1]), f"two images with stem '{stem}' ({paths[0].name}, {paths[1].name}); keep one"))
+            problems.append(
+                Problem(str(paths[1]), f"two images with stem '{stem}' ({paths[0].name}, {paths[1].name}); keep one")
+            )
         mask_paths = [m for m in msks.get(stem, []) if m.suffix.lower() in MASK_SUFFIXES]
         if not mask_paths:
             jpeg = msks.get(stem)
-            hint = (f"{jpeg[0].name} is lossy JPEG, which corrupts class indices; save it as PNG"
-                    if jpeg else f"add {masks / (stem + '.png')} or remove the image")
+            hint = (
+                f"{jpeg[0].name} is lossy JPEG, which corrupts class indices; save it as PNG"
+                if jpeg
+                else f"add {masks / (stem + '.png')} or remove the image"
+            )
             problems.append(Problem(str(paths[0]), f"image has no mask; {hint}"))
             continue
         if len(mask_paths) > 1:
@@ -126,7 +151,9 @@ def _pair_folder(images: Path, masks: Path, problems: list[Problem]) -> dict[str
         pairs[stem] = Pair(stem, paths[0], mask_paths[0])
     for stem, paths in msks.items():
         if stem not in imgs:
-            problems.append(Problem(str(paths[0]), f"mask has no image; add {images / stem}.<png|jpg|tif> or remove the mask"))
+            problems.append(
+                Problem(str(paths[0]), f"mask has no image; add {images / stem}.<png|jpg|tif> or remove the mask")
+            )
     return pairs
 
 
@@ -159,11 +186,20 @@ def _scan_voc(root: Path) -> Layout:
             img, msk = root / "JPEGImages" / f"{stem}.jpg", root / "SegmentationClass" / f"{stem}.png"
             missing = [p for p in (img, msk) if not p.is_file()]
             for p in missing:
-                layout.problems.append(Problem(str(p), f"listed in {list_file.name} but missing; add it or remove '{stem}' from {list_file}"))
+                layout.problems.append(
+                    Problem(
+                        str(p), f"listed in {list_file.name} but missing; add it or remove '{stem}' from {list_file}"
+                    )
+                )
             if not missing:
                 layout.splits[split].append(Pair(stem, img, msk))
     if not (lists / "train.txt").is_file():
-        layout.problems.append(Problem(str(lists / "train.txt"), "missing: a VOC folder needs ImageSets/Segmentation/train.txt (and val.txt) listing image stems"))
+        layout.problems.append(
+            Problem(
+                str(lists / "train.txt"),
+                "missing: a VOC folder needs ImageSets/Segmentation/train.txt (and val.txt) listing image stems",
+            )
+        )
     return layout
 
 
@@ -185,7 +221,12 @@ def scan_layout(root) -> Layout:
         layout = Layout("folder", root, "hash", classes_file=classes_file)
         pairs = _pair_folder(root / "images", root / "masks", layout.problems)
         if not (root / "masks").is_dir():
-            layout.problems.append(Problem(str(root / "masks"), "missing: put one mask per image in masks/ (same stem, index PNG, 255 = ignore)"))
+            layout.problems.append(
+                Problem(
+                    str(root / "masks"),
+                    "missing: put one mask per image in masks/ (same stem, index PNG, 255 = ignore)",
+                )
+            )
         lists = {s: root / f"{s}.txt" for s in SPLITS}
         if any(p.is_file() for p in lists.values()):
             layout.split_source = "lists"
@@ -195,7 +236,12 @@ def scan_layout(root) -> Layout:
                     if stem in pairs:
                         layout.splits[split].append(pairs[stem])
                     else:
-                        layout.problems.append(Problem(str(list_file), f"'{stem}' has no image/mask pair in images/ and masks/; fix the name or remove the line"))
+                        layout.problems.append(
+                            Problem(
+                                str(list_file),
+                                f"'{stem}' has no image/mask pair in images/ and masks/; fix the name or remove the line",
+                            )
+                        )
         else:
             layout.splits = {s: [] for s in SPLITS}
             for stem, pair in pairs.items():
@@ -209,13 +255,20 @@ def scan_layout(root) -> Layout:
                 layout.splits[split] = []
                 continue
             if not (sub / "masks").is_dir():
-                layout.problems.append(Problem(str(sub / "masks"), "missing: put one mask per image in masks/ (same stem, index PNG, 255 = ignore)"))
+                layout.problems.append(
+                    Problem(
+                        str(sub / "masks"),
+                        "missing: put one mask per image in masks/ (same stem, index PNG, 255 = ignore)",
+                    )
+                )
             layout.splits[split] = list(_pair_folder(sub / "images", sub / "masks", layout.problems).values())
         return layout
     layout = Layout("unknown", root, "none", splits={s: [] for s in SPLITS})
-    layout.problems.append(Problem(
-        str(root),
-        "unknown dataset layout; expected images/ + masks/ (optionally train/ val/ test/ subfolders holding them) "
-        "or a PASCAL VOC folder (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)",
-    ))
+    layout.problems.append(
+        Problem(
+            str(root),
+            "unknown dataset layout; expected images/ + masks/ (optionally train/ val/ test/ subfolders holding them) "
+            "or a PASCAL VOC folder (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)",
+        )
+    )
     return layout

@@ -20,6 +20,7 @@ whatever the tiling) after uint16 scaling (/65535). The image's values only reac
 normalisation makes that harmless, and keeping uint16 means ``fcnkit predict img2d.tif`` sees the
 same numbers.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -79,7 +80,9 @@ class NucleiDataset(ArrayDataset):
             tile = int(tile)
             stride = tile // 2 if stride is None else int(stride)
             if tile > min(r1 - r0, c1 - c0):
-                raise InputError(f"nuclei: tile={tile} is larger than the train band ({r1 - r0} x {c1 - c0}); use tile <= {r1 - r0}")
+                raise InputError(
+                    f"nuclei: tile={tile} is larger than the train band ({r1 - r0} x {c1 - c0}); use tile <= {r1 - r0}"
+                )
             if stride < 1:
                 raise InputError(f"nuclei: stride={stride} must be >= 1; pass stride=tile // 2 or leave it out")
             self.windows = [
@@ -89,8 +92,13 @@ class NucleiDataset(ArrayDataset):
             ]
         mean, std = _nuclei_stats()
         self.info = DatasetInfo(
-            name="nuclei", task="segmentation", num_classes=2, in_channels=1,
-            class_names=["background", "nucleus"], mean=mean, std=std,
+            name="nuclei",
+            task="segmentation",
+            num_classes=2,
+            in_channels=1,
+            class_names=["background", "nucleus"],
+            mean=mean,
+            std=std,
         )
 
     def __len__(self) -> int:

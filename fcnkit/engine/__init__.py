@@ -4,6 +4,7 @@ Imports only the core (``fcnkit.models``, ``data``, ``training``, ``metrics``, .
 prepare run folders and write reports are in :mod:`fcnkit.app`. Names load lazily so that
 ``import fcnkit.engine.config`` does not import Lightning.
 """
+
 from __future__ import annotations
 
 from fcnkit.utils.lazy import lazy_exports

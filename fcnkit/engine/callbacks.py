@@ -11,13 +11,15 @@ Both are written after each validation epoch, and ``last`` again when training e
 validations (max_steps). Weights are checked to be finite before every write, so a run that
 diverges keeps its last good checkpoints.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import lightning as L
 import torch
@@ -49,14 +51,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` can turn off. Here it is ``True`` whatever the caller says.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
-    def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
-                        weights_only: Optional[bool] = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Callable | None = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         return load_trainer_state(path, map_location, lightning=False)
@@ -87,7 +90,9 @@ class FcnkitCheckpoint(L.Callback):
         if trainer.sanity_checking or getattr(pl_module, "last_scores", None) is None:
             return
         self._check_finite(trainer, pl_module)
-        metrics = dict(json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step))
+        metrics = dict(
+            json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step)
+        )
         self._last_metrics = metrics
         score = pl_module.last_scores[self.monitor]
         improved = not math.isnan(score) and score > self.best_score
@@ -117,9 +122,12 @@ class FcnkitCheckpoint(L.Callback):
         # plain types only: the trainer checkpoint is read with weights_only=True. The trainer
         # checkpoint is written at the step it records, so a resumed run that trains no further
         # step does not rewrite last/ (and keeps its scores).
-        return {"best_score": float(self.best_score), "best_epoch": self.best_epoch,
-                "last_saved_step": int(self._last_saved_step if self._last_saved_step >= 0 else -1),
-                "last_metrics": self._last_metrics}
+        return {
+            "best_score": float(self.best_score),
+            "best_epoch": self.best_epoch,
+            "last_saved_step": int(self._last_saved_step if self._last_saved_step >= 0 else -1),
+            "last_metrics": self._last_metrics,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = float(state_dict.get("best_score", state_dict.get("best_mean_iu", -math.inf)))
@@ -152,8 +160,12 @@ def load_trainer_state(path, map_location: Any = "cpu", lightning: bool = True) 
         raise  # the disk's answer (permission, ...) is reported as such
     except Exception as exc:  # UnpicklingError (refused), RuntimeError/EOFError (truncated zip), ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:140]
-        raise InputError(f"{path}: cannot read the trainer state ({type(exc).__name__}: {first}); it is truncated or "
-                         "not written by fcnkit (it was not unpickled); restore it, or start over with --overwrite") from None
+        raise InputError(
+            f"{path}: cannot read the trainer state ({type(exc).__name__}: {first}); it is truncated or "
+            "not written by fcnkit (it was not unpickled); restore it, or start over with --overwrite"
+        ) from None
     if lightning and (not isinstance(state, dict) or "state_dict" not in state):
-        raise InputError(f"{path}: not a Lightning trainer state (no 'state_dict'); restore it, or start over with --overwrite")
+        raise InputError(
+            f"{path}: not a Lightning trainer state (no 'state_dict'); restore it, or start over with --overwrite"
+        )
     return state

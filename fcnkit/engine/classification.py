@@ -6,6 +6,7 @@ A classification FCN (``allconv_cls``) takes any input size; batches hold one si
 confusion matrix summed over batches and processes (:func:`fcnkit.metrics.classification_scores`).
 The best checkpoint is the one with the highest validation accuracy.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,10 @@ class ClassificationModule(FcnkitModule):
 
     def loss(self, logits: torch.Tensor, batch: dict, weight_map: torch.Tensor | None = None) -> torch.Tensor:
         if logits.ndim != 2:
-            raise InputError(f"model '{self.config.model}' returns logits of shape {tuple(logits.shape)}, not [B, K]; "
-                             "use a classification model (fcnkit models), e.g. allconv_cls")
+            raise InputError(
+                f"model '{self.config.model}' returns logits of shape {tuple(logits.shape)}, not [B, K]; "
+                "use a classification model (fcnkit models), e.g. allconv_cls"
+            )
         return F.cross_entropy(logits, batch["label"], weight=self.class_weights)
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
@@ -66,19 +69,27 @@ class ClassificationDataModule(L.LightningDataModule):
         self.config = config
         self.sizes = parse_sizes(config.sizes)
         if "scale" in (config.augment or []):
-            raise InputError("augment: scale is not available for classification (a random size per image would need "
-                             "padding, which changes the global average); use sizes: [24, 28, 36] to train at several sizes")
+            raise InputError(
+                "augment: scale is not available for classification (a random size per image would need "
+                "padding, which changes the global average); use sizes: [24, 28, 36] to train at several sizes"
+            )
         self.train_set = load_dataset(config.data, split="train", **config.data_options)
-        self.val_set = load_dataset(config.data, split=config.val_split, **{**config.data_options, **config.val_data_options})
+        self.val_set = load_dataset(
+            config.data, split=config.val_split, **{**config.data_options, **config.val_data_options}
+        )
         self.info = self.train_set.info
         for split, ds in (("training", self.train_set), (f"'{config.val_split}'", self.val_set)):
             if len(ds) == 0:
-                raise InputError(f"data '{config.data}': the {split} split is empty; add images or check data_options/val_split")
+                raise InputError(
+                    f"data '{config.data}': the {split} split is empty; add images or check data_options/val_split"
+                )
         self._train_sizes = None if self.sizes else item_sizes(self.train_set)
         distributed = config.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
         if distributed and self._train_sizes and len(set(self._train_sizes)) > 1:
-            raise InputError(f"data '{config.data}': training images of {len(set(self._train_sizes))} sizes cannot be split "
-                             "evenly over DDP processes; resize them with sizes: [...] (e.g. sizes: [28]) or train on one device")
+            raise InputError(
+                f"data '{config.data}': training images of {len(set(self._train_sizes))} sizes cannot be split "
+                "evenly over DDP processes; resize them with sizes: [...] (e.g. sizes: [28]) or train on one device"
+            )
         self._val_sizes = item_sizes(self.val_set)
 
     @property
@@ -92,10 +103,17 @@ class ClassificationDataModule(L.LightningDataModule):
             pad_collate,  # stacks a one-size batch as it is (no padding happens)
         )
 
-        batches = SizeGroupedBatchSampler(sampler, self.config.batch_size, drop_last=False, item_sizes=native, sizes=sizes)
+        batches = SizeGroupedBatchSampler(
+            sampler, self.config.batch_size, drop_last=False, item_sizes=native, sizes=sizes
+        )
         workers = self.config.num_workers
-        return DataLoader(SizedItems(dataset), batch_sampler=batches, collate_fn=pad_collate, num_workers=workers,
-                          persistent_workers=workers > 0)
+        return DataLoader(
+            SizedItems(dataset),
+            batch_sampler=batches,
+            collate_fn=pad_collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
 
     def train_dataloader(self):
         from torch.utils.data import RandomSampler

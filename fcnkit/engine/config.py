@@ -22,6 +22,7 @@ Tasks (``task``): ``segmentation`` (default) or ``classification`` (see
 ``init_from`` initialises the model from any fcnkit checkpoint or run folder (tensors whose names
 and shapes match, see :mod:`fcnkit.app.init_from`); unlike ``resume`` it starts a new run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,39 +82,54 @@ class TrainConfig:
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a mapping, checking every key and value (``source`` names it in errors)."""
         cfg = cls()
         cfg.update(values, source)
         return cfg
 
-    def update(self, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def update(self, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Set ``values`` (keys with ``-`` or ``_``) after checking them; returns ``self``."""
         names = [f.name for f in dataclasses.fields(self)]
         for raw_key, value in values.items():
             key = str(raw_key).replace("-", "_")
             if key not in names:
-                raise InputError(f"{source}: unknown key '{raw_key}'{did_you_mean(key, names)}; valid keys: {', '.join(names)}")
+                raise InputError(
+                    f"{source}: unknown key '{raw_key}'{did_you_mean(key, names)}; valid keys: {', '.join(names)}"
+                )
             setattr(self, key, _check(key, value, source))
         return self
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with the per-optimizer defaults filled in and cross-key rules checked."""
-        cfg = dataclasses.replace(self, data_options=dict(self.data_options), model_options=dict(self.model_options),
-                                  val_data_options=dict(self.val_data_options), regime=dict(self.regime))
+        cfg = dataclasses.replace(
+            self,
+            data_options=dict(self.data_options),
+            model_options=dict(self.model_options),
+            val_data_options=dict(self.val_data_options),
+            regime=dict(self.regime),
+        )
         if cfg.data is None:
-            raise InputError("no training data: pass --data NAME|PATH (see 'fcnkit data list') or set data: in the config")
+            raise InputError(
+                "no training data: pass --data NAME|PATH (see 'fcnkit data list') or set data: in the config"
+            )
         if cfg.model is None:
             cfg.model = "allconv_cls" if cfg.task == "classification" else "allconv"
         if cfg.sizes and cfg.task != "classification":
-            raise InputError("sizes resizes classification inputs; for segmentation use augment: [scale], or set task: classification")
+            raise InputError(
+                "sizes resizes classification inputs; for segmentation use augment: [scale], or set task: classification"
+            )
         if cfg.task == "classification" and cfg.regime.get("name", "whole") != "whole":
-            raise InputError(f"regime '{cfg.regime.get('name')}' is a segmentation regime; drop it for task: classification")
+            raise InputError(
+                f"regime '{cfg.regime.get('name')}' is a segmentation regime; drop it for task: classification"
+            )
         if cfg.optimizer == "heavy":
             for key, want in (("batch_size", 1), ("momentum", 0.99)):
                 have = getattr(cfg, key)
                 if have is not None and have != want:
-                    raise InputError(f"optimizer heavy means {key} {want}, got {have}; drop {key} or use optimizer: sgd")
+                    raise InputError(
+                        f"optimizer heavy means {key} {want}, got {have}; drop {key} or use optimizer: sgd"
+                    )
                 setattr(cfg, key, want)
         cfg.batch_size = 8 if cfg.batch_size is None else cfg.batch_size
         cfg.momentum = 0.9 if cfg.momentum is None else cfg.momentum
@@ -126,7 +142,9 @@ class TrainConfig:
 
         regime = build_regime(cfg.regime)
         if regime.name == "class-balanced" and cfg.class_weights != "none":
-            raise InputError("regime class-balanced already balances the classes; set class_weights: none (or use regime: whole)")
+            raise InputError(
+                "regime class-balanced already balances the classes; set class_weights: none (or use regime: whole)"
+            )
         cfg.regime = regime.options()
         return cfg
 
@@ -173,12 +191,39 @@ def _read_yaml(path: Path) -> dict:
 
 
 # --- value checks: (kind, extra) per key --------------------------------------------------------
-_INT_MIN = {"threads": 1, "epochs": 1, "max_steps": 1, "batch_size": 1, "devices": 1, "num_workers": 0, "seed": 0, "log_every_n_steps": 1}
+_INT_MIN = {
+    "threads": 1,
+    "epochs": 1,
+    "max_steps": 1,
+    "batch_size": 1,
+    "devices": 1,
+    "num_workers": 0,
+    "seed": 0,
+    "log_every_n_steps": 1,
+}
 _FLOAT_MIN = {"lr": (0.0, False), "momentum": (0.0, True), "weight_decay": (0.0, True)}  # (min, inclusive)
-_CHOICES = {"optimizer": OPTIMIZERS, "class_weights": ("none", "inverse", "median"), "precision": PRECISIONS,
-            "device": DEVICES, "task": ("segmentation", "classification"), "lr_schedule": LR_SCHEDULES}
-_OPTIONAL = {"threads", "data", "weights", "max_steps", "batch_size", "lr", "momentum", "out", "resume", "init_from",
-             "model", "sizes"}
+_CHOICES = {
+    "optimizer": OPTIMIZERS,
+    "class_weights": ("none", "inverse", "median"),
+    "precision": PRECISIONS,
+    "device": DEVICES,
+    "task": ("segmentation", "classification"),
+    "lr_schedule": LR_SCHEDULES,
+}
+_OPTIONAL = {
+    "threads",
+    "data",
+    "weights",
+    "max_steps",
+    "batch_size",
+    "lr",
+    "momentum",
+    "out",
+    "resume",
+    "init_from",
+    "model",
+    "sizes",
+}
 _STRINGS = {"data", "weights", "out", "resume", "init_from", "model", "val_split"}
 _DICTS = {"data_options", "val_data_options", "model_options"}
 
@@ -203,14 +248,18 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise InputError(f"{where} must be a number, got {value!r}; e.g. {key}: 0.001") from None
         low, inclusive = _FLOAT_MIN[key]
         if isinstance(value, bool) or not math.isfinite(number) or number < low or (number == low and not inclusive):
-            raise InputError(f"{where} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}; fix the value")
+            raise InputError(
+                f"{where} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}; fix the value"
+            )
         if key == "momentum" and number >= 1:
             raise InputError(f"{where} must be below 1, got {value!r}; use e.g. 0.9")
         return number
     if key in _CHOICES:
         text = str(value)
         if text not in _CHOICES[key]:
-            raise InputError(f"{where}: unknown value '{text}'{did_you_mean(text, _CHOICES[key])}; use one of {', '.join(_CHOICES[key])}")
+            raise InputError(
+                f"{where}: unknown value '{text}'{did_you_mean(text, _CHOICES[key])}; use one of {', '.join(_CHOICES[key])}"
+            )
         return text
     if key in _DICTS:
         if not isinstance(value, dict):
@@ -222,8 +271,10 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise InputError(f"{where} must be true, false or a list of {', '.join(AUGMENTATIONS)}, got {value!r}")
         for name in names:
             if name not in AUGMENTATIONS:
-                raise InputError(f"{where}: unknown augmentation {name!r}{did_you_mean(str(name), AUGMENTATIONS)}; "
-                                 f"use true, false or a list of {', '.join(AUGMENTATIONS)}")
+                raise InputError(
+                    f"{where}: unknown augmentation {name!r}{did_you_mean(str(name), AUGMENTATIONS)}; "
+                    f"use true, false or a list of {', '.join(AUGMENTATIONS)}"
+                )
         return list(names)
     if key in ("augment", "overwrite"):
         if not _is_bool_like(value):
@@ -259,10 +310,14 @@ def _check_sizes(value: Any, where: str) -> list | None:
     for item in items:
         pair = [item, item] if isinstance(item, int) else list(item) if isinstance(item, (list, tuple)) else []
         if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
-            raise InputError(f"{where}: {item!r} is not a size; give pixels or [height, width] pairs, e.g. sizes: [24, 28, [28, 36]]")
+            raise InputError(
+                f"{where}: {item!r} is not a size; give pixels or [height, width] pairs, e.g. sizes: [24, 28, [28, 36]]"
+            )
         out.append(item if isinstance(item, int) else pair)
     return out or None
 
 
 def _is_bool_like(value: Any) -> bool:
-    return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"))
+    return isinstance(value, bool) or (
+        isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0")
+    )

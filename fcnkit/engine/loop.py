@@ -4,6 +4,7 @@
 checkpoint callback (best/, last/, trainer.ckpt), the per-step log, threads, and divergence turned
 into one line. It knows nothing of run folders' other files or of reports (those are the job's).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,15 @@ from fcnkit.errors import InputError
 __all__ = ["fit", "distributed_devices", "TRAINER_CKPT"]
 
 
-def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run: Path,
-        checkpoint_config: dict[str, Any], batch_size: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+def fit(
+    module: FcnkitModule,
+    data: L.LightningDataModule,
+    cfg: TrainConfig,
+    run: Path,
+    checkpoint_config: dict[str, Any],
+    batch_size: int,
+    callbacks: Sequence[L.Callback] = (),
+) -> L.Trainer:
     """Train ``module`` on ``data`` into the run folder ``run``; returns the finished Trainer.
 
     ``checkpoint_config`` is the config.json of every checkpoint written (without ``metrics``);
@@ -73,12 +81,19 @@ def fit(module: FcnkitModule, data: L.LightningDataModule, cfg: TrainConfig, run
             _close_progress_bar(trainer)  # so the error starts on its own line
             if trainer.is_global_zero:
                 merge_metrics(run)
-            what = (f"loss became {exc.value} at step {exc.step}" if isinstance(exc, NonFiniteLossError)
-                    else f"weights became non-finite after step {exc.step}")
-            kept = (f"{run / 'last'} holds the last good weights" if (run / "last").is_dir()
-                    else "no checkpoint was written before it")
-            raise InputError(f"training diverged: {what}; {kept}; lower --lr, use --precision 32, "
-                             "or check the data for NaN/inf") from None
+            what = (
+                f"loss became {exc.value} at step {exc.step}"
+                if isinstance(exc, NonFiniteLossError)
+                else f"weights became non-finite after step {exc.step}"
+            )
+            kept = (
+                f"{run / 'last'} holds the last good weights"
+                if (run / "last").is_dir()
+                else "no checkpoint was written before it"
+            )
+            raise InputError(
+                f"training diverged: {what}; {kept}; lower --lr, use --precision 32, or check the data for NaN/inf"
+            ) from None
         finally:
             torch.set_num_threads(threads)
     if trainer.is_global_zero:

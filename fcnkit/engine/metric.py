@@ -3,6 +3,7 @@
 Its only state is the matrix, summed over batches and processes (confusion matrices add, scores
 do not); the scores come from the functional core (:mod:`fcnkit.metrics`).
 """
+
 from __future__ import annotations
 
 from typing import Any

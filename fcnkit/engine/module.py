@@ -13,10 +13,12 @@ what its loss is and which scores it reports::
 
 The checkpoint callback reads ``last_scores`` and keeps the best ``monitor`` score.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -49,8 +51,9 @@ class FcnkitModule(L.LightningModule):
     #: confusion matrix -> scores dict (a function of :mod:`fcnkit.metrics`, as a staticmethod)
     score_fn: ClassVar[Callable[[torch.Tensor], dict]]
 
-    def __init__(self, model: nn.Module, config: TrainConfig, num_classes: int,
-                 class_weights: torch.Tensor | None = None):
+    def __init__(
+        self, model: nn.Module, config: TrainConfig, num_classes: int, class_weights: torch.Tensor | None = None
+    ):
         super().__init__()
         self.model, self.config, self.num_classes = model, config, num_classes
         # a buffer so it follows the module to the device; not persistent: it is derived from the data
@@ -73,7 +76,9 @@ class FcnkitModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         loss, cells = self.training_loss(batch)
         self._stop_if_not_finite(loss)
-        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
+        self.log(
+            "train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"])
+        )
         # "cells": loss terms kept, for the per-step log (fcnkit.engine.steplog.StepLog)
         return {"loss": loss, "cells": cells}
 
@@ -88,8 +93,14 @@ class FcnkitModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch["image"])
-        self.log("val_loss", self.loss(logits, batch), on_epoch=True, prog_bar=True, sync_dist=True,
-                 batch_size=len(batch["image"]))
+        self.log(
+            "val_loss",
+            self.loss(logits, batch),
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["image"]),
+        )
         self.val_cm.update(logits.detach(), batch[self.target_key])
 
     def on_validation_epoch_end(self) -> None:
@@ -102,8 +113,7 @@ class FcnkitModule(L.LightningModule):
             value = result[name]
             # the same on every rank (computed from the summed matrix), so averaging over ranks
             # (sync_dist) changes nothing; it only tells Lightning the value is global
-            self.log(f"val_{name}", 0.0 if math.isnan(value) else value, prog_bar=name == self.monitor,
-                     sync_dist=True)
+            self.log(f"val_{name}", 0.0 if math.isnan(value) else value, prog_bar=name == self.monitor, sync_dist=True)
 
     def configure_optimizers(self):
         cfg = self.config

@@ -5,12 +5,13 @@ logger drops its advertising tips ("💡 Tip: ... litlogger / litmodels"), and a
 the pytree ``LeafSpec`` deprecation that Lightning 2.6.6 triggers inside torch 2.14 (nothing a user,
 or fcnkit, can change).
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["quiet_lightning"]
 

@@ -12,6 +12,7 @@ One definition of the file every report, experiment and test reads::
 A resumed run logs into ``RUN/logs/version_N/`` (one folder per start); :func:`merge_metrics` joins
 them, and :func:`read_rows` is the one parser (rows of floats, sorted by step).
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,7 +65,8 @@ def read_epochs(run_or_csv: str | os.PathLike) -> dict[int, dict[str, float]]:
     for row in read_rows(run_or_csv):
         if "epoch" in row:
             epochs.setdefault(int(row["epoch"]), {}).update(
-                {k: v for k, v in row.items() if k not in ("epoch", "step")})
+                {k: v for k, v in row.items() if k not in ("epoch", "step")}
+            )
     return epochs
 
 
@@ -89,7 +91,7 @@ def merge_metrics(run: str | os.PathLike) -> Path | None:
     # (epoch, step) -> one row: Lightning logs val and train epoch values apart
     merged: dict[tuple, dict] = {}
     for i, rows in enumerate(tables):
-        later = [int(float(r["step"])) for t in tables[i + 1:] for r in t[:1] if r.get("step")]
+        later = [int(float(r["step"])) for t in tables[i + 1 :] for r in t[:1] if r.get("step")]
         cut = min(later) if later else None
         for r in rows:
             if cut is None or int(float(r["step"])) < cut:

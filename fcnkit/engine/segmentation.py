@@ -5,6 +5,7 @@ The loop (devices, DDP, precision, logging) is Lightning's and the shared step l
 loss is :func:`~fcnkit.training.losses.pixelwise_loss` with the weight map of the regime
 (:mod:`fcnkit.training.regimes`); the scores come from :func:`fcnkit.metrics.scores`.
 """
+
 from __future__ import annotations
 
 import lightning as L
@@ -34,8 +35,14 @@ class SegmentationModule(FcnkitModule):
     monitor = "mean_iu"
     score_fn = staticmethod(scores)
 
-    def __init__(self, model: nn.Module, config: TrainConfig, num_classes: int,
-                 class_weights: torch.Tensor | None = None, regime: Regime | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        num_classes: int,
+        class_weights: torch.Tensor | None = None,
+        regime: Regime | None = None,
+    ):
         super().__init__(model, config, num_classes, class_weights)
         self.regime = regime or WholeImage()
 
@@ -52,8 +59,9 @@ class SegmentationModule(FcnkitModule):
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         regime_loss = getattr(self.regime, "training_loss", None)
         if regime_loss is not None:  # the regime evaluates the loss itself (tiled: tile by tile, same gradient)
-            loss, weight_map = regime_loss(self.model, batch, step=self.global_step, rank=self.global_rank,
-                                           class_weights=self.class_weights)
+            loss, weight_map = regime_loss(
+                self.model, batch, step=self.global_step, rank=self.global_rank, class_weights=self.class_weights
+            )
             return loss, count_kept_cells(batch["mask"], weight_map, self.class_weights)
         logits = self(batch["image"])
         # random regimes draw per (step, process): reproducible, and each process draws its own
@@ -77,12 +85,16 @@ class SegmentationDataModule(L.LightningDataModule):
         self.config = config
         self.regime = regime or WholeImage()
         self.train_set = load_dataset(config.data, split="train", **config.data_options)
-        self.val_set = load_dataset(config.data, split=config.val_split, **{**config.data_options, **config.val_data_options})
+        self.val_set = load_dataset(
+            config.data, split=config.val_split, **{**config.data_options, **config.val_data_options}
+        )
         self.info = self.train_set.info
         if len(self.train_set) == 0:
             raise InputError(f"data '{config.data}': the training split is empty; add images or check data_options")
         if len(self.val_set) == 0:
-            raise InputError(f"data '{config.data}': the '{config.val_split}' split is empty; add validation images or set val_split")
+            raise InputError(
+                f"data '{config.data}': the '{config.val_split}' split is empty; add validation images or set val_split"
+            )
 
     @property
     def train_batch_size(self) -> int:
@@ -97,17 +109,30 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset = AugmentedDataset(self.train_set, self.config.augment) if self.config.augment else self.train_set
         dataset = self.regime.train_dataset(dataset)  # patchwise: crops of each image
         sampler = self.regime.train_sampler(dataset)
-        return DataLoader(dataset, batch_size=self.train_batch_size, shuffle=sampler is None,
-                          sampler=sampler, collate_fn=self.regime.collate_fn() or pad_collate, num_workers=self.config.num_workers,
-                          persistent_workers=self.config.num_workers > 0, drop_last=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.train_batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            collate_fn=self.regime.collate_fn() or pad_collate,
+            num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+            drop_last=False,
+        )
 
     def val_dataloader(self):
         from torch.utils.data import DataLoader
 
         from fcnkit.data import pad_collate
 
-        return DataLoader(self.val_set, batch_size=self.config.batch_size, shuffle=False, collate_fn=pad_collate,
-                          num_workers=self.config.num_workers, persistent_workers=self.config.num_workers > 0)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.config.batch_size,
+            shuffle=False,
+            collate_fn=pad_collate,
+            num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+        )
 
 
 class AugmentedDataset(torch.utils.data.Dataset):

@@ -15,6 +15,7 @@ Under DDP every process logs its own counts (multiply by the number of processes
 callback state, saved in ``trainer.ckpt``, so a resumed run keeps counting.
 :func:`fcnkit.engine.runlog.read_step_log` reads them back.
 """
+
 from __future__ import annotations
 
 import time
@@ -54,8 +55,13 @@ class StepLog(L.Callback):
         cells = outputs.get("cells") if isinstance(outputs, dict) else None
         if cells is None:
             cells = (batch["mask"] != IGNORE_INDEX).sum()
-        step = {"images": int(batch.get("num_images", len(images))), "items": int(len(images)),
-                "cells": int(cells), "flops": batch_flops(pl_module.model, images), "seconds": seconds}
+        step = {
+            "images": int(batch.get("num_images", len(images))),
+            "items": int(len(images)),
+            "cells": int(cells),
+            "flops": batch_flops(pl_module.model, images),
+            "seconds": seconds,
+        }
         for name, value in step.items():
             self.totals[name] += value
         # only on the steps Lightning writes (its own test, read before it increments the step):

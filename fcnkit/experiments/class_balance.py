@@ -18,11 +18,13 @@ frequent class is given up more often).
 Writes ``results.json``, ``scores.png`` and ``summary.md``. Defaults: ~10-15 minutes on a 2-core CPU
 (``budget_minutes`` scales the iterations).
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import bars, new_figure, save
@@ -46,9 +48,18 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
-        datasets: list[str] | None = None, steps: int | None = None, overrides: dict[str, dict] | None = None,
-        threads: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
+def run(
+    out_dir,
+    *,
+    seeds: int = 3,
+    budget_minutes: float | None = REFERENCE_MINUTES,
+    device: str = "auto",
+    datasets: list[str] | None = None,
+    steps: int | None = None,
+    overrides: dict[str, dict] | None = None,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Run the experiment; write results.json, scores.png, summary.md into ``out_dir``; return the results.
 
     ``steps``: iterations per run (default ``DEFAULTS["steps"]`` scaled by ``budget_minutes / 20``);
@@ -70,8 +81,13 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     machine = runner.machine_info(dev)
     runs = runner.run_arms(out_dir, chosen, list(ARMS), seeds, make_config, device=dev, progress=progress)
     results = {
-        "experiment": "class-balance", "seeds": seeds, "budget_minutes": budget_minutes, "steps": steps,
-        "arms": ARMS, "settings": settings, "machine": machine,
+        "experiment": "class-balance",
+        "seeds": seeds,
+        "budget_minutes": budget_minutes,
+        "steps": steps,
+        "arms": ARMS,
+        "settings": settings,
+        "machine": machine,
         "load_average_end": runner.machine_info(dev)["load_average"],
         "datasets": {name: _summarise(runs[name]) for name in chosen},
     }
@@ -86,40 +102,74 @@ def _summarise(runs: dict[str, list[dict]]) -> dict:
             "scores": {k: runner.mean_std(r["final"].get(k) for r in seeds) for k in SCORES},
             "cells_per_iteration": runner.mean_std(r["train"][-1].get("cells", 0) / r["iterations"] for r in seeds),
             "train_seconds": runner.mean_std(r["train_seconds"] for r in seeds),
-            "runs": [{"seed": r["seed"], "run": r["run"], "iterations": r["iterations"], "wall_seconds": r["wall_seconds"],
-                      "train_seconds": r["train_seconds"], "final": r["final"], "val": r["val"],
-                      "train": [{k: x[k] for k in ("iteration", "loss", "seconds", "cells") if k in x} for x in r["train"]]}
-                     for r in seeds],
+            "runs": [
+                {
+                    "seed": r["seed"],
+                    "run": r["run"],
+                    "iterations": r["iterations"],
+                    "wall_seconds": r["wall_seconds"],
+                    "train_seconds": r["train_seconds"],
+                    "final": r["final"],
+                    "val": r["val"],
+                    "train": [
+                        {k: x[k] for k in ("iteration", "loss", "seconds", "cells") if k in x} for x in r["train"]
+                    ],
+                }
+                for r in seeds
+            ],
         }
     base = arms.get("none")
     for arm, a in arms.items():
         # change against no balancing, in percentage points, per seed pair (same seed = same init and order)
-        a["change_vs_none_pp"] = {} if base is None else {
-            k: runner.mean_std(100 * (r["final"].get(k) - b["final"].get(k)) for r, b in zip(a["runs"], base["runs"])
-                               if r["final"].get(k) is not None and b["final"].get(k) is not None)
-            for k in SCORES}
+        a["change_vs_none_pp"] = (
+            {}
+            if base is None
+            else {
+                k: runner.mean_std(
+                    100 * (r["final"].get(k) - b["final"].get(k))
+                    for r, b in zip(a["runs"], base["runs"])
+                    if r["final"].get(k) is not None and b["final"].get(k) is not None
+                )
+                for k in SCORES
+            }
+        )
     return {"arms": arms}
 
 
 def summary(results: dict) -> str:
     """summary.md: a table per dataset and a conclusion phrased from the measured numbers."""
     first = next(iter(results["settings"].values()), {})
-    lines = ["# class-balance: none vs inverse vs median weighting vs class-balanced sampling", "",
-             f"{runner.measured_on(results)} Model {first.get('model')} {first.get('model_options')}, "
-             f"{first.get('optimizer')} lr {first.get('lr')}, batch {first.get('batch_size')}, {results['steps']} iterations, "
-             f"{results['seeds']} seed(s); scores on the validation split after the last step, mean ± std over seeds; "
-             "changes in percentage points (pp) against no balancing, paired by seed.", ""]
+    lines = [
+        "# class-balance: none vs inverse vs median weighting vs class-balanced sampling",
+        "",
+        f"{runner.measured_on(results)} Model {first.get('model')} {first.get('model_options')}, "
+        f"{first.get('optimizer')} lr {first.get('lr')}, batch {first.get('batch_size')}, {results['steps']} iterations, "
+        f"{results['seeds']} seed(s); scores on the validation split after the last step, mean ± std over seeds; "
+        "changes in percentage points (pp) against no balancing, paired by seed.",
+        "",
+    ]
     for name, block in results["datasets"].items():
         arms = block["arms"]
         lines += [f"## {name}", ""]
         rows = []
         for arm, a in arms.items():
             change = a["change_vs_none_pp"]
-            rows.append([arm] + [runner.fmt_mean_std(a["scores"][k]) for k in SCORES]
-                        + [runner.fmt_mean_std(change.get(k, {}), 1) if arm != "none" else "-" for k in ("mean_accuracy", "pixel_accuracy")]
-                        + [f"{a['cells_per_iteration']['mean']:.0f}"])
-        lines += [runner.markdown_table(["arm"] + [LABELS[k] for k in SCORES]
-                                        + ["Δ mean acc. (pp)", "Δ pixel acc. (pp)", "loss cells/iter"], rows), ""]
+            rows.append(
+                [arm]
+                + [runner.fmt_mean_std(a["scores"][k]) for k in SCORES]
+                + [
+                    runner.fmt_mean_std(change.get(k, {}), 1) if arm != "none" else "-"
+                    for k in ("mean_accuracy", "pixel_accuracy")
+                ]
+                + [f"{a['cells_per_iteration']['mean']:.0f}"]
+            )
+        lines += [
+            runner.markdown_table(
+                ["arm"] + [LABELS[k] for k in SCORES] + ["Δ mean acc. (pp)", "Δ pixel acc. (pp)", "loss cells/iter"],
+                rows,
+            ),
+            "",
+        ]
         lines += [_conclusion(arms), ""]
     return "\n".join(lines) + "\n"
 
@@ -145,12 +195,18 @@ def _conclusion(arms: dict) -> str:
     if others:
         text += " No such trade (mean accuracy not up, or pixel accuracy not down): " + ", ".join(others) + "."
     names = list(arms)
-    same = [f"{a} and {b}" for i, a in enumerate(names) for b in names[i + 1:]
-            if all(x["final"].get(k) == y["final"].get(k) for x, y in zip(arms[a]["runs"], arms[b]["runs"]) for k in SCORES)]
+    same = [
+        f"{a} and {b}"
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if all(x["final"].get(k) == y["final"].get(k) for x, y in zip(arms[a]["runs"], arms[b]["runs"]) for k in SCORES)
+    ]
     if same:
-        text += (" Identical scores in every seed: " + ", ".join(same) + " (class weights that are proportional give the "
-                 "same training: the loss is divided by the total weight; with 2 classes median-frequency weights "
-                 "are proportional to inverse-frequency ones).")
+        text += (
+            " Identical scores in every seed: " + ", ".join(same) + " (class weights that are proportional give the "
+            "same training: the loss is divided by the total weight; with 2 classes median-frequency weights "
+            "are proportional to inverse-frequency ones)."
+        )
     if "sampling" in arms and arms["none"]["cells_per_iteration"]["mean"]:
         kept = arms["sampling"]["cells_per_iteration"]["mean"] / arms["none"]["cells_per_iteration"]["mean"]
         text += f" Class-balanced sampling kept {kept:.1%} of the labelled pixels in the loss."
@@ -163,7 +219,10 @@ def _plot(results: dict, path: Path) -> None:
     fig, axes = new_figure(1, len(blocks), size=(5.5, 3.8))
     for ax, (name, block) in zip(axes[0], blocks.items()):
         arms = block["arms"]
-        series = {arm: ([a["scores"][k]["mean"] for k in SCORES], [a["scores"][k]["std"] for k in SCORES]) for arm, a in arms.items()}
+        series = {
+            arm: ([a["scores"][k]["mean"] for k in SCORES], [a["scores"][k]["std"] for k in SCORES])
+            for arm, a in arms.items()
+        }
         bars(ax, [LABELS[k] for k in SCORES], series, "validation score")
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{name}: mean ± std of {results['seeds']} seed(s)")

@@ -22,12 +22,14 @@ Writes ``results.json``, ``scores.png``, ``time.png`` and ``summary.md`` into ``
 Defaults take about 10 minutes on a 2-core CPU; ``budget_minutes`` scales the epochs (below one
 epoch: a fraction of one, via ``max_steps``).
 """
+
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import bars, new_figure, save
@@ -40,20 +42,41 @@ DATASETS = ("digits", "digit-canvas")
 REFERENCE_MINUTES = 20.0  # the budget the defaults are sized for
 # train-config settings per dataset; "epochs" is what the budget scales
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"task": "classification", "model": "allconv_cls", "epochs": 4, "batch_size": 32, "lr": 3e-3,
-               "model_options": {"width": 8, "depth": 2, "stages": 2}},
+    "digits": {
+        "task": "classification",
+        "model": "allconv_cls",
+        "epochs": 4,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "model_options": {"width": 8, "depth": 2, "stages": 2},
+    },
     # 3 epochs of 256 canvases (96 steps) left every variant near mean IU 0.15: too early to compare
-    "digit-canvas": {"task": "segmentation", "model": "allconv", "epochs": 5, "batch_size": 8, "lr": 3e-3,
-                     "data_options": {"count": 1024}, "val_data_options": {"count": 100},
-                     "model_options": {"width": 8, "depth": 1, "stages": 3}},
+    "digit-canvas": {
+        "task": "segmentation",
+        "model": "allconv",
+        "epochs": 5,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "data_options": {"count": 1024},
+        "val_data_options": {"count": 100},
+        "model_options": {"width": 8, "depth": 1, "stages": 3},
+    },
 }
 SCORE = {"classification": "accuracy", "segmentation": "mean_iu"}
 LABELS = {"accuracy": "accuracy", "mean_iu": "mean IU"}
 
 
-def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
-        datasets: list[str] | None = None, overrides: dict[str, dict] | None = None,
-        threads: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
+def run(
+    out_dir,
+    *,
+    seeds: int = 3,
+    budget_minutes: float | None = REFERENCE_MINUTES,
+    device: str = "auto",
+    datasets: list[str] | None = None,
+    overrides: dict[str, dict] | None = None,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Run the experiment; write results.json, scores.png, time.png, summary.md; return the results.
 
     ``overrides[dataset]``: train-config keys that replace the defaults (e.g. ``{"max_steps": 2}``).
@@ -84,12 +107,20 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     machine = runner.machine_info(dev)
     runs = runner.run_arms(out_dir, chosen, list(VARIANTS), seeds, make_config, device=dev, progress=progress)
     results = {
-        "experiment": "downsampling", "seeds": seeds, "budget_minutes": budget_minutes, "settings": settings,
-        "machine": machine, "load_average_end": runner.machine_info(dev)["load_average"],
+        "experiment": "downsampling",
+        "seeds": seeds,
+        "budget_minutes": budget_minutes,
+        "settings": settings,
+        "machine": machine,
+        "load_average_end": runner.machine_info(dev)["load_average"],
         "datasets": {name: _summarise(name, settings[name], runs[name]) for name in chosen},
     }
-    runner.write_outputs(out_dir, results, summary(results),
-                         {"scores": lambda p: _plot_scores(results, p), "time": lambda p: _plot_time(results, p)})
+    runner.write_outputs(
+        out_dir,
+        results,
+        summary(results),
+        {"scores": lambda p: _plot_scores(results, p), "time": lambda p: _plot_time(results, p)},
+    )
     return results
 
 
@@ -106,19 +137,35 @@ def _summarise(dataset: str, cfg: dict, runs: dict[str, list[dict]]) -> dict:
 
 def summary(results: dict) -> str:
     """summary.md: a table per dataset and a conclusion phrased from the measured numbers."""
-    lines = ["# downsampling: max-pool vs strided conv vs strided-only vs average pool", "",
-             f"{runner.measured_on(results)} {results['seeds']} seed(s); mean ± std over seeds (sample std).", ""]
+    lines = [
+        "# downsampling: max-pool vs strided conv vs strided-only vs average pool",
+        "",
+        f"{runner.measured_on(results)} {results['seeds']} seed(s); mean ± std over seeds (sample std).",
+        "",
+    ]
     for name, block in results["datasets"].items():
         cfg = results["settings"][name]
         score = block["score"]
-        length = (f"{cfg['max_steps']} steps" if cfg.get("max_steps") else f"{cfg['epochs']} epoch(s)")
-        lines += [f"## {name} ({block['task']}, {cfg['model']} {cfg.get('model_options', {})})", "",
-                  f"Training: {length} (an epoch = {block['steps_per_epoch']} steps), batch {cfg['batch_size']}, "
-                  f"Adam lr {cfg['lr']}; score = {LABELS[score]} on the validation split after the last step.", ""]
+        length = f"{cfg['max_steps']} steps" if cfg.get("max_steps") else f"{cfg['epochs']} epoch(s)"
+        lines += [
+            f"## {name} ({block['task']}, {cfg['model']} {cfg.get('model_options', {})})",
+            "",
+            f"Training: {length} (an epoch = {block['steps_per_epoch']} steps), batch {cfg['batch_size']}, "
+            f"Adam lr {cfg['lr']}; score = {LABELS[score]} on the validation split after the last step.",
+            "",
+        ]
         rows = []
         for variant, v in block["variants"].items():
-            rows.append([variant, runner.fmt_mean_std(v["score"]), f"{v['trainable_parameters']:,}", f"{v['parameters']:,}",
-                         runner.fmt_mean_std(v["train_seconds_per_epoch"], 2), runner.fmt_mean_std(v["wall_seconds_per_epoch"], 2)])
+            rows.append(
+                [
+                    variant,
+                    runner.fmt_mean_std(v["score"]),
+                    f"{v['trainable_parameters']:,}",
+                    f"{v['parameters']:,}",
+                    runner.fmt_mean_std(v["train_seconds_per_epoch"], 2),
+                    runner.fmt_mean_std(v["wall_seconds_per_epoch"], 2),
+                ]
+            )
         headers = ["variant", LABELS[score], "trainable params", "all params", "train s/epoch", "wall s/epoch"]
         lines += [runner.markdown_table(headers, rows), ""]
         lines += [_conclusion(block), ""]
@@ -146,8 +193,7 @@ def _conclusion(block: dict) -> str:
         params = s["trainable_parameters"] - base["trainable_parameters"]
         t, tb = s["train_seconds_per_epoch"]["mean"], base["train_seconds_per_epoch"]["mean"]
         ratio = f", {t / tb:.2f}x its training time per epoch" if t and tb else ""
-        parts.append(f"{variant} vs maxpool: {name} {diff:+.3f} ({within}), "
-                     f"{params:+,} trainable parameters{ratio}.")
+        parts.append(f"{variant} vs maxpool: {name} {diff:+.3f} ({within}), {params:+,} trainable parameters{ratio}.")
     return " ".join(parts)
 
 
@@ -156,8 +202,12 @@ def _plot_scores(results: dict, path: Path) -> None:
     fig, axes = new_figure(1, len(blocks), size=(5.0, 3.6))
     for ax, (name, block) in zip(axes[0], blocks.items()):
         v = block["variants"]
-        bars(ax, list(v), {block["score"]: ([v[k]["score"]["mean"] for k in v], [v[k]["score"]["std"] for k in v])},
-             f"validation {LABELS[block['score']]}")
+        bars(
+            ax,
+            list(v),
+            {block["score"]: ([v[k]["score"]["mean"] for k in v], [v[k]["score"]["std"] for k in v])},
+            f"validation {LABELS[block['score']]}",
+        )
         means = [v[k]["score"]["mean"] for k in v if v[k]["score"]["mean"] is not None]
         if means:
             ax.set_ylim(max(0.0, min(means) - 0.15), min(1.0, max(means) + 0.08))
@@ -170,10 +220,21 @@ def _plot_time(results: dict, path: Path) -> None:
     fig, axes = new_figure(1, len(blocks), size=(5.0, 3.6))
     for ax, (name, block) in zip(axes[0], blocks.items()):
         v = block["variants"]
-        bars(ax, list(v), {
-            "training steps": ([v[k]["train_seconds_per_epoch"]["mean"] for k in v], [v[k]["train_seconds_per_epoch"]["std"] for k in v]),
-            "whole run (incl. validation)": ([v[k]["wall_seconds_per_epoch"]["mean"] for k in v], [v[k]["wall_seconds_per_epoch"]["std"] for k in v]),
-        }, "seconds per epoch")
+        bars(
+            ax,
+            list(v),
+            {
+                "training steps": (
+                    [v[k]["train_seconds_per_epoch"]["mean"] for k in v],
+                    [v[k]["train_seconds_per_epoch"]["std"] for k in v],
+                ),
+                "whole run (incl. validation)": (
+                    [v[k]["wall_seconds_per_epoch"]["mean"] for k in v],
+                    [v[k]["wall_seconds_per_epoch"]["std"] for k in v],
+                ),
+            },
+            "seconds per epoch",
+        )
         ax.set_title(f"{name}: time per epoch ({results['machine']['device']})")
         ax.legend(fontsize=8)
     save(fig, path)

@@ -16,6 +16,7 @@ and the FLOP redundancy factor ``n * flops(r x r) / flops(H x W)`` (forward FLOP
 Writes ``results.json``, ``timing.png`` and ``summary.md`` into ``out_dir``. On CPU by default;
 ``devices="auto"`` adds a CUDA GPU when one is visible.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,21 @@ __all__ = ["run", "DEFAULT_SIZES"]
 DEFAULT_SIZES = (64, 128, 256, 512)
 
 
-def run(out_dir, *, sizes=DEFAULT_SIZES, devices="cpu", repeats: int = 5, budget_minutes: float | None = 20.0,
-        width: int = 8, stages: int = 3, in_channels: int = 3, num_classes: int = 11, chunk: int = 512,
-        seed: int = 0, threads: int | None = None) -> dict:
+def run(
+    out_dir,
+    *,
+    sizes=DEFAULT_SIZES,
+    devices="cpu",
+    repeats: int = 5,
+    budget_minutes: float | None = 20.0,
+    width: int = 8,
+    stages: int = 3,
+    in_channels: int = 3,
+    num_classes: int = 11,
+    chunk: int = 512,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict:
     """Run the experiment; write results.json, timing.png, summary.md into ``out_dir``; return the results.
 
     ``devices``: ``"cpu"``, ``"cuda"``, ``"auto"`` (CPU, plus CUDA when available) or a list.
@@ -51,12 +64,21 @@ def run(out_dir, *, sizes=DEFAULT_SIZES, devices="cpu", repeats: int = 5, budget
     sizes = sorted(int(s) for s in sizes)
     if repeats < 1:
         raise InputError(f"repeats must be >= 1, got {repeats}; e.g. --seeds 3")
-    spec = dict(num_classes=num_classes, in_channels=in_channels, width=width, stages=stages,
-                output="coarse", padding="valid", norm="none")
+    spec = dict(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        width=width,
+        stages=stages,
+        output="coarse",
+        padding="valid",
+        norm="none",
+    )
     torch.manual_seed(seed)
     model = build_model("allconv", **spec)
     if sizes and sizes[0] < model.receptive_field:
-        raise InputError(f"size {sizes[0]} is below the model's receptive field {model.receptive_field}; use sizes >= {model.receptive_field}")
+        raise InputError(
+            f"size {sizes[0]} is below the model's receptive field {model.receptive_field}; use sizes >= {model.receptive_field}"
+        )
     old_threads = torch.get_num_threads()
     # one CPU thread unless asked (as the training experiments): on a shared 2-core machine two
     # threads made the same timings 5-30x noisier (whole-image 256 px: 0.52 s vs 0.018 s, measured)
@@ -65,9 +87,16 @@ def run(out_dir, *, sizes=DEFAULT_SIZES, devices="cpu", repeats: int = 5, budget
         results = {
             "experiment": "gradient-equivalence",
             "model": {"name": "allconv", "kwargs": spec},
-            "receptive_field": model.receptive_field, "stride": model.stride,
-            "settings": {"sizes": sizes, "repeats": repeats, "chunk": chunk, "seed": seed,
-                         "budget_minutes": budget_minutes, "cpu_threads": torch.get_num_threads()},
+            "receptive_field": model.receptive_field,
+            "stride": model.stride,
+            "settings": {
+                "sizes": sizes,
+                "repeats": repeats,
+                "chunk": chunk,
+                "seed": seed,
+                "budget_minutes": budget_minutes,
+                "cpu_threads": torch.get_num_threads(),
+            },
             "fp64_max_rel_grad_diff": _fp64_check(model, sizes[0] if sizes else 64, seed),
             "devices": {},
         }
@@ -125,7 +154,9 @@ def _measure_device(model, device, sizes, repeats, chunk, seed, budget_minutes) 
         image, mask = _problem(size, c, model.score.out_channels, seed)
         # checked and cut on the CPU, outside the timing; the whole image uses the same targets
         patches, labels = equivalent_patch_batch(model, image, mask)
-        image, targets, patches, labels = (t.to(device) for t in (image, _grid_targets(labels, size, r, model.stride), patches, labels))
+        image, targets, patches, labels = (
+            t.to(device) for t in (image, _grid_targets(labels, size, r, model.stride), patches, labels)
+        )
         whole = {}
 
         def run_whole():
@@ -134,8 +165,10 @@ def _measure_device(model, device, sizes, repeats, chunk, seed, budget_minutes) 
         def run_patches():
             model.zero_grad(set_to_none=True)
             for start in range(0, len(patches), chunk):
-                out = model(patches[start:start + chunk]).flatten(1)
-                F.cross_entropy(out, labels[start:start + chunk], reduction="sum", ignore_index=IGNORE_INDEX).backward()
+                out = model(patches[start : start + chunk]).flatten(1)
+                F.cross_entropy(
+                    out, labels[start : start + chunk], reduction="sum", ignore_index=IGNORE_INDEX
+                ).backward()
 
         times = {"whole": [], "patch": []}
         for k in range(repeats + 1):  # the first pass of each warms up (allocator, kernels)
@@ -143,14 +176,27 @@ def _measure_device(model, device, sizes, repeats, chunk, seed, budget_minutes) 
                 seconds = _timed(fn, device)
                 if k:
                     times[name].append(seconds)
-        diff = max(float((p.grad - g).abs().max() / g.abs().max().clamp_min(1e-30)) for p, g in zip(params, whole["grads"]))
+        diff = max(
+            float((p.grad - g).abs().max() / g.abs().max().clamp_min(1e-30)) for p, g in zip(params, whole["grads"])
+        )
         whole_flops = forward_flops(model, (c, size, size))
         patch_flops = len(patches) * forward_flops(model, (c, r, r))
         t_whole, t_patch = statistics.median(times["whole"]), statistics.median(times["patch"])
-        rows.append({"size": size, "cells": len(patches), "whole_seconds": t_whole, "patch_seconds": t_patch,
-                     "speed_ratio": t_patch / t_whole, "whole_flops": whole_flops, "patch_flops": patch_flops,
-                     "flop_redundancy": patch_flops / whole_flops, "max_rel_grad_diff_fp32": diff,
-                     "whole_runs": times["whole"], "patch_runs": times["patch"]})
+        rows.append(
+            {
+                "size": size,
+                "cells": len(patches),
+                "whole_seconds": t_whole,
+                "patch_seconds": t_patch,
+                "speed_ratio": t_patch / t_whole,
+                "whole_flops": whole_flops,
+                "patch_flops": patch_flops,
+                "flop_redundancy": patch_flops / whole_flops,
+                "max_rel_grad_diff_fp32": diff,
+                "whole_runs": times["whole"],
+                "patch_runs": times["patch"],
+            }
+        )
     model.to("cpu")
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {"device_name": name, "rows": rows, "skipped_sizes": skipped}
@@ -238,20 +284,31 @@ def _summary(results: dict) -> str:
         f"{results['fp64_max_rel_grad_diff']:.1e} (the gradients are the same).",
     ]
     for device, block in results["devices"].items():
-        lines += ["", f"## {device} ({block['device_name']})", "",
-                  "| size | cells | whole s | patchwise s | time ratio | FLOP redundancy | max rel. grad diff (fp32) |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## {device} ({block['device_name']})",
+            "",
+            "| size | cells | whole s | patchwise s | time ratio | FLOP redundancy | max rel. grad diff (fp32) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in block["rows"]:
-            lines.append(f"| {r['size']} | {r['cells']} | {r['whole_seconds']:.4f} | {r['patch_seconds']:.4f} | "
-                         f"{r['speed_ratio']:.1f}x | {r['flop_redundancy']:.1f}x | {r['max_rel_grad_diff_fp32']:.1e} |")
+            lines.append(
+                f"| {r['size']} | {r['cells']} | {r['whole_seconds']:.4f} | {r['patch_seconds']:.4f} | "
+                f"{r['speed_ratio']:.1f}x | {r['flop_redundancy']:.1f}x | {r['max_rel_grad_diff_fp32']:.1e} |"
+            )
         if block["skipped_sizes"]:
             lines.append(f"\nSkipped (time budget of {s['budget_minutes']} min): {block['skipped_sizes']}")
-    lines += ["", "The patch batch recomputes the features that overlapping windows share, which the whole-image "
-              "pass computes once: the FLOP redundancy is that extra work, the time ratio what it costs here."]
+    lines += [
+        "",
+        "The patch batch recomputes the features that overlapping windows share, which the whole-image "
+        "pass computes once: the FLOP redundancy is that extra work, the time ratio what it costs here.",
+    ]
     for device, block in results["devices"].items():
         if block["rows"]:
             big = block["rows"][-1]
-            lines.append(f"At {big['size']}x{big['size']} on {device}: {big['cells']} patches, "
-                         f"{big['flop_redundancy']:.1f}x the FLOPs, {big['speed_ratio']:.1f}x the time "
-                         f"(time / FLOP ratio {big['speed_ratio'] / big['flop_redundancy']:.2f}).")
+            lines.append(
+                f"At {big['size']}x{big['size']} on {device}: {big['cells']} patches, "
+                f"{big['flop_redundancy']:.1f}x the FLOPs, {big['speed_ratio']:.1f}x the time "
+                f"(time / FLOP ratio {big['speed_ratio'] / big['flop_redundancy']:.2f})."
+            )
     return "\n".join(lines) + "\n"

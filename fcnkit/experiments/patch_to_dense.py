@@ -21,6 +21,7 @@ free and is scored only on WHICH digit each stroke pixel belongs to; the fine-tu
 both. (The alternative, an 11th class trained on blank and off-centre crops, would test the crop
 sampling as much as the classifier; the threshold isolates what the classifier itself brings.)
 """
+
 from __future__ import annotations
 
 import json
@@ -44,10 +45,21 @@ DENSE_OF = {"allconv_cls": "allconv", "resallconv_cls": "resallconv"}
 DEFAULTS: dict[str, Any] = {
     "body": {"width": 16, "depth": 1, "stages": 3},
     # a classifier trained at several sizes transfers better to dense use (zero-shot 0.58 vs 0.52 at 28 only)
-    "classifier_epochs": 3, "classifier_sizes": [24, 28, 32], "classifier_lr": 3e-3, "classifier_batch_size": 32,
+    "classifier_epochs": 3,
+    "classifier_sizes": [24, 28, 32],
+    "classifier_lr": 3e-3,
+    "classifier_batch_size": 32,
     # small batches: more steps for the same compute (3 epochs: fine-tuned 0.65 with batches of 16, 0.74 of 4)
-    "canvas_count": 2000, "val_count": 300, "canvas_size": None, "finetune_epochs": 3, "batch_size": 4, "lr": 5e-3,
-    "split": "test", "scratch": True, "threads": 1, "seed": 0,
+    "canvas_count": 2000,
+    "val_count": 300,
+    "canvas_size": None,
+    "finetune_epochs": 3,
+    "batch_size": 4,
+    "lr": 5e-3,
+    "split": "test",
+    "scratch": True,
+    "threads": 1,
+    "seed": 0,
 }
 
 
@@ -67,21 +79,35 @@ def dense_from_classifier(checkpoint: str | os.PathLike, output: str = "dense"):
     config = read_config(checkpoint)
     spec = config["model"]
     if spec["name"] not in DENSE_OF:
-        raise InputError(f"{checkpoint}: a '{spec['name']}' checkpoint; dense_from_classifier takes an allconv_cls "
-                         "classifier (train one with fcnkit train --task classification --model allconv_cls)")
+        raise InputError(
+            f"{checkpoint}: a '{spec['name']}' checkpoint; dense_from_classifier takes an allconv_cls "
+            "classifier (train one with fcnkit train --task classification --model allconv_cls)"
+        )
     kwargs = spec["kwargs"]
     body = {k: kwargs[k] for k in BODY_OPTIONS if k in kwargs}
-    model = build_model(DENSE_OF[spec["name"]], num_classes=kwargs["num_classes"], in_channels=kwargs["in_channels"],
-                        skips=False, output=output, **body)
+    model = build_model(
+        DENSE_OF[spec["name"]],
+        num_classes=kwargs["num_classes"],
+        in_channels=kwargs["in_channels"],
+        skips=False,
+        output=output,
+        **body,
+    )
     report = init_from_checkpoint(model, checkpoint)
     if report.skipped or [n for n in report.kept if not n.startswith("upsample.")]:
         raise RuntimeError(f"classifier tensors did not all fit the dense net: {report.summary()}")  # a bug
     return model.eval(), config
 
 
-def zero_shot_scores(checkpoint: str | os.PathLike, data: str = "digit-canvas", split: str = "test",
-                     data_options: dict | None = None, threshold: float = 0.5, batch_size: int = 16,
-                     device: str = "cpu") -> dict[str, Any]:
+def zero_shot_scores(
+    checkpoint: str | os.PathLike,
+    data: str = "digit-canvas",
+    split: str = "test",
+    data_options: dict | None = None,
+    threshold: float = 0.5,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Segmentation scores of the classifier used densely (module docstring for the rule).
 
     Each image is normalised with the CLASSIFIER's mean/std (what it was trained on); pixels
@@ -98,8 +124,10 @@ def zero_shot_scores(checkpoint: str | os.PathLike, data: str = "digit-canvas", 
     dataset = load_dataset(data, split=split, **(data_options or {}))
     names, info = list(dataset.info.class_names), dataset.info
     if "background" not in names or not set(config["classes"]) <= set(names):
-        raise InputError(f"data '{data}' classes {names} do not hold 'background' and the classifier's {config['classes']}; "
-                         "use segmentation data labelled with the classifier's class names (e.g. digit-canvas)")
+        raise InputError(
+            f"data '{data}' classes {names} do not hold 'background' and the classifier's {config['classes']}; "
+            "use segmentation data labelled with the classifier's class names (e.g. digit-canvas)"
+        )
     to_data = torch.tensor([names.index(c) for c in config["classes"]])
     mean, std = config["normalization"]["mean"], config["normalization"]["std"]
     cm = torch.zeros(info.num_classes, info.num_classes, dtype=torch.int64)
@@ -114,10 +142,18 @@ def zero_shot_scores(checkpoint: str | os.PathLike, data: str = "digit-canvas", 
                 digit = to_data[model(x).argmax(1).cpu()]
             bright = torch.from_numpy(np.stack([_brightness(to_unit_float(im)) for im, _ in group]) > threshold)
             pred = torch.where(bright, digit, names.index("background"))
-            cm += confusion_matrix(pred, torch.from_numpy(np.stack([m for _, m in group]).astype(np.int64)), info.num_classes)
+            cm += confusion_matrix(
+                pred, torch.from_numpy(np.stack([m for _, m in group]).astype(np.int64)), info.num_classes
+            )
     result = scores(cm)
-    result.update(confusion_matrix=cm.tolist(), classes=names, images=len(dataset), data=str(data), split=split,
-                  rule=f"background where intensity <= {threshold}, else the classifier's arg-max digit")
+    result.update(
+        confusion_matrix=cm.tolist(),
+        classes=names,
+        images=len(dataset),
+        data=str(data),
+        split=split,
+        rule=f"background where intensity <= {threshold}, else the classifier's arg-max digit",
+    )
     return result
 
 
@@ -125,7 +161,9 @@ def _brightness(unit: np.ndarray) -> np.ndarray:
     return unit if unit.ndim == 2 else unit.max(axis=-1)
 
 
-def patch_to_dense(out: str | os.PathLike = "runs/patch-to-dense", device: str = "cpu", **settings: Any) -> dict[str, Any]:
+def patch_to_dense(
+    out: str | os.PathLike = "runs/patch-to-dense", device: str = "cpu", **settings: Any
+) -> dict[str, Any]:
     """Run the whole recipe (module docstring) into ``out``; returns and writes ``out/results.json``.
 
     ``settings`` override :data:`DEFAULTS` (e.g. ``canvas_count=64`` for a quick check). Runs:
@@ -141,16 +179,41 @@ def patch_to_dense(out: str | os.PathLike = "runs/patch-to-dense", device: str =
         raise InputError(f"patch_to_dense: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
     s = {**DEFAULTS, **settings}
     out, start = Path(out), time.perf_counter()
-    common = dict(device=device, threads=s["threads"], seed=s["seed"], overwrite=True, optimizer="adam",
-                  lr_schedule="cosine", log_every_n_steps=50)
-    classifier = train(TrainConfig(task="classification", data="digits", model="allconv_cls", model_options=dict(s["body"]),
-                                   epochs=s["classifier_epochs"], sizes=s["classifier_sizes"], lr=s["classifier_lr"],
-                                   batch_size=s["classifier_batch_size"],
-                                   out=str(out / "classifier"), **common))
+    common = dict(
+        device=device,
+        threads=s["threads"],
+        seed=s["seed"],
+        overwrite=True,
+        optimizer="adam",
+        lr_schedule="cosine",
+        log_every_n_steps=50,
+    )
+    classifier = train(
+        TrainConfig(
+            task="classification",
+            data="digits",
+            model="allconv_cls",
+            model_options=dict(s["body"]),
+            epochs=s["classifier_epochs"],
+            sizes=s["classifier_sizes"],
+            lr=s["classifier_lr"],
+            batch_size=s["classifier_batch_size"],
+            out=str(out / "classifier"),
+            **common,
+        )
+    )
     size = {"size": list(s["canvas_size"])} if s["canvas_size"] else {}  # None: digit-canvas' own 64 x 84
-    canvas = dict(data="digit-canvas", model="allconv", model_options=dict(s["body"]), epochs=s["finetune_epochs"],
-                  data_options={"count": s["canvas_count"], **size}, val_data_options={"count": s["val_count"]}, lr=s["lr"],
-                  batch_size=s["batch_size"], **common)
+    canvas = dict(
+        data="digit-canvas",
+        model="allconv",
+        model_options=dict(s["body"]),
+        epochs=s["finetune_epochs"],
+        data_options={"count": s["canvas_count"], **size},
+        val_data_options={"count": s["val_count"]},
+        lr=s["lr"],
+        batch_size=s["batch_size"],
+        **common,
+    )
     split_options = {"count": s["val_count"], **size}
     zero_shot = zero_shot_scores(classifier, split=s["split"], data_options=split_options, device=device)
     finetuned = train(TrainConfig(init_from=str(classifier), out=str(out / "finetuned"), **canvas))
@@ -159,14 +222,20 @@ def patch_to_dense(out: str | os.PathLike = "runs/patch-to-dense", device: str =
         runs["scratch"] = train(TrainConfig(out=str(out / "scratch"), **canvas))
     results: dict[str, Any] = {
         "classifier_accuracy": evaluate(classifier, split=s["split"], device=device)["accuracy"],
-        "zero_shot_mean_iu": zero_shot["mean_iu"], "zero_shot": _brief(zero_shot),
+        "zero_shot_mean_iu": zero_shot["mean_iu"],
+        "zero_shot": _brief(zero_shot),
     }
     for name in ("finetuned", "scratch"):
         if name in runs:
             scored = evaluate(runs[name], split=s["split"], device=device, data_options=split_options)
             results[f"{name}_mean_iu"], results[name] = scored["mean_iu"], _brief(scored)
-    results.update(init_from=json.loads((finetuned / "init_from.json").read_text()), settings=s, split=s["split"],
-                   runs={k: str(v) for k, v in runs.items()}, seconds=round(time.perf_counter() - start, 1))
+    results.update(
+        init_from=json.loads((finetuned / "init_from.json").read_text()),
+        settings=s,
+        split=s["split"],
+        runs={k: str(v) for k, v in runs.items()},
+        seconds=round(time.perf_counter() - start, 1),
+    )
     from fcnkit.utils.jsonsafe import write_json
 
     write_json(results, out / "results.json")

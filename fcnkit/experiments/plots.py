@@ -9,10 +9,11 @@ curve is interpolated onto one grid over the x range that EVERY seed covers, the
     seed 1   x: 0 ....... 10.4 s       mean and std of the interpolated values per grid point
     seed 2   x: 0 ... 9.1 s
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -41,8 +42,14 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     return (cumulative[idx] - cumulative[lo]) / (idx - lo)
 
 
-def seed_band(ax, curves: Sequence[tuple[Sequence[float], Sequence[float]]], label: str, color=None,
-              points: int = 100, marker: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def seed_band(
+    ax,
+    curves: Sequence[tuple[Sequence[float], Sequence[float]]],
+    label: str,
+    color=None,
+    points: int = 100,
+    marker: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Plot the mean of ``curves`` (one ``(x, y)`` per seed) with a +- std band; returns ``(grid, mean, std)``.
 
     Seeds with identical x (e.g. iterations) are averaged point by point; otherwise on a grid of
@@ -64,7 +71,7 @@ def seed_band(ax, curves: Sequence[tuple[Sequence[float], Sequence[float]]], lab
         ys = np.stack([np.interp(grid, x, y) for x, y in curves])
     mean = ys.mean(0)
     std = ys.std(0, ddof=1) if len(ys) > 1 else np.zeros_like(mean)
-    line, = ax.plot(grid, mean, label=f"{label} (n={len(curves)})", color=color, marker=marker, markersize=3)
+    (line,) = ax.plot(grid, mean, label=f"{label} (n={len(curves)})", color=color, marker=marker, markersize=3)
     ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     return grid, mean, std
 

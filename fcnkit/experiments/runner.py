@@ -18,6 +18,7 @@ A run that stops between two epochs (``max_steps``) is scored once more from its
 checkpoint with :func:`fcnkit.app.evaluate.evaluate`, so every run has a validation row at
 its final iteration.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,26 +29,46 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from fcnkit.errors import InputError
 
-__all__ = ["train_run", "run_arms", "read_metrics", "machine_info", "mean_std", "fmt_mean_std",
-           "scaled", "check_seeds", "pick_datasets", "markdown_table", "write_outputs", "steps_per_epoch",
-           "arm_summary"]
+__all__ = [
+    "train_run",
+    "run_arms",
+    "read_metrics",
+    "machine_info",
+    "mean_std",
+    "fmt_mean_std",
+    "scaled",
+    "check_seeds",
+    "pick_datasets",
+    "markdown_table",
+    "write_outputs",
+    "steps_per_epoch",
+    "arm_summary",
+]
 
 #: the training set-up the regime experiments (sampling, class-balance) share: a narrow allconv on
 #: digit-canvas and nuclei, small enough for a CPU
 SMALL_SEGMENTATION: dict = {
     "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
-    "data": {"digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
-             "nuclei": {"data_options": {"tile": 64}}},
+    "data": {
+        "digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
+        "nuclei": {"data_options": {"tile": 64}},
+    },
 }
 
 # StepLog's running sums in metrics.csv -> the names used in the experiments' rows
-_TOTALS = {"total_seconds": "seconds", "total_images": "images", "total_items": "items",
-           "total_cells": "cells", "total_flops": "flops"}
+_TOTALS = {
+    "total_seconds": "seconds",
+    "total_images": "images",
+    "total_items": "items",
+    "total_cells": "cells",
+    "total_flops": "flops",
+}
 
 
 def check_seeds(seeds: int) -> int:
@@ -64,8 +85,10 @@ def pick_datasets(datasets: Iterable[str] | None, available: Iterable[str], expe
     chosen = list(datasets) if datasets else available
     for name in chosen:
         if name not in available:
-            raise InputError(f"--datasets: '{name}' is not part of experiment {experiment}{did_you_mean(name, available)}; "
-                             f"use {', '.join(available)}")
+            raise InputError(
+                f"--datasets: '{name}' is not part of experiment {experiment}{did_you_mean(name, available)}; "
+                f"use {', '.join(available)}"
+            )
     return chosen
 
 
@@ -78,8 +101,9 @@ def scaled(value: float, budget_minutes: float | None, reference_minutes: float,
     return max(minimum, int(round(value * budget_minutes / reference_minutes)))
 
 
-def step_settings(defaults: dict[str, Any], datasets: list[str], overrides: dict[str, dict] | None, *,
-                  steps: int, threads: int | None) -> dict[str, dict[str, Any]]:
+def step_settings(
+    defaults: dict[str, Any], datasets: list[str], overrides: dict[str, dict] | None, *, steps: int, threads: int | None
+) -> dict[str, dict[str, Any]]:
     """Per dataset, the train config of a fixed-iteration experiment: ``defaults["train"]``, then
     ``defaults["data"][dataset]``, then the caller's ``overrides[dataset]``; every run ends at ``steps``."""
     settings = {}
@@ -92,8 +116,9 @@ def step_settings(defaults: dict[str, Any], datasets: list[str], overrides: dict
     return settings
 
 
-def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str = "cpu",
-              callbacks: Iterable[Any] = ()) -> dict[str, Any]:
+def train_run(
+    config: dict[str, Any], run_dir: str | os.PathLike, *, device: str = "cpu", callbacks: Iterable[Any] = ()
+) -> dict[str, Any]:
     """Train ``config`` (a train-config mapping) into ``run_dir``; return its curves and scores.
 
     Returns ``{"run", "iterations", "wall_seconds", "train_seconds", "parameters", "trainable_parameters",
@@ -108,8 +133,12 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = dict(config, out=str(run_dir), overwrite=True, log_every_n_steps=1, device=device)
     start = time.perf_counter()
-    with (run_dir / "train.log").open("w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log), \
-            _lightning_logs_to(log):
+    with (
+        (run_dir / "train.log").open("w") as log,
+        contextlib.redirect_stderr(log),
+        contextlib.redirect_stdout(log),
+        _lightning_logs_to(log),
+    ):
         path = train(cfg, report=False, callbacks=list(callbacks))
     wall = time.perf_counter() - start
     train_rows, val_rows = read_metrics(path)
@@ -119,9 +148,17 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str
     if not val_rows or val_rows[-1]["iteration"] < last["iteration"]:
         val_rows.append(_final_evaluation(path, cfg, last, device))
     total, trainable = _parameters(path)
-    return {"run": str(path), "iterations": int(last["iteration"]), "wall_seconds": wall,
-            "train_seconds": last.get("seconds"), "parameters": total, "trainable_parameters": trainable,
-            "train": train_rows, "val": val_rows, "final": val_rows[-1]}
+    return {
+        "run": str(path),
+        "iterations": int(last["iteration"]),
+        "wall_seconds": wall,
+        "train_seconds": last.get("seconds"),
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "train": train_rows,
+        "val": val_rows,
+        "final": val_rows[-1],
+    }
 
 
 @contextlib.contextmanager
@@ -164,9 +201,18 @@ def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
 def _final_evaluation(path: Path, cfg: dict, last: dict, device: str) -> dict:
     from fcnkit.app.evaluate import evaluate
 
-    scores = evaluate(path / "last", split=cfg.get("val_split", "val"), device=device, batch_size=int(cfg.get("batch_size") or 8))
-    numbers = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "images"}
-    row = {"iteration": last["iteration"], "epoch": -1, **{k: last[k] for k in _TOTALS.values() if k in last}, **numbers}
+    scores = evaluate(
+        path / "last", split=cfg.get("val_split", "val"), device=device, batch_size=int(cfg.get("batch_size") or 8)
+    )
+    numbers = {
+        k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "images"
+    }
+    row = {
+        "iteration": last["iteration"],
+        "epoch": -1,
+        **{k: last[k] for k in _TOTALS.values() if k in last},
+        **numbers,
+    }
     row["loss"] = None  # evaluate() does not compute the validation loss
     return row
 
@@ -175,8 +221,7 @@ def _parameters(path: Path) -> tuple[int, int]:
     from fcnkit.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(path / "last")
-    return (sum(p.numel() for p in model.parameters()),
-            sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -184,8 +229,12 @@ def machine_info(device: str) -> dict[str, Any]:
     import torch
 
     info = {
-        "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
@@ -199,8 +248,10 @@ def measured_on(results: dict) -> str:
     m = results["machine"]
     threads = next(iter(results.get("settings", {}).values()), {}).get("threads") or m["threads"]
     gpu = f" ({m['gpu']})" if m.get("gpu") else ""
-    return (f"Measured {m['date']} on {m['device']}{gpu}, torch {m['torch']}, {threads} thread(s) per run, "
-            f"load average {m['load_average']} at the start, {results['load_average_end']} at the end.")
+    return (
+        f"Measured {m['date']} on {m['device']}{gpu}, torch {m['torch']}, {threads} thread(s) per run, "
+        f"load average {m['load_average']} at the start, {results['load_average_end']} at the end."
+    )
 
 
 def mean_std(values: Iterable[float | None]) -> dict[str, float | int | None]:
@@ -226,8 +277,9 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(out_dir: str | os.PathLike, results: dict, summary: str,
-                  figures: dict[str, Callable[[Path], None]]) -> list[Path]:
+def write_outputs(
+    out_dir: str | os.PathLike, results: dict, summary: str, figures: dict[str, Callable[[Path], None]]
+) -> list[Path]:
     """Write ``results.json``, each ``figures[name](path)`` as ``name.png`` and ``summary.md``, atomically.
 
     Returns the written paths. NaN/inf become ``null`` in the JSON.
@@ -249,10 +301,17 @@ def write_outputs(out_dir: str | os.PathLike, results: dict, summary: str,
     return written
 
 
-def run_arms(out_dir: str | os.PathLike, datasets: list[str], arms: list[str], seeds: int,
-             make_config: Callable[[str, str, int], dict], *, device: str,
-             progress: Callable[[str], None] | None = None,
-             make_callbacks: Callable[[], list] | None = None) -> dict[str, dict[str, list[dict]]]:
+def run_arms(
+    out_dir: str | os.PathLike,
+    datasets: list[str],
+    arms: list[str],
+    seeds: int,
+    make_config: Callable[[str, str, int], dict],
+    *,
+    device: str,
+    progress: Callable[[str], None] | None = None,
+    make_callbacks: Callable[[], list] | None = None,
+) -> dict[str, dict[str, list[dict]]]:
     """Train every ``(dataset, arm, seed)`` (seed-major within a dataset, so a cut-short run has
     every arm at the first seeds); ``make_config(dataset, arm, seed)`` gives the train config,
     ``make_callbacks()`` fresh extra Lightning callbacks for each run.
@@ -266,15 +325,25 @@ def run_arms(out_dir: str | os.PathLike, datasets: list[str], arms: list[str], s
         _warm_up(make_config(dataset, arms[0], 0))
         for seed in range(seeds):
             for arm in arms:
-                run = train_run(make_config(dataset, arm, seed), out / "runs" / dataset / _slug(arm) / f"seed{seed}",
-                                device=device, callbacks=make_callbacks() if make_callbacks else ())
+                run = train_run(
+                    make_config(dataset, arm, seed),
+                    out / "runs" / dataset / _slug(arm) / f"seed{seed}",
+                    device=device,
+                    callbacks=make_callbacks() if make_callbacks else (),
+                )
                 run["seed"] = seed
                 results[dataset][arm].append(run)
                 done += 1
                 if progress is not None:
-                    scores = ", ".join(f"{k} {run['final'][k]:.3f}" for k in ("mean_iu", "accuracy") if isinstance(run["final"].get(k), float))
-                    progress(f"[{done}/{total}] {dataset} {arm} seed {seed}: {run['iterations']} iterations, "
-                             f"{scores or 'no score'}, {run['wall_seconds']:.1f} s")
+                    scores = ", ".join(
+                        f"{k} {run['final'][k]:.3f}"
+                        for k in ("mean_iu", "accuracy")
+                        if isinstance(run["final"].get(k), float)
+                    )
+                    progress(
+                        f"[{done}/{total}] {dataset} {arm} seed {seed}: {run['iterations']} iterations, "
+                        f"{scores or 'no score'}, {run['wall_seconds']:.1f} s"
+                    )
     return results
 
 
@@ -297,11 +366,14 @@ def arm_summary(seeds: list[dict], score: str, epoch_steps: int) -> dict[str, An
     return {
         "score": mean_std(r["final"].get(score) for r in seeds),
         "scores": {k: mean_std(r["final"].get(k) for r in seeds) for k in SCORE_KEYS if k in final},
-        "parameters": seeds[0]["parameters"], "trainable_parameters": seeds[0]["trainable_parameters"],
+        "parameters": seeds[0]["parameters"],
+        "trainable_parameters": seeds[0]["trainable_parameters"],
         "train_seconds_per_epoch": mean_std((r["train_seconds"] or math.nan) / e for r, e in zip(seeds, epochs)),
         "wall_seconds_per_epoch": mean_std(r["wall_seconds"] / e for r, e in zip(seeds, epochs)),
-        "runs": [{k: r[k] for k in ("seed", "run", "iterations", "wall_seconds", "train_seconds", "final", "val",
-                                    "train")} for r in seeds],
+        "runs": [
+            {k: r[k] for k in ("seed", "run", "iterations", "wall_seconds", "train_seconds", "final", "val", "train")}
+            for r in seeds
+        ],
     }
 
 

@@ -27,10 +27,12 @@ more images per step validate more often) and at the last step. Compared:
 Writes ``results.json``, ``sampling.png`` and ``summary.md``. Defaults: ~20 minutes on a 2-core CPU
 (``budget_minutes`` scales the iterations).
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fcnkit.experiments import runner
 from fcnkit.utils.device import resolve_device
@@ -51,10 +53,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MINUTES, device: str = "auto",
-        datasets: list[str] | None = None, steps: int | None = None, overrides: dict[str, dict] | None = None,
-        arms: list[str] | None = None, threads: int | None = None,
-        progress: Callable[[str], None] | None = None) -> dict:
+def run(
+    out_dir,
+    *,
+    seeds: int = 3,
+    budget_minutes: float | None = REFERENCE_MINUTES,
+    device: str = "auto",
+    datasets: list[str] | None = None,
+    steps: int | None = None,
+    overrides: dict[str, dict] | None = None,
+    arms: list[str] | None = None,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Run the experiment; write results.json, sampling.png, summary.md into ``out_dir``; return the results.
 
     ``steps``: iterations per run (default: ``DEFAULTS["steps"]`` scaled by ``budget_minutes / 20``).
@@ -79,8 +90,13 @@ def run(out_dir, *, seeds: int = 3, budget_minutes: float | None = REFERENCE_MIN
     machine = runner.machine_info(dev)
     runs = runner.run_arms(out_dir, chosen, arm_names, seeds, make_config, device=dev, progress=progress)
     results = {
-        "experiment": "sampling", "seeds": seeds, "budget_minutes": budget_minutes, "steps": steps,
-        "arms": {a: ARMS[a] for a in arm_names}, "settings": settings, "machine": machine,
+        "experiment": "sampling",
+        "seeds": seeds,
+        "budget_minutes": budget_minutes,
+        "steps": steps,
+        "arms": {a: ARMS[a] for a in arm_names},
+        "settings": settings,
+        "machine": machine,
         "patch_size": _patch_size(next(iter(settings.values()))),
         "load_average_end": runner.machine_info(dev)["load_average"],
         "datasets": {name: analyse(runs[name]) for name in chosen},
@@ -111,15 +127,29 @@ def analyse(runs: dict[str, list[dict]]) -> dict:
             "iterations": seeds[0]["iterations"],
             "images_per_iteration": runner.mean_std(r["train"][-1]["images"] / r["iterations"] for r in seeds),
             "cells_per_iteration": runner.mean_std(r["train"][-1]["cells"] / r["iterations"] for r in seeds),
-            "forward_gflops_per_iteration": runner.mean_std(r["train"][-1]["flops"] / r["iterations"] / 1e9 for r in seeds),
+            "forward_gflops_per_iteration": runner.mean_std(
+                r["train"][-1]["flops"] / r["iterations"] / 1e9 for r in seeds
+            ),
             "train_seconds": runner.mean_std(r["train_seconds"] for r in seeds),
             "wall_seconds": runner.mean_std(r["wall_seconds"] for r in seeds),
             "final_loss": runner.mean_std(sum(x["loss"] for x in r["train"][-k:]) / k for r, k in zip(seeds, tail)),
             "final_mean_iu": runner.mean_std(r["final"].get("mean_iu") for r in seeds),
-            "runs": [{"seed": r["seed"], "run": r["run"], "iterations": r["iterations"], "wall_seconds": r["wall_seconds"],
-                      "train_seconds": r["train_seconds"], "final": r["final"],
-                      "train": [{k: x[k] for k in ("iteration", "loss", "seconds", "images", "cells") if k in x} for x in r["train"]],
-                      "val": r["val"]} for r in seeds],
+            "runs": [
+                {
+                    "seed": r["seed"],
+                    "run": r["run"],
+                    "iterations": r["iterations"],
+                    "wall_seconds": r["wall_seconds"],
+                    "train_seconds": r["train_seconds"],
+                    "final": r["final"],
+                    "train": [
+                        {k: x[k] for k in ("iteration", "loss", "seconds", "images", "cells") if k in x}
+                        for x in r["train"]
+                    ],
+                    "val": r["val"],
+                }
+                for r in seeds
+            ],
         }
     finals = [a["final_mean_iu"]["mean"] for a in arms.values() if a["final_mean_iu"]["mean"] is not None]
     target = 0.9 * min(finals) if finals else None
@@ -136,7 +166,9 @@ def _time_to(runs: list[dict], target: float | None) -> dict:
     """Training seconds until the first validation at or above ``target``, over the seeds that got there."""
     times = []
     for r in runs:
-        hit = next((v.get("seconds") for v in r["val"] if target is not None and (v.get("mean_iu") or 0) >= target), None)
+        hit = next(
+            (v.get("seconds") for v in r["val"] if target is not None and (v.get("mean_iu") or 0) >= target), None
+        )
         if hit is not None:
             times.append(hit)
     return {**runner.mean_std(times), "reached": len(times), "of": len(runs)}
@@ -150,5 +182,7 @@ def _score_at(val: list[dict], seconds: float | None) -> float | None:
 
 def _loss_at(train: list[dict], seconds: float | None, window: int = 10) -> float | None:
     """Mean training loss of the ``window`` steps ending at ``seconds`` of training."""
-    before = [x["loss"] for x in train if seconds is not None and x.get("seconds", float("inf")) <= seconds * (1 + 1e-9)]
+    before = [
+        x["loss"] for x in train if seconds is not None and x.get("seconds", float("inf")) <= seconds * (1 + 1e-9)
+    ]
     return sum(before[-window:]) / len(before[-window:]) if before else None

@@ -1,4 +1,5 @@
 """summary.md and sampling.png of the ``sampling`` experiment, phrased from the measured numbers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,6 @@ from fcnkit.experiments.plots import new_figure, save, seed_band, smooth
 __all__ = ["summary", "plot", "verdict"]
 
 TOLERANCE = 0.10  # "same per iteration": within 10% of whole's final loss, or within twice the seed std
-
 
 
 def _f(stat: dict, digits: int = 3) -> str:
@@ -38,13 +38,19 @@ def verdict(block: dict, tolerance: float) -> dict:
     t_whole = w["time_to_target"]
     whole_all = t_whole["reached"] == t_whole["of"] and t_whole["mean"] is not None
     fastest = whole_all and all(
-        not (a["time_to_target"]["reached"] == a["time_to_target"]["of"]) or a["time_to_target"]["mean"] > t_whole["mean"]
-        for name, a in arms.items() if name != "whole")
+        not (a["time_to_target"]["reached"] == a["time_to_target"]["of"])
+        or a["time_to_target"]["mean"] > t_whole["mean"]
+        for name, a in arms.items()
+        if name != "whole"
+    )
     sampled = [v for k, v in same.items() if k.startswith("loss-sampling")]
     holds = (all(sampled) if sampled else None, fastest)
     # where loss sampling differs per iteration: lower or higher final loss than whole images
-    lower = [arms[k]["final_loss"]["mean"] < w["final_loss"]["mean"] for k, v in same.items()
-             if k.startswith("loss-sampling") and not v]
+    lower = [
+        arms[k]["final_loss"]["mean"] < w["final_loss"]["mean"]
+        for k, v in same.items()
+        if k.startswith("loss-sampling") and not v
+    ]
     direction = None if not lower else "lower" if all(lower) else "higher" if not any(lower) else "mixed"
     return {"same_per_iteration": same, "whole_fastest": fastest, "holds": holds, "sampled_direction": direction}
 
@@ -54,8 +60,10 @@ def summary(results: dict, tolerance: float | None = None) -> str:
     tolerance = TOLERANCE if tolerance is None else tolerance
     first = next(iter(results["settings"].values()), {})
     lines = [
-        "# sampling: whole images vs loss sampling vs patchwise (FCN paper, Figure 5)", "",
-        f"{runner.measured_on(results)} {results['seeds']} seed(s) per arm; mean ± std over seeds.", "",
+        "# sampling: whole images vs loss sampling vs patchwise (FCN paper, Figure 5)",
+        "",
+        f"{runner.measured_on(results)} {results['seeds']} seed(s) per arm; mean ± std over seeds.",
+        "",
         f"Every arm: model {first.get('model')} {first.get('model_options')}, {first.get('optimizer')} lr {first.get('lr')}, "
         f"{results['steps']} iterations. Whole images and patchwise: {first.get('batch_size')} images per iteration; "
         "loss sampling with probability p: ceil(batch / p) images per iteration (each stride-s score cell's loss "
@@ -64,7 +72,8 @@ def summary(results: dict, tolerance: float | None = None) -> str:
         f"{results['arms'].get('patchwise', {}).get('patches_per_image', '-')} per image, the loss on all labelled "
         f"cells of each crop, N = {results.get('patch_size', '?')} px (the model's receptive field). "
         "Time = training steps (forward, backward, optimizer), data loading and validation excluded; "
-        "'wall' = the whole run.", "",
+        "'wall' = the whole run.",
+        "",
     ]
     overall = []
     for name, block in results["datasets"].items():
@@ -73,15 +82,39 @@ def summary(results: dict, tolerance: float | None = None) -> str:
         rows = []
         for arm, a in arms.items():
             t = a["time_to_target"]
-            rows.append([arm, f"{a['images_per_iteration']['mean']:.1f}", f"{a['cells_per_iteration']['mean']:.0f}",
-                         f"{a['forward_gflops_per_iteration']['mean']:.3f}", _f(a["train_seconds"], 1), _f(a["wall_seconds"], 1),
-                         _f(a["final_loss"]), _f(a["final_mean_iu"]), _f(a["mean_iu_at_matched_time"]),
-                         f"{_f(t, 1)} ({t['reached']}/{t['of']})"])
+            rows.append(
+                [
+                    arm,
+                    f"{a['images_per_iteration']['mean']:.1f}",
+                    f"{a['cells_per_iteration']['mean']:.0f}",
+                    f"{a['forward_gflops_per_iteration']['mean']:.3f}",
+                    _f(a["train_seconds"], 1),
+                    _f(a["wall_seconds"], 1),
+                    _f(a["final_loss"]),
+                    _f(a["final_mean_iu"]),
+                    _f(a["mean_iu_at_matched_time"]),
+                    f"{_f(t, 1)} ({t['reached']}/{t['of']})",
+                ]
+            )
         target = block["target_mean_iu"]
-        lines += [runner.markdown_table(
-            ["arm", "images/iter", "loss cells/iter", "fwd GFLOP/iter", "train s", "wall s", "final train loss",
-             f"val mean IU @ {results['steps']} iter", f"val mean IU @ {block['matched_seconds']:.1f} s",
-             f"s to mean IU {target:.3f} (seeds)" if target is not None else "s to target"], rows), ""]
+        lines += [
+            runner.markdown_table(
+                [
+                    "arm",
+                    "images/iter",
+                    "loss cells/iter",
+                    "fwd GFLOP/iter",
+                    "train s",
+                    "wall s",
+                    "final train loss",
+                    f"val mean IU @ {results['steps']} iter",
+                    f"val mean IU @ {block['matched_seconds']:.1f} s",
+                    f"s to mean IU {target:.3f} (seeds)" if target is not None else "s to target",
+                ],
+                rows,
+            ),
+            "",
+        ]
         v = verdict(block, tolerance)
         lines += _conclusion(name, block, v, results["steps"], tolerance) + [""]
         overall.append((name, v["holds"], v.get("sampled_direction")))
@@ -96,11 +129,15 @@ def summary(results: dict, tolerance: float | None = None) -> str:
         elif same is False and not fastest:
             text = "does not hold: loss sampling converged differently per iteration, and whole images were not the fastest in wall time"
         else:
-            why = {"lower": " (loss sampling reached a LOWER training loss per iteration: each iteration sees 1/p times the images)",
-                   "higher": " (loss sampling ended with a higher training loss per iteration)",
-                   "mixed": " (one p lower, one higher)"}.get(direction, "")
-            parts = [("same convergence per iteration: " + ("yes" if same else ("no" + why) if same is False else "n/a")),
-                     "whole images fastest in wall time: " + ("yes" if fastest else "no")]
+            why = {
+                "lower": " (loss sampling reached a LOWER training loss per iteration: each iteration sees 1/p times the images)",
+                "higher": " (loss sampling ended with a higher training loss per iteration)",
+                "mixed": " (one p lower, one higher)",
+            }.get(direction, "")
+            parts = [
+                ("same convergence per iteration: " + ("yes" if same else ("no" + why) if same is False else "n/a")),
+                "whole images fastest in wall time: " + ("yes" if fastest else "no"),
+            ]
             text = "holds in part (" + "; ".join(parts) + ")"
         lines.append(f"- {name}: the paper's conclusion {text}.")
     return "\n".join(lines) + "\n"
@@ -113,14 +150,20 @@ def _conclusion(name: str, block: dict, v: dict, steps: int, tolerance: float) -
         return ["(No whole-image arm: no comparison.)"]
     out = []
     losses = ", ".join(
-        f"{arm} {a['final_loss']['mean']:.3f}" + ("" if arm == "whole" else f" ({_rel(a['final_loss']['mean'], w['final_loss']['mean'])})")
-        for arm, a in arms.items() if a["final_loss"]["mean"] is not None)
+        f"{arm} {a['final_loss']['mean']:.3f}"
+        + ("" if arm == "whole" else f" ({_rel(a['final_loss']['mean'], w['final_loss']['mean'])})")
+        for arm, a in arms.items()
+        if a["final_loss"]["mean"] is not None
+    )
     matched = [arm for arm, ok in v["same_per_iteration"].items() if ok]
     differ = [arm for arm, ok in v["same_per_iteration"].items() if not ok]
-    out.append(f"Per iteration: after {steps} iterations the training loss (mean of the last 10% of steps) was {losses}. "
-               f"Within {tolerance:.0%} of whole images (or twice the seed std): {', '.join(matched) or 'none'}"
-               f"{'; not: ' + ', '.join(differ) if differ else ''}. Validation mean IU at {steps} iterations: "
-               + ", ".join(f"{arm} {_f(a['final_mean_iu'])}" for arm, a in arms.items()) + ".")
+    out.append(
+        f"Per iteration: after {steps} iterations the training loss (mean of the last 10% of steps) was {losses}. "
+        f"Within {tolerance:.0%} of whole images (or twice the seed std): {', '.join(matched) or 'none'}"
+        f"{'; not: ' + ', '.join(differ) if differ else ''}. Validation mean IU at {steps} iterations: "
+        + ", ".join(f"{arm} {_f(a['final_mean_iu'])}" for arm, a in arms.items())
+        + "."
+    )
     target = block["target_mean_iu"]
     t_whole = w["time_to_target"]["mean"]
     if target is not None and t_whole is not None:
@@ -134,17 +177,26 @@ def _conclusion(name: str, block: dict, v: dict, steps: int, tolerance: float) -
             else:
                 reach = "" if t["reached"] == t["of"] else f" ({t['reached']} of {t['of']} seeds)"
                 parts.append(f"{arm} needed {t['mean']:.1f} s ({t['mean'] / t_whole:.2f}x){reach}")
-        out.append(f"Wall time: whole images reached validation mean IU {target:.3f} in {t_whole:.1f} s of training; "
-                   + "; ".join(parts) + ".")
+        out.append(
+            f"Wall time: whole images reached validation mean IU {target:.3f} in {t_whole:.1f} s of training; "
+            + "; ".join(parts)
+            + "."
+        )
     elif target is not None:
         out.append(f"Wall time: whole images did not reach validation mean IU {target:.3f} in every seed.")
-    per_iter = ", ".join(f"{arm} {a['train_seconds']['mean'] / a['iterations']:.3f} s"
-                         for arm, a in arms.items() if a["train_seconds"]["mean"] is not None)
+    per_iter = ", ".join(
+        f"{arm} {a['train_seconds']['mean'] / a['iterations']:.3f} s"
+        for arm, a in arms.items()
+        if a["train_seconds"]["mean"] is not None
+    )
     at_matched = [a["mean_iu_at_matched_time"] for a in arms.values()]
     missing = any(v is None or (isinstance(v, dict) and v.get("mean") is None) for v in at_matched)
-    out.append(f"Training time per iteration: {per_iter}. At {block['matched_seconds']:.1f} s of training (all the "
-               f"fastest arm used) validation mean IU was " + ", ".join(f"{arm} {_f(a['mean_iu_at_matched_time'])}" for arm, a in arms.items())
-               + (" (n/a: no validation yet by then)." if missing else "."))
+    out.append(
+        f"Training time per iteration: {per_iter}. At {block['matched_seconds']:.1f} s of training (all the "
+        f"fastest arm used) validation mean IU was "
+        + ", ".join(f"{arm} {_f(a['mean_iu_at_matched_time'])}" for arm, a in arms.items())
+        + (" (n/a: no validation yet by then)." if missing else ".")
+    )
     return [" ".join(out)]
 
 
@@ -163,8 +215,12 @@ def plot(results: dict, path: Path) -> None:
             seed_band(row[1], curves(a, "seconds", "loss", window=window), arm)
             seed_band(row[2], curves(a, "iteration", "mean_iu", rows="val"), arm, marker="o")
             seed_band(row[3], curves(a, "seconds", "mean_iu", rows="val"), arm, marker="o")
-        titles = [("iterations", "training loss"), ("training seconds", "training loss"),
-                  ("iterations", "validation mean IU"), ("training seconds", "validation mean IU")]
+        titles = [
+            ("iterations", "training loss"),
+            ("training seconds", "training loss"),
+            ("iterations", "validation mean IU"),
+            ("training seconds", "validation mean IU"),
+        ]
         for ax, (xlabel, ylabel) in zip(row, titles):
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
@@ -173,8 +229,10 @@ def plot(results: dict, path: Path) -> None:
         row[0].set_yscale("log")
         row[1].set_yscale("log")
         row[0].legend(fontsize=7)
-    fig.suptitle(f"whole images vs loss sampling vs patchwise; loss: running mean of {window} steps; bands: ± std over seeds",
-                 fontsize=9)
+    fig.suptitle(
+        f"whole images vs loss sampling vs patchwise; loss: running mean of {window} steps; bands: ± std over seeds",
+        fontsize=9,
+    )
     save(fig, path)
 
 

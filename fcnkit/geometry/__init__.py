@@ -10,6 +10,7 @@ concatenations, fcnkit's FCN heads) and derives, exactly, where each output cell
 ``method="probe"`` measures the same by back-propagating from output cells; the two agree.
 Tiled inference (halo, tile alignment), patchwise training and conversion checks read it.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -51,7 +52,9 @@ def receptive_field(
         ((212, 212), (32, 32))
     """
     if method not in _METHODS:
-        raise InputError(f"method={method!r} is not known; use one of {', '.join(_METHODS)}{did_you_mean(method, _METHODS)}")
+        raise InputError(
+            f"method={method!r} is not known; use one of {', '.join(_METHODS)}{did_you_mean(method, _METHODS)}"
+        )
     if not isinstance(model, nn.Module):
         raise InputError(f"receptive_field needs a torch.nn.Module, got {type(model).__name__}; pass the model itself")
     if method == "probe":

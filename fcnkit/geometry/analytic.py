@@ -1,4 +1,5 @@
 """Run a model under the :class:`~fcnkit.geometry.trace.Tracer` and turn the trace into a Geometry."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -112,9 +113,11 @@ def analytic_geometry(model: nn.Module, in_channels: int = 3, input_size=None) -
     if input_size is not None:
         g = _first_geometry(model, in_channels, [tuple(input_size)])
         if not _whole_strides(g):
-            raise InputError(f"{label}: stride {_fmt(g.stride)} at {_fmt(input_size)} is not a whole number of pixels "
-                             f"(a resize whose ratio depends on the input size); use input sizes that are multiples of "
-                             f"{_fmt(g.align)}, or leave input_size out")
+            raise InputError(
+                f"{label}: stride {_fmt(g.stride)} at {_fmt(input_size)} is not a whole number of pixels "
+                f"(a resize whose ratio depends on the input size); use input sizes that are multiples of "
+                f"{_fmt(g.align)}, or leave input_size out"
+            )
         return g
     try:
         g = _first_geometry(model, in_channels, DEFAULT_SIZES)
@@ -128,8 +131,10 @@ def analytic_geometry(model: nn.Module, in_channels: int = 3, input_size=None) -
     size_b = tuple(n + m for n, m in zip(traced, a.align))
     b = _first_geometry(model, in_channels, [size_b])
     if not _whole_strides(a) or _key(a) != _key(b):
-        raise InputError(f"{label}: its geometry changes with the input size (stride {_fmt(a.stride)} at "
-                         f"{_fmt(a.trace_size)}, {_fmt(b.stride)} at {_fmt(size_b)}); use method='probe' at one size")
+        raise InputError(
+            f"{label}: its geometry changes with the input size (stride {_fmt(a.stride)} at "
+            f"{_fmt(a.trace_size)}, {_fmt(b.stride)} at {_fmt(size_b)}); use method='probe' at one size"
+        )
     note = f"traced at {_fmt(a.trace_size)} and {_fmt(size_b)}: an odd size {odd}"
     return replace(a, input_multiple=a.align, notes=a.notes + (note,))
 
@@ -179,7 +184,9 @@ def _first_geometry(model: nn.Module, in_channels: int, sizes) -> Geometry:
             out = select_output(out)
             state = tracer.state(out)
         if not isinstance(out, torch.Tensor) or state is None:
-            raise InputError(f"{label}: its output does not depend on the input; pass a network that maps images to score maps")
+            raise InputError(
+                f"{label}: its output does not depend on the input; pass a network that maps images to score maps"
+            )
         if out.dim() < 3:
             raise InputError(
                 f"{label}: output has shape {list(out.shape)} (no spatial grid); pass a fully convolutional model "

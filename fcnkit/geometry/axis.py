@@ -14,6 +14,7 @@ A layer is a :class:`Taps` pattern: output cell ``n`` reads the input cells ``ta
 (n // q) * r``. Convolution, pooling, transposed convolution, interpolation, padding and crops
 are all of this form; merges (add, concat) take the union of the windows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ def transposed_taps(kernel: int, stride: int, padding: int, dilation: int = 1) -
     """Transposed convolution: input cell ``i`` writes output ``i*stride - padding + k*dilation``."""
     taps = []
     for n in range(stride):
-        hit = [(n + padding - k * dilation) // stride for k in range(kernel) if (n + padding - k * dilation) % stride == 0]
+        hit = [
+            (n + padding - k * dilation) // stride for k in range(kernel) if (n + padding - k * dilation) % stride == 0
+        ]
         taps.append(tuple(sorted(set(hit))))
     return Taps(stride, 1, tuple(taps))
 
@@ -105,7 +108,7 @@ class Axis:
     def hi(self, n: int) -> int:
         return (n // self.period) * self.shift + self.end[n % self.period]
 
-    def apply(self, taps: Taps) -> "Axis":
+    def apply(self, taps: Taps) -> Axis:
         """The geometry after a layer with the dependency pattern ``taps``."""
         g = gcd(self.period, taps.r)
         k = self.period // g  # taps.r * k is a multiple of our period
@@ -122,7 +125,7 @@ class Axis:
         jump = Fraction(shift, period)
         return _reduced(Axis(period, shift, tuple(start), tuple(end), lcm(self.align, jump.numerator)))
 
-    def merge(self, other: "Axis") -> "Axis":
+    def merge(self, other: Axis) -> Axis:
         """Union of two maps' windows, cell by cell (add, multiply, concatenate along channels)."""
         if self.jump != other.jump:
             raise ValueError(f"cannot merge feature maps with strides {self.jump} and {other.jump}")

@@ -1,4 +1,5 @@
 """Check a backbone's declared feature taps against its traced geometry."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -11,6 +11,7 @@ their windows gives the size and offset the analytic trace reports::
     stride J = (a_{n+p} - a_n) / p      (smallest period p of the pattern)
     lo = min(a_n - n*J)   hi = max(b_n - n*J)   size = hi - lo + 1   offset = (lo + hi) / 2
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -55,10 +56,14 @@ class _Collapse(TorchFunctionMode):
             a = dict(zip(names, args), **kwargs)
             x, k = a["input"], a["weight"].shape[-2:]
             w = torch.ones(x.shape[1], 1, *k, dtype=x.dtype, device=x.device)
-            return F.conv_transpose2d(x, w, None, a.get("stride", 1), a.get("padding", 0),
-                                      a.get("output_padding", 0), 1, a.get("dilation", 1))
+            return F.conv_transpose2d(
+                x, w, None, a.get("stride", 1), a.get("padding", 0), a.get("output_padding", 0), 1, a.get("dilation", 1)
+            )
         if name in ("max_pool2d", "_max_pool2d", "max_pool2d_with_indices"):
-            a = dict(zip(("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"), args), **kwargs)
+            a = dict(
+                zip(("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"), args),
+                **kwargs,
+            )
             if a.get("return_indices") or name == "max_pool2d_with_indices":
                 raise ProbeError("probe: max-pooling with indices (unpooling) is not supported; use method='analytic'")
             return _sum_pool(func, a)
@@ -96,7 +101,7 @@ def _sum_pool(func, a):
     k = _pair(a["kernel_size"], None)
     s, p, d = _pair(a.get("stride"), k), _pair(a.get("padding"), (0, 0)), _pair(a.get("dilation"), (1, 1))
     if d == (1, 1):
-        return torch.cat([_box(x[:, c:c + 1], k, s, p, d, bool(a.get("ceil_mode"))) for c in range(x.shape[1])], 1)
+        return torch.cat([_box(x[:, c : c + 1], k, s, p, d, bool(a.get("ceil_mode"))) for c in range(x.shape[1])], 1)
     with torch.no_grad():
         want = func(x.detach(), k, s, p, d, bool(a.get("ceil_mode", False))).shape[-2:]
     extra = [max(0, (want[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1 - (x.shape[-2 + i] + 2 * p[i])) for i in (0, 1)]
@@ -145,7 +150,9 @@ def _supports(model, in_channels, size, cells, dtype):
         r = torch.nonzero(g.sum(1)).flatten()
         c = torch.nonzero(g.sum(0)).flatten()
         if r.numel() == 0 or c.numel() == 0:
-            raise ProbeError("probe: an output cell does not depend on the input; pass a network that maps images to scores")
+            raise ProbeError(
+                "probe: an output cell does not depend on the input; pass a network that maps images to scores"
+            )
         rows.append(((int(r[0]), int(r[-1])), (int(c[0]), int(c[-1]))))
     return rows, n
 
@@ -183,7 +190,9 @@ def _probe(model: nn.Module, in_channels: int, max_size: int) -> Geometry:
             rows, n0 = _supports(model, in_channels, size, cells, dtype)
         except _NotDense:
             if dense_view(model) is model or isinstance(model, DenseView):
-                raise InputError(f"probe: {type(model).__name__}'s output has no spatial grid; pass a dense model") from None
+                raise InputError(
+                    f"probe: {type(model).__name__}'s output has no spatial grid; pass a dense model"
+                ) from None
             model = dense_view(model)
             continue
         except _Overflow:
@@ -202,7 +211,9 @@ def _probe(model: nn.Module, in_channels: int, max_size: int) -> Geometry:
         found = [_period([r[i][0] for r in rows], [r[i][1] for r in rows]) for i in (0, 1)]
         if None in found:
             if not runs:
-                raise InputError(f"probe: no periodic pattern over {cells} cells; the model is not translation-equivariant")
+                raise InputError(
+                    f"probe: no periodic pattern over {cells} cells; the model is not translation-equivariant"
+                )
             # more cells: grow the image by what they need (the extent seen so far + their span)
             extent = max(r[i][1] - r[i][0] for r in rows for i in (0, 1)) + 1
             step = max(1.0, max((rows[-1][i][0] - rows[0][i][0]) / (cells - 1) for i in (0, 1)))

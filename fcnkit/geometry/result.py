@@ -1,4 +1,5 @@
 """The result of a receptive-field analysis: :class:`Geometry` and its per-layer table."""
+
 from __future__ import annotations
 
 import math
@@ -104,8 +105,20 @@ class Geometry:
         head = ("layer", "op", "kernel", "stride", "pad", "dil", "rf", "jump", "offset", "out")
         rows = [head]
         for r in self.layers:
-            rows.append((r.name, r.op, _fmt(r.kernel), _fmt(r.stride), _fmt(r.padding), _fmt(r.dilation),
-                         _fmt(r.rf), _fmt(r.jump), _fmt(r.offset), _fmt(r.shape)))
+            rows.append(
+                (
+                    r.name,
+                    r.op,
+                    _fmt(r.kernel),
+                    _fmt(r.stride),
+                    _fmt(r.padding),
+                    _fmt(r.dilation),
+                    _fmt(r.rf),
+                    _fmt(r.jump),
+                    _fmt(r.offset),
+                    _fmt(r.shape),
+                )
+            )
         widths = [max(len(row[k]) for row in rows) for k in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))

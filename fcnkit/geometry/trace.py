@@ -10,6 +10,7 @@ Operations that make an output cell depend on the whole image (global pooling, n
 over H and W, attention, size-dependent resizing) are recorded as *blockers* and travel with
 the activations that depend on them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,7 +47,7 @@ class State:
     notes: tuple[str, ...] = ()
     whole: bool = False  # every cell sees the whole image (after global pooling): the axes mean nothing
 
-    def merged(self, other: "State") -> "State":
+    def merged(self, other: State) -> State:
         if self.whole != other.whole:  # a global branch (ASPP pooling, squeeze-excite) joins a local one
             local = other if self.whole else self
             return State(local.axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
@@ -56,7 +57,7 @@ class State:
             raise Unsupported(str(exc)) from None
         return State(axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
 
-    def with_blocker(self, text: str) -> "State":
+    def with_blocker(self, text: str) -> State:
         return replace(self, blockers=_union(self.blockers, (text,)))
 
 
@@ -79,28 +80,177 @@ _SIGS = {
 _SIGS["max_pool2d_with_indices"] = _SIGS["_max_pool2d"] = _SIGS["max_pool2d"]
 _SIGS["upsample"] = ("input", "size", "scale_factor", "mode", "align_corners")
 
-_NOT_2D = {"conv1d", "conv3d", "conv_transpose1d", "conv_transpose3d", "max_pool1d", "max_pool3d", "avg_pool1d",
-           "avg_pool3d", "max_pool1d_with_indices", "max_pool3d_with_indices"}
+_NOT_2D = {
+    "conv1d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose3d",
+    "max_pool1d",
+    "max_pool3d",
+    "avg_pool1d",
+    "avg_pool3d",
+    "max_pool1d_with_indices",
+    "max_pool3d_with_indices",
+}
 _POOLS = {"max_pool2d", "max_pool2d_with_indices", "_max_pool2d", "avg_pool2d", "lp_pool2d"}
 _RESAMPLE = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest"}
-_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod", "median",
-               "nanmean", "nansum", "argmax", "argmin", "std_mean", "var_mean", "count_nonzero", "all", "any"}
-_GLOBAL = {"matmul", "bmm", "mm", "einsum", "scaled_dot_product_attention", "linear", "bilinear", "roll", "flip",
-           "fliplr", "flipud", "rot90", "unfold", "fold", "grid_sample", "multi_head_attention_forward",
-           "instance_norm", "group_norm", "fft_fft2", "fft_rfft2", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-           "adaptive_max_pool2d_with_indices"}
+_REDUCTIONS = {
+    "mean",
+    "sum",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "std",
+    "var",
+    "norm",
+    "logsumexp",
+    "prod",
+    "median",
+    "nanmean",
+    "nansum",
+    "argmax",
+    "argmin",
+    "std_mean",
+    "var_mean",
+    "count_nonzero",
+    "all",
+    "any",
+}
+_GLOBAL = {
+    "matmul",
+    "bmm",
+    "mm",
+    "einsum",
+    "scaled_dot_product_attention",
+    "linear",
+    "bilinear",
+    "roll",
+    "flip",
+    "fliplr",
+    "flipud",
+    "rot90",
+    "unfold",
+    "fold",
+    "grid_sample",
+    "multi_head_attention_forward",
+    "instance_norm",
+    "group_norm",
+    "fft_fft2",
+    "fft_rfft2",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_with_indices",
+}
 _POINTWISE = {
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu", "gelu", "silu", "mish",
-    "hardswish", "hardsigmoid", "hardtanh", "hardtanh_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softplus",
-    "prelu", "rrelu", "glu", "logsigmoid", "softsign", "threshold", "dropout", "dropout1d", "dropout2d",
-    "alpha_dropout", "feature_alpha_dropout", "batch_norm", "local_response_norm", "add", "add_", "__add__",
-    "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__rsub__", "__isub__", "mul", "mul_", "__mul__", "__rmul__",
-    "__imul__", "div", "div_", "__truediv__", "__rtruediv__", "__itruediv__", "neg", "__neg__", "abs", "clamp",
-    "clamp_", "clip", "exp", "log", "sqrt", "rsqrt", "pow", "__pow__", "square", "reciprocal", "contiguous",
-    "clone", "detach", "to", "float", "double", "half", "bfloat16", "type", "type_as", "maximum", "minimum",
-    "where", "masked_fill", "addcmul", "addcdiv", "lerp", "softmax", "log_softmax", "squeeze", "unsqueeze",
-    "view", "reshape", "flatten", "unflatten", "expand", "expand_as", "repeat", "split", "chunk", "narrow_copy",
-    "requires_grad_", "cpu", "cuda", "__getitem__", "normalize", "cat", "concat", "concatenate", "stack",
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "selu",
+    "celu",
+    "gelu",
+    "silu",
+    "mish",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "hardtanh_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "softplus",
+    "prelu",
+    "rrelu",
+    "glu",
+    "logsigmoid",
+    "softsign",
+    "threshold",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "batch_norm",
+    "local_response_norm",
+    "add",
+    "add_",
+    "__add__",
+    "__radd__",
+    "__iadd__",
+    "sub",
+    "sub_",
+    "__sub__",
+    "__rsub__",
+    "__isub__",
+    "mul",
+    "mul_",
+    "__mul__",
+    "__rmul__",
+    "__imul__",
+    "div",
+    "div_",
+    "__truediv__",
+    "__rtruediv__",
+    "__itruediv__",
+    "neg",
+    "__neg__",
+    "abs",
+    "clamp",
+    "clamp_",
+    "clip",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "pow",
+    "__pow__",
+    "square",
+    "reciprocal",
+    "contiguous",
+    "clone",
+    "detach",
+    "to",
+    "float",
+    "double",
+    "half",
+    "bfloat16",
+    "type",
+    "type_as",
+    "maximum",
+    "minimum",
+    "where",
+    "masked_fill",
+    "addcmul",
+    "addcdiv",
+    "lerp",
+    "softmax",
+    "log_softmax",
+    "squeeze",
+    "unsqueeze",
+    "view",
+    "reshape",
+    "flatten",
+    "unflatten",
+    "expand",
+    "expand_as",
+    "repeat",
+    "split",
+    "chunk",
+    "narrow_copy",
+    "requires_grad_",
+    "cpu",
+    "cuda",
+    "__getitem__",
+    "normalize",
+    "cat",
+    "concat",
+    "concatenate",
+    "stack",
 }
 
 
@@ -247,8 +397,10 @@ class Tracer(TorchFunctionMode):
             dim = args[pos] if len(args) > pos else kwargs.get("dim")
             dims = range(x.dim()) if dim is None else [dim] if isinstance(dim, int) else list(dim)
             if any(int(d) % x.dim() >= x.dim() - 2 for d in dims):
-                return replace(first.with_blocker(f"'{self._where(name)}' reduces over the spatial axes (global pooling)"),
-                               whole=True)
+                return replace(
+                    first.with_blocker(f"'{self._where(name)}' reduces over the spatial axes (global pooling)"),
+                    whole=True,
+                )
             return self._pointwise(name, ins, out)
         if name in ("softmax", "log_softmax"):
             dim = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -321,11 +473,14 @@ class Tracer(TorchFunctionMode):
                 if ratio.numerator != 1 and ratio.denominator != 1 and not state.whole:
                     state = state.with_blocker(
                         f"'{where}' resizes by {n_out}/{n_in}{' (align_corners)' if corners else ''}, "
-                        "a ratio that depends on the image size")
+                        "a ratio that depends on the image size"
+                    )
                     if corners:
                         ratio, corners = Fraction(n_in, n_out), False
             taps.append(interpolate_taps(ratio, "area" if mode == "area" else mode, corners))
-        return self._apply(state, taps, mode if name != "interpolate" else f"interpolate-{mode}", out, None, None, None, None)
+        return self._apply(
+            state, taps, mode if name != "interpolate" else f"interpolate-{mode}", out, None, None, None, None
+        )
 
     def _getitem(self, idx, state, x, out) -> State:
         idx = idx if isinstance(idx, tuple) else (idx,)
@@ -335,7 +490,7 @@ class Tracer(TorchFunctionMode):
             raise Unsupported("advanced indexing that moves the spatial axes; cannot follow that")
         if Ellipsis in idx:
             k = idx.index(Ellipsis)
-            idx = idx[:k] + (slice(None),) * (x.dim() - len(idx) + 1) + idx[k + 1:]
+            idx = idx[:k] + (slice(None),) * (x.dim() - len(idx) + 1) + idx[k + 1 :]
         idx = idx + (slice(None),) * (x.dim() - len(idx))
         taps, changed = [], False
         for i, item in enumerate(idx[-2:]):
@@ -349,8 +504,9 @@ class Tracer(TorchFunctionMode):
         if not changed:
             return state
         steps = tuple(t.r for t in taps)  # a crop is a negative padding (F.pad's convention)
-        return self._apply(state, taps, "crop", out, None, steps if steps != (1, 1) else None,
-                           tuple(-t.taps[0][0] for t in taps), None)
+        return self._apply(
+            state, taps, "crop", out, None, steps if steps != (1, 1) else None, tuple(-t.taps[0][0] for t in taps), None
+        )
 
     def _permute(self, name, args, kwargs, ins, x, out) -> State:
         nd = x.dim()
@@ -378,9 +534,17 @@ class Tracer(TorchFunctionMode):
     def _record(self, op, state, out, k, s, p, d) -> None:
         o = next(_tensors(out), None)
         summ = [a.summary() for a in state.axes]
-        self.rows.append(LayerGeometry(
-            name=self._where(op), op=op, kernel=k, stride=s, padding=p, dilation=d,
-            rf=tuple(number(v[0]) for v in summ), jump=tuple(number(v[1]) for v in summ),
-            offset=tuple(number(v[2]) for v in summ),
-            shape=tuple(int(v) for v in o.shape[-2:]) if o is not None and o.dim() >= 2 else None,
-        ))
+        self.rows.append(
+            LayerGeometry(
+                name=self._where(op),
+                op=op,
+                kernel=k,
+                stride=s,
+                padding=p,
+                dilation=d,
+                rf=tuple(number(v[0]) for v in summ),
+                jump=tuple(number(v[1]) for v in summ),
+                offset=tuple(number(v[2]) for v in summ),
+                shape=tuple(int(v) for v in o.shape[-2:]) if o is not None and o.dim() >= 2 else None,
+            )
+        )

@@ -5,6 +5,7 @@
 The ``fcnkit predict`` job over files is :mod:`fcnkit.app.predict`. The submodule ``predict`` keeps its name (it is
 not shadowed by the function), so ``import fcnkit.inference.predict`` gives the module.
 """
+
 from __future__ import annotations
 
 from fcnkit.utils.lazy import lazy_exports

@@ -8,6 +8,7 @@ keeps only a band of output rows that later tiles may still touch and hands rows
 soon as no later tile reaches them, so memory is ``K x (band rows) x W`` rather than ``K x H x W``.
 Tiles must arrive in the plan's row-major order.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,7 +38,7 @@ class CropAggregator:
             box.append((n0, n1, m0))
         (r0, r1, a), (c0, c1, b) = box
         if r1 > r0 and c1 > c0:
-            self.sink.write((r0, r1), (c0, c1), logits[:, a:a + r1 - r0, b:b + c1 - c0])
+            self.sink.write((r0, r1), (c0, c1), logits[:, a : a + r1 - r0, b : b + c1 - c0])
 
     def close(self) -> None:
         self.sink.close()

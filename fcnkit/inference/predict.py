@@ -26,6 +26,7 @@ Memory: tiles are read from the source lazily, batched to the device, and their 
 handed to a sink as it finishes (``writers.py``); ``tile="auto"`` picks the largest tile whose
 estimated activations fit ``memory_budget``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,8 +98,10 @@ def auto_tile(model, geometry, image_size, channels: int, budget: int, batch_siz
     smallest = 2 * max(geometry.halo()) + align if blend == "crop" else align
     if side < smallest:
         need = per_px * batch_size * smallest**2
-        raise InputError(f"memory budget {budget / 2**20:.0f} MiB fits no tile of this model (>= {need / 2**20:.0f} MiB for "
-                         f"{smallest}x{smallest} tiles, batch {batch_size}); raise --memory-budget or lower --batch-size")
+        raise InputError(
+            f"memory budget {budget / 2**20:.0f} MiB fits no tile of this model (>= {need / 2**20:.0f} MiB for "
+            f"{smallest}x{smallest} tiles, batch {batch_size}); raise --memory-budget or lower --batch-size"
+        )
     return side
 
 
@@ -118,8 +121,19 @@ class _Progress:
 class TiledJob:
     """One image through one model: the plan, the tile runs, and the hand-off to a sink."""
 
-    def __init__(self, model, image, tile=None, halo="auto", batch_size=1, blend="crop", overlap=0.25,
-                 device=None, memory_budget=None, progress=False):
+    def __init__(
+        self,
+        model,
+        image,
+        tile=None,
+        halo="auto",
+        batch_size=1,
+        blend="crop",
+        overlap=0.25,
+        device=None,
+        memory_budget=None,
+        progress=False,
+    ):
         if blend not in BLENDS:
             raise InputError(f"blend={blend!r} is not known; use one of {', '.join(BLENDS)}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -129,7 +143,9 @@ class TiledJob:
         c, h, w = self.source.shape
         self.stride, self.offset, self.geometry = (1, 1), (0, 0), None
         if tile == "auto":
-            tile = auto_tile(model, self.model_geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend)
+            tile = auto_tile(
+                model, self.model_geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend
+            )
         if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= max(h, w)):
             self.plan = plan_tiles((h, w), (h, w), 0, 1)
             return
@@ -143,9 +159,11 @@ class TiledJob:
         self.plan: TilePlan = plan_tiles((h, w), tile, halo, g.align, blend, overlap)
         m = getattr(g, "input_multiple", (1, 1))
         if len(self.plan) > 1 and (h % m[0] or w % m[1]):
-            raise InputError(f"{type(model).__name__}: resizes its output by a ratio that is whole only for inputs whose "
-                             f"H and W are multiples of {m[0]}x{m[1]} (this image is {h}x{w}); pad or crop the image "
-                             "to such a size, or use tile=None")
+            raise InputError(
+                f"{type(model).__name__}: resizes its output by a ratio that is whole only for inputs whose "
+                f"H and W are multiples of {m[0]}x{m[1]} (this image is {h}x{w}); pad or crop the image "
+                "to such a size, or use tile=None"
+            )
         if len(self.plan) > 1 and g.blockers:
             msg = f"{type(model).__name__}: tiled inference cannot equal whole-image inference: {g.blockers[0]}"
             if blend == "crop":
@@ -163,7 +181,9 @@ class TiledJob:
             g = g or receptive_field(self.model, in_channels=self.source.shape[0])
             for j, a in zip(g.stride, g.align):
                 if (Fraction(a) / Fraction(j)).denominator != 1:
-                    raise InputError(f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None")
+                    raise InputError(
+                        f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None"
+                    )
             self.geometry = g
         return self.geometry
 
@@ -174,16 +194,20 @@ class TiledJob:
 
             y = select_output(self.model(x.to(self.device, non_blocking=True)))
         if not isinstance(y, torch.Tensor) or y.dim() != 4:
-            raise InputError(f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; predict needs a segmentation model")
+            raise InputError(
+                f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; predict needs a segmentation model"
+            )
         return y.cpu()
 
     def run(self, make_sink):
         """Run every tile; ``make_sink((K, H_out, W_out))`` builds the sink once the output size is known."""
         tiles = list(self.plan)
         last = self._run([tiles[-1]])[0]  # the last tile ends at the image end: it fixes the output size
-        shape = (last.shape[0],
-                 origin_cell(tiles[-1].rows, self.stride[0]) + last.shape[1],
-                 origin_cell(tiles[-1].cols, self.stride[1]) + last.shape[2])
+        shape = (
+            last.shape[0],
+            origin_cell(tiles[-1].rows, self.stride[0]) + last.shape[1],
+            origin_cell(tiles[-1].cols, self.stride[1]) + last.shape[2],
+        )
         self.out_dtype = last.dtype
         sink = make_sink(shape)
         agg = make_aggregator(sink, self.plan, shape, self.stride, self.offset)
@@ -214,8 +238,19 @@ def eval_mode(model: nn.Module, device: torch.device):
         model.train(was)
 
 
-def predict(model: nn.Module, image, tile=None, halo="auto", batch_size: int = 1, blend: str = "crop",
-            overlap: float = 0.25, device=None, memory_budget=None, out=None, progress=False) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    image,
+    tile=None,
+    halo="auto",
+    batch_size: int = 1,
+    blend: str = "crop",
+    overlap: float = 0.25,
+    device=None,
+    memory_budget=None,
+    out=None,
+    progress=False,
+) -> torch.Tensor:
     """Logits ``[K, H_out, W_out]`` of ``model`` on ``image``, whole or tiled (module docstring: when exact).
 
     Args:

@@ -18,6 +18,7 @@ stitched cell equals the net applied to its receptive-field window exactly. Nets
 see their zero padding at the (shifted) top/left border, so cells within a receptive field of
 that border differ from a true stride-1 net there; interior cells do not.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,9 @@ from fcnkit.errors import InputError
 __all__ = ["shift_and_stitch"]
 
 
-def shift_and_stitch(model: nn.Module, image: torch.Tensor, stride: int | tuple[int, int] | None = None) -> torch.Tensor:
+def shift_and_stitch(
+    model: nn.Module, image: torch.Tensor, stride: int | tuple[int, int] | None = None
+) -> torch.Tensor:
     """Stride-1 score map of a stride-``s`` net by ``s_h * s_w`` shifted passes, interlaced.
 
     ``model`` maps ``[B, C, H, W]`` to its coarse score grid ``[B, K, h, w]`` (e.g. a
@@ -43,7 +46,9 @@ def shift_and_stitch(model: nn.Module, image: torch.Tensor, stride: int | tuple[
     x = image.unsqueeze(0) if image.dim() == 3 else image
     sh, sw = _stride(model, stride)
     if sh > x.shape[-2] or sw > x.shape[-1]:
-        raise InputError(f"shift_and_stitch: image {x.shape[-2]}x{x.shape[-1]} is smaller than the stride {sh}x{sw}; use a larger image")
+        raise InputError(
+            f"shift_and_stitch: image {x.shape[-2]}x{x.shape[-1]} is smaller than the stride {sh}x{sw}; use a larger image"
+        )
     grids = {}
     with torch.no_grad():
         for dy in range(sh):

@@ -5,6 +5,7 @@ the slices ``rows = (y0, y1)``, ``cols = (x0, x1)``. A raw array (possibly a mem
 is normalised tile by tile with :func:`fcnkit.data.io.to_model_input`, the one path from raw
 pixels to model input, so a huge image is never held as float32 in memory.
 """
+
 from __future__ import annotations
 
 import mmap
@@ -16,6 +17,7 @@ import torch
 from fcnkit.errors import InputError
 
 __all__ = ["TensorSource", "ArraySource", "open_image", "as_source", "drop_pages"]
+
 
 def drop_pages(array) -> None:
     """Flush a memory-mapped array and drop its pages from this process's resident memory.
@@ -46,7 +48,7 @@ class TensorSource:
         self.shape = tuple(int(v) for v in tensor.shape)
 
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
-        return self.tensor[:, rows[0]:rows[1], cols[0]:cols[1]]
+        return self.tensor[:, rows[0] : rows[1], cols[0] : cols[1]]
 
 
 class ArraySource:
@@ -68,10 +70,12 @@ class ArraySource:
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
         from fcnkit.data.io import to_model_input
 
-        raw = self.array[rows[0]:rows[1], cols[0]:cols[1]]
+        raw = self.array[rows[0] : rows[1], cols[0] : cols[1]]
         if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-            raise InputError(f"{self.name}: the image holds NaN or inf pixels (rows {rows[0]}-{rows[1]}, "
-                             f"columns {cols[0]}-{cols[1]}); replace them (e.g. numpy.nan_to_num) and save it again")
+            raise InputError(
+                f"{self.name}: the image holds NaN or inf pixels (rows {rows[0]}-{rows[1]}, "
+                f"columns {cols[0]}-{cols[1]}); replace them (e.g. numpy.nan_to_num) and save it again"
+            )
         out = to_model_input(raw, self.channels, self.mean, self.std)
         # a memory-mapped image: drop its pages after every tile. The kernel maps ~64 KB around
         # each page fault, so a tile of a wide image brings in far more than its own bytes.

@@ -22,12 +22,13 @@ whole-image run, and the last window ends at the image edge, so trailing padding
 ``blend="average"|"gaussian"``: windows of size ``W`` overlap by ``overlap * W`` (rounded to
 ``A``); every output cell of every tile is blended (no halo).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
 
 from fcnkit.errors import InputError
 
@@ -106,7 +107,9 @@ def plan_axis(length: int, tile: int, halo: int, align: int, blend: str = "crop"
     if blend == "crop":
         core = w - 2 * halo
         if core < align:
-            raise InputError(f"tile={tile} leaves no core inside a halo of {halo}; use tile >= {2 * halo + align} (or a smaller halo)")
+            raise InputError(
+                f"tile={tile} leaves no core inside a halo of {halo}; use tile >= {2 * halo + align} (or a smaller halo)"
+            )
         spans, cs = [Span(0, w, None, w - halo)], w - halo
         while cs - halo + w < length:
             spans.append(Span(cs - halo, cs - halo + w, cs, cs + core))
@@ -139,7 +142,9 @@ def plan_tiles(
     tile, halo, align = (_two(v, name) for v, name in ((tile, "tile"), (halo, "halo"), (align, "align")))
     halo = (_up(halo[0], align[0]), _up(halo[1], align[1]))
     spans = [plan_axis(n, t, h, a, blend, overlap) for n, t, h, a in zip(image_size, tile, halo, align)]
-    return TilePlan((int(image_size[0]), int(image_size[1])), tile, halo, align, blend, tuple(spans[0]), tuple(spans[1]))
+    return TilePlan(
+        (int(image_size[0]), int(image_size[1])), tile, halo, align, blend, tuple(spans[0]), tuple(spans[1])
+    )
 
 
 def _two(v, name: str) -> tuple[int, int]:
@@ -161,5 +166,7 @@ def origin_cell(span: Span, stride) -> int:
     """Index in the whole output of the tile output's first cell (the window start in cells)."""
     cell = Fraction(span.start) / Fraction(stride)
     if cell.denominator != 1:
-        raise InputError(f"tile start {span.start} is not a whole number of output cells of stride {stride}; align tiles to the stride")
+        raise InputError(
+            f"tile start {span.start} is not a whole number of output cells of stride {stride}; align tiles to the stride"
+        )
     return int(cell)

@@ -7,6 +7,7 @@ probabilities into a memory-mapped ``.npy`` (flushed and dropped from memory as 
 :class:`LabelSink` keeps only the arg-max (uint8). Label images are written as a palette PNG up
 to ``PNG_MAX_PIXELS`` and as a tiled, palette TIFF above it.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,7 @@ class TensorSink:
         self.result = torch.zeros(shape, dtype=dtype)
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
-        self.result[:, rows[0]:rows[1], cols[0]:cols[1]] = block
+        self.result[:, rows[0] : rows[1], cols[0] : cols[1]] = block
 
     def close(self) -> None:
         pass
@@ -63,7 +64,7 @@ class NpySink:
     def write(self, rows, cols, block: torch.Tensor) -> None:
         if self.softmax:
             block = torch.softmax(block.float(), dim=0)
-        self.result[:, rows[0]:rows[1], cols[0]:cols[1]] = block.detach().cpu().numpy()
+        self.result[:, rows[0] : rows[1], cols[0] : cols[1]] = block.detach().cpu().numpy()
         _release(self.result)  # written blocks go to disk, not into our resident memory
 
     def close(self) -> None:
@@ -84,7 +85,7 @@ class LabelSink:
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
         # max(0).indices = argmax(0) (first maximum), 4-5x faster on a CPU [K, H, W] (benchmarks/README.md)
-        self.result[rows[0]:rows[1], cols[0]:cols[1]] = block.max(0).indices.to(torch.uint8).cpu().numpy()
+        self.result[rows[0] : rows[1], cols[0] : cols[1]] = block.max(0).indices.to(torch.uint8).cpu().numpy()
         _release(self.result)
 
     def close(self) -> None:
@@ -153,11 +154,11 @@ def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, palette, ma
     rows = list(range(0, h, 512 * f))
     out = np.empty(((h + f - 1) // f, (w + f - 1) // f, 3), dtype=np.uint8)
     for y in rows:
-        band = np.asarray(image[y:y + 512 * f:f, ::f])
+        band = np.asarray(image[y : y + 512 * f : f, ::f])
         if scale is not None:
             lo, hi = scale
             band = np.clip((band.astype(np.float32) - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
-        out[y // f: y // f + band.shape[0]] = overlay(band, labels[y:y + 512 * f:f, ::f], palette)
+        out[y // f : y // f + band.shape[0]] = overlay(band, labels[y : y + 512 * f : f, ::f], palette)
         _release(image)  # a memory-mapped input: its pages need not stay resident
     Image.fromarray(out, mode="RGB").save(path, format="PNG")
     return f

@@ -5,6 +5,7 @@
 
 Names are loaded lazily, so importing this package does not import torchvision.
 """
+
 from __future__ import annotations
 
 from fcnkit.utils.lazy import lazy_exports

@@ -40,6 +40,7 @@ and the digit-vs-background IU 0.95 against 0.25; after 1000 steps 0.73 (digit-v
 pooling -> ``logits[B, K]``; ``forward_dense(x)`` is the score map before pooling. Minimum input
 size: ``model.min_input_size`` (``S`` with "same" padding, the receptive field ``R`` with "valid").
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -62,7 +63,14 @@ OUTPUTS = ("dense", "coarse")
 
 
 def allconv_body(
-    in_channels: int, *, width: int, depth: int, stages: int, downsample: str, padding: str, norm: str,
+    in_channels: int,
+    *,
+    width: int,
+    depth: int,
+    stages: int,
+    downsample: str,
+    padding: str,
+    norm: str,
     stem_depth: int = 1,
 ) -> tuple[nn.Sequential, FeatureInfo, Geometry]:
     """The conv body (an ``nn.Sequential`` of ``stage{i}`` / ``down{i}`` blocks), its feature taps
@@ -93,7 +101,9 @@ def allconv_body(
     geometry = receptive_field(body, in_channels=in_channels)
     last = {layer.name.split(".")[0]: layer for layer in geometry.layers if layer.name.startswith("stage")}
     info = FeatureInfo(
-        FeatureTap(f"stage{i}", f"features.stage{i}", c, int(last[f"stage{i}"].jump[0]), float(last[f"stage{i}"].offset[0]))
+        FeatureTap(
+            f"stage{i}", f"features.stage{i}", c, int(last[f"stage{i}"].jump[0]), float(last[f"stage{i}"].offset[0])
+        )
         for i, c in enumerate(stage_channels)
     )
     return body, info, geometry
@@ -223,13 +233,26 @@ def allconv(
     speed: on digit canvases depth 2 (3x the parameters, 1.5x the time) or width 24 scored the
     same mean IU (0.72-0.75 after 1000 steps); the error left is overfitting, not capacity."""
     return AllConvNet(
-        num_classes, in_channels, output=output, learn_upsampling=learn_upsampling, skips=skips,
-        width=width, depth=depth, stem_depth=stem_depth, stages=stages, downsample=downsample, padding=padding,
+        num_classes,
+        in_channels,
+        output=output,
+        learn_upsampling=learn_upsampling,
+        skips=skips,
+        width=width,
+        depth=depth,
+        stem_depth=stem_depth,
+        stages=stages,
+        downsample=downsample,
+        padding=padding,
         norm=norm,
     )
 
 
-@register("allconv_cls", task="classification", description="all-convolutional classifier of any input size (global average pooling)")
+@register(
+    "allconv_cls",
+    task="classification",
+    description="all-convolutional classifier of any input size (global average pooling)",
+)
 def allconv_cls(
     *,
     num_classes: int,
@@ -246,6 +269,13 @@ def allconv_cls(
     Default: a 1-conv stem and 2 stages of 2 conv blocks (32, 64, 128 channels), stride 4,
     receptive field 30; inputs of at least 4x4 ("same" padding; 30x30 with "valid"); digits: 28x28."""
     return AllConvClassifier(
-        num_classes, in_channels, width=width, depth=depth, stem_depth=stem_depth, stages=stages,
-        downsample=downsample, padding=padding, norm=norm,
+        num_classes,
+        in_channels,
+        width=width,
+        depth=depth,
+        stem_depth=stem_depth,
+        stages=stages,
+        downsample=downsample,
+        padding=padding,
+        norm=norm,
     )

@@ -30,6 +30,7 @@ download): ``torch.save(torchvision.models.resnet18(weights=...).state_dict(), P
 With ``in_channels != 3`` the first conv is adapted (1 channel: sum over RGB; otherwise RGB
 repeated and scaled by ``3 / in_channels``). For allconv the file is the backbone's own state dict.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,14 @@ def _first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     if in_channels == conv.in_channels:
         return conv
     k, s, p = conv.kernel_size, conv.stride, conv.padding
-    return nn.Conv2d(in_channels, conv.out_channels, (k[0], k[1]), (s[0], s[1]), p if isinstance(p, str) else (p[0], p[1]),
-                     bias=conv.bias is not None)
+    return nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        (k[0], k[1]),
+        (s[0], s[1]),
+        p if isinstance(p, str) else (p[0], p[1]),
+        bias=conv.bias is not None,
+    )
 
 
 class VGG16Backbone(nn.Module):
@@ -78,11 +85,13 @@ class VGG16Backbone(nn.Module):
             nn.init.normal_(fc.weight, 0, 0.01)
             nn.init.zeros_(fc.bias)
         # checked against the traced geometry in tests (fcnkit.geometry.check_feature_info)
-        self.feature_info = FeatureInfo([
-            FeatureTap("pool3", f"features.{_VGG_POOLS['pool3']}", 256, 8, 3.5),
-            FeatureTap("pool4", f"features.{_VGG_POOLS['pool4']}", 512, 16, 7.5),
-            FeatureTap("fc7", "fc7", 4096, 32, 15.5),
-        ])
+        self.feature_info = FeatureInfo(
+            [
+                FeatureTap("pool3", f"features.{_VGG_POOLS['pool3']}", 256, 8, 3.5),
+                FeatureTap("pool4", f"features.{_VGG_POOLS['pool4']}", 512, 16, 7.5),
+                FeatureTap("fc7", "fc7", 4096, 32, 15.5),
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = []
@@ -167,11 +176,14 @@ def load_backbone_weights(backbone: nn.Module, name: str, path: str | os.PathLik
         guess = _guess_arch(path, name)
         detail = "; ".join(
             f"{what} {len(keys)} key(s), e.g. '{keys[0]}'"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape of", wrong)) if keys
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape of", wrong))
+            if keys
         )
         fix = (
-            f"this file fits backbone='{guess}', pass that instead" if guess
-            else f"save torchvision.models.{name}().state_dict() with torch.save" if name != "allconv"
+            f"this file fits backbone='{guess}', pass that instead"
+            if guess
+            else f"save torchvision.models.{name}().state_dict() with torch.save"
+            if name != "allconv"
             else "save the state dict of an 'allconv' FCN backbone (model.backbone.state_dict())"
         )
         raise InputError(f"backbone_weights {path}: not a state dict of backbone '{name}' ({detail}); {fix}")
@@ -180,7 +192,9 @@ def load_backbone_weights(backbone: nn.Module, name: str, path: str | os.PathLik
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise MissingFileError(f"backbone_weights {path}: file not found; give a local torchvision state-dict file (.pth/.pt or .safetensors)")
+        raise MissingFileError(
+            f"backbone_weights {path}: file not found; give a local torchvision state-dict file (.pth/.pt or .safetensors)"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -212,7 +226,10 @@ def _to_backbone_keys(state: dict[str, torch.Tensor], name: str, path: Path) -> 
     """Map torchvision classification keys to backbone keys (drop heads, reshape VGG fc layers)."""
     if name == "vgg16":
         out = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-        for src, dst, shape in (("classifier.0", "fc6.0", (4096, 512, 7, 7)), ("classifier.3", "fc7.0", (4096, 4096, 1, 1))):
+        for src, dst, shape in (
+            ("classifier.0", "fc6.0", (4096, 512, 7, 7)),
+            ("classifier.3", "fc7.0", (4096, 4096, 1, 1)),
+        ):
             w, b = state.get(f"{src}.weight"), state.get(f"{src}.bias")
             if w is not None and b is not None and w.numel() == _prod(shape):
                 out[f"{dst}.weight"], out[f"{dst}.bias"] = w.reshape(shape), b

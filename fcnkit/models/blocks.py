@@ -15,6 +15,7 @@ All layers are plain ``nn.Conv2d`` / ``nn.MaxPool2d`` / ``nn.AvgPool2d`` / norm 
 modules in ``nn.Sequential`` containers, so tools that walk a model (receptive-field analysis,
 pooling <-> strided surgery) see them.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,4 +77,3 @@ def downsample(kind: str, channels: int, *, norm: str = "batch") -> nn.Module:
     if kind == "strided":
         return conv_block(channels, channels, kernel_size=2, stride=2, padding="valid", norm=norm)
     return nn.Identity()
-

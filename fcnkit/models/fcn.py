@@ -29,6 +29,7 @@ than one value per channel at stride 32: batch size > 1 or inputs larger than 32
 Default backbone: ``"allconv"``, by far the cheapest (about 0.9 M parameters; vgg16 has 134 M,
 resnet50 24 M); pass ``backbone="vgg16"`` for the paper's network.
 """
+
 from __future__ import annotations
 
 import os
@@ -93,7 +94,6 @@ class FCN(nn.Module):
             pool3 = self.score_pool3(tap8)
             score = self.upscore_pool4(score, pool3.shape[-2:]) + pool3
         return self.upscore(score, (h, w))
-
 
 
 _BACKBONE_DOC = """``backbone``: "allconv" (default, cheapest), "vgg16" (the paper's), "resnet18", "resnet50".

@@ -12,6 +12,7 @@ cell ``i`` of a tap is centred on ``offset + i * stride``::
 positive integers, strides non-decreasing), so a head can rely on them;
 :func:`fcnkit.geometry.check_feature_info` checks them against the traced geometry.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -16,20 +16,32 @@ architecture even if a default changes later. Arguments that only say where init
 from (``init_only``, e.g. ``backbone_weights``) are left out of the spec: a checkpoint carries its
 own weights and must not depend on a file that may be gone.
 """
+
 from __future__ import annotations
 
 import importlib
 import inspect
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from fcnkit.errors import InputError, did_you_mean
 
-__all__ = ["register", "list_models", "model_info", "build_model", "count_parameters", "model_table", "check_choice", "check_int", "check_bool"]
+__all__ = [
+    "register",
+    "list_models",
+    "model_info",
+    "build_model",
+    "count_parameters",
+    "model_table",
+    "check_choice",
+    "check_int",
+    "check_bool",
+]
 
 TASKS = ("segmentation", "classification")
 
@@ -65,7 +77,10 @@ def register(name: str, *, task: str, description: str, init_only: Iterable[str]
         if positional or "num_classes" not in params or "in_channels" not in params:
             raise TypeError(f"model builder {fn.__name__} must be keyword-only with num_classes and in_channels")
         old = _REGISTRY.get(name)
-        same = old is not None and (old.builder.__module__, old.builder.__qualname__) == (fn.__module__, fn.__qualname__)
+        same = old is not None and (old.builder.__module__, old.builder.__qualname__) == (
+            fn.__module__,
+            fn.__qualname__,
+        )
         if old is not None and not same:  # a reloaded module may register its own builder again
             raise ValueError(f"model name {name!r} is registered twice ({old.builder.__module__} and {fn.__module__})")
         _REGISTRY[name] = _Entry(name, fn, task, description, tuple(init_only))
@@ -101,7 +116,9 @@ def list_models(task: str | None = None) -> list[str]:
     """Registered model names (sorted), optionally only those of one ``task``."""
     _ensure_loaded()
     if task is not None and task not in TASKS:
-        raise InputError(f"task '{task}' is not a model task{did_you_mean(task, TASKS)}; use one of: {', '.join(TASKS)}")
+        raise InputError(
+            f"task '{task}' is not a model task{did_you_mean(task, TASKS)}; use one of: {', '.join(TASKS)}"
+        )
     return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
 
 

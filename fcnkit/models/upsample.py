@@ -32,6 +32,7 @@ For a pooling network ("same" padding, 2x2 pools) a cell at stride ``s`` is cent
 The crop depends on the requested output size, so torch.fx tracers should treat
 :class:`BilinearUpsample` as a leaf module (``Tracer.is_leaf_module``).
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 These work from any training loop. The Lightning loop is :mod:`fcnkit.engine`; the ``train`` job
 (run folders, resume, reports) is :func:`fcnkit.train` (:mod:`fcnkit.app.train`).
 """
+
 from __future__ import annotations
 
 from fcnkit.utils.lazy import lazy_exports

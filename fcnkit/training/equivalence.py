@@ -30,6 +30,7 @@ the input are not zeros in a feature map after bias and ReLU)::
 Loss sampling with ``p = 1`` keeps every cell with weight 1.0, so it IS whole-image training
 (bit-identical loss; :mod:`fcnkit.training.regimes`).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,6 @@ from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError
 
 __all__ = ["equivalent_patch_batch", "cell_targets", "valid_geometry"]
-
 
 
 def valid_geometry(model: nn.Module, in_channels: int, input_size: tuple[int, int] | None = None):
@@ -56,27 +56,44 @@ def valid_geometry(model: nn.Module, in_channels: int, input_size: tuple[int, in
 
     for name, module in model.named_modules():
         padding = getattr(module, "padding", 0)
-        if isinstance(module, nn.modules.conv._ConvNd | nn.modules.pooling._MaxPoolNd | nn.modules.pooling._AvgPoolNd) \
-                and padding not in (0, "valid") and any(p != 0 for p in _pair(padding)):
-            raise InputError(f"layer '{name}' pads its input ({padding}); patchwise training equals whole-image training "
-                             "only for valid nets: build with padding='valid' (allconv: padding='valid', output='coarse')")
+        if (
+            isinstance(module, nn.modules.conv._ConvNd | nn.modules.pooling._MaxPoolNd | nn.modules.pooling._AvgPoolNd)
+            and padding not in (0, "valid")
+            and any(p != 0 for p in _pair(padding))
+        ):
+            raise InputError(
+                f"layer '{name}' pads its input ({padding}); patchwise training equals whole-image training "
+                "only for valid nets: build with padding='valid' (allconv: padding='valid', output='coarse')"
+            )
         if module.training and isinstance(module, nn.modules.batchnorm._BatchNorm):
-            raise InputError(f"layer '{name}' is BatchNorm in training mode (it mixes the items of a batch); "
-                             "call model.eval() or build with norm='none'")
+            raise InputError(
+                f"layer '{name}' is BatchNorm in training mode (it mixes the items of a batch); "
+                "call model.eval() or build with norm='none'"
+            )
         if module.training and isinstance(module, nn.modules.dropout._DropoutNd | nn.Dropout):
             raise InputError(f"layer '{name}' is Dropout in training mode (random per pass); call model.eval()")
     geometry = receptive_field(model, in_channels, input_size=input_size)
     if geometry.blockers:
-        raise InputError(f"model output depends on the whole image ({geometry.blockers[0]}); "
-                         "patch equivalence needs a fully convolutional net without such layers")
+        raise InputError(
+            f"model output depends on the whole image ({geometry.blockers[0]}); "
+            "patch equivalence needs a fully convolutional net without such layers"
+        )
     starts = [o - (r - 1) / 2 for o, r in zip(geometry.offset, geometry.size)]
     if any(st != 0 for st in starts) or any(s < 1 or s != int(s) for s in geometry.stride):
-        raise InputError(f"model output cell (0, 0) sees the window starting at {tuple(starts)} with stride "
-                         f"{geometry.stride}: the model pads or resamples; use a valid coarse net "
-                         "(allconv: padding='valid', output='coarse')")
-    if input_size is not None and geometry.output_shape is not None and tuple(geometry.output_shape) != _grid(input_size, geometry):
-        raise InputError(f"model returns {tuple(geometry.output_shape)} cells for a {input_size[0]}x{input_size[1]} input, not the "
-                         f"{_grid(input_size, geometry)} cells of its receptive field; use its coarse output (allconv: output='coarse')")
+        raise InputError(
+            f"model output cell (0, 0) sees the window starting at {tuple(starts)} with stride "
+            f"{geometry.stride}: the model pads or resamples; use a valid coarse net "
+            "(allconv: padding='valid', output='coarse')"
+        )
+    if (
+        input_size is not None
+        and geometry.output_shape is not None
+        and tuple(geometry.output_shape) != _grid(input_size, geometry)
+    ):
+        raise InputError(
+            f"model returns {tuple(geometry.output_shape)} cells for a {input_size[0]}x{input_size[1]} input, not the "
+            f"{_grid(input_size, geometry)} cells of its receptive field; use its coarse output (allconv: output='coarse')"
+        )
     return geometry
 
 
@@ -101,7 +118,9 @@ def cell_targets(mask: torch.Tensor, geometry, shape: tuple[int, int] | None = N
     return out
 
 
-def equivalent_patch_batch(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def equivalent_patch_batch(
+    model: nn.Module, image: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The patch batch whose summed loss and gradient equal whole-image training on ``image``.
 
     Args:
@@ -122,13 +141,19 @@ def equivalent_patch_batch(model: nn.Module, image: torch.Tensor, mask: torch.Te
     if image.ndim != 3:
         raise InputError(f"image must be [C, H, W], got shape {tuple(image.shape)}; pass one image, not a batch")
     if tuple(mask.shape) != tuple(image.shape[-2:]):
-        raise InputError(f"mask {tuple(mask.shape)} does not match image {tuple(image.shape[-2:])}; pass the image's own mask")
+        raise InputError(
+            f"mask {tuple(mask.shape)} does not match image {tuple(image.shape[-2:])}; pass the image's own mask"
+        )
     geometry = valid_geometry(model, int(image.shape[0]))
     (rh, rw), (sh, sw) = geometry.size, (int(geometry.stride[0]), int(geometry.stride[1]))
     if image.shape[-2] < rh or image.shape[-1] < rw:
-        raise InputError(f"image of {image.shape[-2]}x{image.shape[-1]} is smaller than the receptive field {rh}x{rw}; "
-                         "use a larger image (or pad it)")
-    valid_geometry(model, int(image.shape[0]), (int(image.shape[-2]), int(image.shape[-1])))  # and its output is that cell grid (a 5 ms trace)
+        raise InputError(
+            f"image of {image.shape[-2]}x{image.shape[-1]} is smaller than the receptive field {rh}x{rw}; "
+            "use a larger image (or pad it)"
+        )
+    valid_geometry(
+        model, int(image.shape[0]), (int(image.shape[-2]), int(image.shape[-1]))
+    )  # and its output is that cell grid (a 5 ms trace)
     windows = image.unfold(1, rh, sh).unfold(2, rw, sw)  # [C, h, w, rh, rw], a view
     c, h, w = windows.shape[:3]
     patches = windows.permute(1, 2, 0, 3, 4).reshape(h * w, c, rh, rw)

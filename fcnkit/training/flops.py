@@ -9,6 +9,7 @@ convolutions and matrix products and ignores cheap elementwise ops (ReLU, poolin
 
     flops(batch [B, C, H, W]) = B * forward_flops(model, (C, H, W))      (cached per model and size)
 """
+
 from __future__ import annotations
 
 import weakref
@@ -19,7 +20,7 @@ from torch import nn
 __all__ = ["forward_flops", "batch_flops"]
 
 # model -> {(C, H, W): flops}; weak keys so a discarded model frees its cache
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def forward_flops(model: nn.Module, chw: tuple[int, int, int]) -> int:
@@ -36,8 +37,9 @@ def forward_flops(model: nn.Module, chw: tuple[int, int, int]) -> int:
     key = tuple(int(v) for v in chw)
     per_model = _CACHE.setdefault(model, {})
     if key not in per_model:
-        meta = {name: torch.empty_like(t, device="meta") for name, t in
-                [*model.named_parameters(), *model.named_buffers()]}
+        meta = {
+            name: torch.empty_like(t, device="meta") for name, t in [*model.named_parameters(), *model.named_buffers()]
+        }
         counter = FlopCounterMode(display=False)
         # eval mode while counting (same arithmetic): a forward with train-only side effects
         # (batch statistics, counters) must not see this extra pass; each module's flag is restored

@@ -11,9 +11,10 @@ rate, independent of how many cells a regime keeps. With ``weight_map=None`` and
 ``class_weights=None`` this is exactly ``F.cross_entropy(..., ignore_index=255)``; with class
 weights it equals ``F.cross_entropy(..., weight=class_weights)`` (PyTorch normalises the same way).
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -42,7 +43,9 @@ def pixelwise_loss(
     so a batch made only of ignored cells does not produce NaN.
     """
     if logits.ndim != target.ndim + 1 or logits.shape[:1] + logits.shape[2:] != target.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match: expected [B, K, H, W] and [B, H, W]")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match: expected [B, K, H, W] and [B, H, W]"
+        )
     valid = target != ignore_index
     # cross_entropy is evaluated in (at least) float32 under autocast; ignored cells give 0
     ce = F.cross_entropy(logits, target, reduction="none", ignore_index=ignore_index)
@@ -60,7 +63,10 @@ def pixelwise_loss(
 
 
 def class_weights_from_masks(
-    masks_or_counts: Iterable | np.ndarray | torch.Tensor, num_classes: int, mode: str = "none", ignore_index: int = IGNORE_INDEX
+    masks_or_counts: Iterable | np.ndarray | torch.Tensor,
+    num_classes: int,
+    mode: str = "none",
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Per-class loss weights ``float32 [K]`` from training masks or pixel counts.
 
@@ -102,16 +108,22 @@ def class_weights_from_masks(
 def _per_image_counts(masks_or_counts, num_classes: int, ignore_index: int) -> np.ndarray:
     # one array of ndim 1 or 2 is counts; masks come as an iterable (list, or an [N, H, W] array)
     if isinstance(masks_or_counts, (np.ndarray, torch.Tensor)) and masks_or_counts.ndim in (1, 2):
-        counts = np.asarray(masks_or_counts.cpu() if isinstance(masks_or_counts, torch.Tensor) else masks_or_counts, dtype=np.float64)
+        counts = np.asarray(
+            masks_or_counts.cpu() if isinstance(masks_or_counts, torch.Tensor) else masks_or_counts, dtype=np.float64
+        )
         if counts.shape[-1] != num_classes or (counts < 0).any():
-            raise InputError(f"class_weights: counts of shape {counts.shape} do not fit {num_classes} classes; give [K] or [N, K] pixel counts")
+            raise InputError(
+                f"class_weights: counts of shape {counts.shape} do not fit {num_classes} classes; give [K] or [N, K] pixel counts"
+            )
         return counts[None] if counts.ndim == 1 else counts
     rows = []
     for mask in masks_or_counts:
         m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).astype(np.int64).ravel()
         m = m[m != ignore_index]
         if m.size and (m.min() < 0 or m.max() >= num_classes):
-            raise InputError(f"class_weights: a mask holds label {int(m.max())} but there are {num_classes} classes; fix the masks or num_classes")
+            raise InputError(
+                f"class_weights: a mask holds label {int(m.max())} but there are {num_classes} classes; fix the masks or num_classes"
+            )
         rows.append(np.bincount(m, minlength=num_classes).astype(np.float64))
     if not rows:
         raise InputError("class_weights: no training masks given; the training split is empty")

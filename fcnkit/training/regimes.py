@@ -48,6 +48,7 @@ command line also ``--regime name:option=value,option=value``):
 A regime is built from the config by :func:`build_regime` and then :meth:`Regime.bind` to the model
 and training set (it resolves ``rf``, the cell size and the class frequencies).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,9 +65,17 @@ from fcnkit.errors import InputError, did_you_mean
 if TYPE_CHECKING:
     from fcnkit.training.tiled_regime import Tiled
 
-__all__ = ["Regime", "WholeImage", "LossSampling", "ClassBalanced", "Patchwise", "build_regime",
-           "count_kept_cells", "score_stride", "REGIMES"]
-
+__all__ = [
+    "Regime",
+    "WholeImage",
+    "LossSampling",
+    "ClassBalanced",
+    "Patchwise",
+    "build_regime",
+    "count_kept_cells",
+    "score_stride",
+    "REGIMES",
+]
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ class Regime:
 
     name: str = "whole"
 
-    def bind(self, model, train_set=None, *, num_classes: int | None = None, in_channels: int | None = None) -> "Regime":
+    def bind(self, model, train_set=None, *, num_classes: int | None = None, in_channels: int | None = None) -> Regime:
         """This regime with its model- and data-dependent settings resolved (default: itself)."""
         return self
 
@@ -137,7 +146,7 @@ class LossSampling(Regime):
         if self.cell != "auto":
             _set(self, "cell", _whole(self, "cell", self.cell, 1))
 
-    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> "LossSampling":
+    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> LossSampling:
         cell = score_stride(model, in_channels or 3) if self.cell == "auto" else int(self.cell)
         return dataclasses.replace(self, _cell=cell)
 
@@ -169,18 +178,22 @@ class ClassBalanced(Regime):
 
     def __post_init__(self):
         if self.by not in self.BY:
-            raise InputError(f"regime 'class-balanced': by '{self.by}' is not known{did_you_mean(str(self.by), self.BY)}; use one of {', '.join(self.BY)}")
+            raise InputError(
+                f"regime 'class-balanced': by '{self.by}' is not known{did_you_mean(str(self.by), self.BY)}; use one of {', '.join(self.BY)}"
+            )
         _set(self, "seed", _whole(self, "seed", self.seed, 0))
 
-    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> "ClassBalanced":
+    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> ClassBalanced:
         from fcnkit.training.losses import class_weights_from_masks
 
         if train_set is None or num_classes is None:
             raise ValueError("class-balanced regime: bind needs the training set and num_classes")
         masks = (train_set[i]["mask"] for i in range(len(train_set)))
-        return self.with_table(class_weights_from_masks(masks, num_classes, "inverse" if self.by == "sampling" else self.by))
+        return self.with_table(
+            class_weights_from_masks(masks, num_classes, "inverse" if self.by == "sampling" else self.by)
+        )
 
-    def with_table(self, weights: torch.Tensor) -> "ClassBalanced":
+    def with_table(self, weights: torch.Tensor) -> ClassBalanced:
         """Bound to class weights ``[K]`` (inverse-frequency weights when ``by: sampling``)."""
         weights = torch.as_tensor(weights, dtype=torch.float64)
         table = weights / weights.max() if self.by == "sampling" else weights  # q_c = min count / count_c
@@ -215,14 +228,16 @@ class Patchwise(Regime):
         from fcnkit.training.samplers import SAMPLERS
 
         if self.sampler not in SAMPLERS:
-            raise InputError(f"regime 'patchwise': sampler '{self.sampler}' is not known{did_you_mean(str(self.sampler), SAMPLERS)}; use one of {', '.join(SAMPLERS)}")
+            raise InputError(
+                f"regime 'patchwise': sampler '{self.sampler}' is not known{did_you_mean(str(self.sampler), SAMPLERS)}; use one of {', '.join(SAMPLERS)}"
+            )
         if self.patch_size != "rf":
             _set(self, "patch_size", _whole(self, "patch_size", self.patch_size, 1, hint="an integer or rf"))
         _set(self, "patches_per_image", _whole(self, "patches_per_image", self.patches_per_image, 1))
         if self.stride is not None:
             _set(self, "stride", _whole(self, "stride", self.stride, 1))
 
-    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> "Patchwise":
+    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> Patchwise:
         size: int | str | None = self.patch_size
         if size == "rf":
             size = getattr(model, "receptive_field", None)
@@ -237,8 +252,13 @@ class Patchwise(Regime):
 
         if self._patch is None:
             raise RuntimeError("patchwise regime used before bind()")
-        return PatchDataset(dataset, sampler=self.sampler, patch_size=self._patch,
-                            patches_per_image=self.patches_per_image, stride=self.stride)
+        return PatchDataset(
+            dataset,
+            sampler=self.sampler,
+            patch_size=self._patch,
+            patches_per_image=self.patches_per_image,
+            stride=self.stride,
+        )
 
     def collate_fn(self):
         from fcnkit.training.samplers import patch_collate
@@ -258,7 +278,9 @@ def build_regime(spec: str | dict | None) -> Regime | Tiled:
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, dict):
-        raise InputError(f"regime: expected a name or a mapping with 'name', got {spec!r}; use e.g. regime: {{name: whole}}")
+        raise InputError(
+            f"regime: expected a name or a mapping with 'name', got {spec!r}; use e.g. regime: {{name: whole}}"
+        )
     spec = dict(spec)
     name, _, inline = str(spec.pop("name", "whole")).partition(":")
     name = name.strip()
@@ -283,8 +305,12 @@ def build_regime(spec: str | dict | None) -> Regime | Tiled:
     return cls(**spec)
 
 
-def count_kept_cells(target: torch.Tensor, weight_map: torch.Tensor | None = None,
-                     class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def count_kept_cells(
+    target: torch.Tensor,
+    weight_map: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
     """Number of loss cells with a non-zero weight (labelled, kept by the weight map and class weights)."""
     kept = target != ignore_index
     if weight_map is not None:
@@ -340,7 +366,9 @@ def _set(regime, key, value) -> None:
 
 def _whole(regime, key, value, low, hint=None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InputError(f"regime '{regime.name}': {key} must be {hint or f'a whole number >= {low}'}, got {value!r}; fix {key}")
+        raise InputError(
+            f"regime '{regime.name}': {key} must be {hint or f'a whole number >= {low}'}, got {value!r}; fix {key}"
+        )
     return int(value)
 
 

@@ -27,6 +27,7 @@ Samplers (each returns centres ``[n, 2]`` as int64 ``(cy, cx)``):
 patches of one image) and :func:`patch_collate` concatenates them, so a batch of ``B`` images
 gives ``B * patches_per_image`` independent forward passes.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,8 +38,15 @@ import torch.nn.functional as F
 from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, did_you_mean
 
-__all__ = ["SAMPLERS", "crop_patches", "uniform_centres", "class_balanced_centres", "grid_centres",
-           "PatchDataset", "patch_collate"]
+__all__ = [
+    "SAMPLERS",
+    "crop_patches",
+    "uniform_centres",
+    "class_balanced_centres",
+    "grid_centres",
+    "PatchDataset",
+    "patch_collate",
+]
 
 SAMPLERS = ("uniform", "class-balanced", "grid")
 
@@ -59,9 +67,9 @@ def crop_patches(image: torch.Tensor, mask: torch.Tensor | None, centres: torch.
     images, masks = [], []
     for cy, cx in centres.tolist():
         top, left = cy - before + pad[2], cx - before + pad[0]
-        images.append(padded[:, top:top + size, left:left + size])
+        images.append(padded[:, top : top + size, left : left + size])
         if padded_mask is not None:
-            masks.append(padded_mask[top:top + size, left:left + size])
+            masks.append(padded_mask[top : top + size, left : left + size])
     out_images = torch.stack(images) if images else image.new_zeros((0, image.shape[0], size, size))
     if mask is None:
         return out_images, None
@@ -120,10 +128,20 @@ class PatchDataset(torch.utils.data.Dataset):
     per DataLoader worker): runs are reproducible, epochs differ; ``generator`` fixes it instead.
     """
 
-    def __init__(self, dataset, *, sampler: str = "uniform", patch_size: int, patches_per_image: int = 4,
-                 stride: int | None = None, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        dataset,
+        *,
+        sampler: str = "uniform",
+        patch_size: int,
+        patches_per_image: int = 4,
+        stride: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
         if sampler not in SAMPLERS:
-            raise InputError(f"patch sampler '{sampler}' is not known{did_you_mean(sampler, SAMPLERS)}; use one of {', '.join(SAMPLERS)}")
+            raise InputError(
+                f"patch sampler '{sampler}' is not known{did_you_mean(sampler, SAMPLERS)}; use one of {', '.join(SAMPLERS)}"
+            )
         if patches_per_image < 1:
             raise InputError(f"patches_per_image must be >= 1, got {patches_per_image}; raise it")
         self.dataset, self.sampler, self.patch_size = dataset, sampler, int(patch_size)
@@ -159,5 +177,9 @@ def patch_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """
     if not batch:
         raise ValueError("patch_collate got an empty batch")
-    return {"image": torch.cat([b["image"] for b in batch]), "mask": torch.cat([b["mask"] for b in batch]),
-            "meta": [m for b in batch for m in b["meta"]], "num_images": len(batch)}
+    return {
+        "image": torch.cat([b["image"] for b in batch]),
+        "mask": torch.cat([b["mask"] for b in batch]),
+        "meta": [m for b in batch for m in b["meta"]],
+        "num_images": len(batch),
+    }

@@ -1,13 +1,14 @@
 """Atomic writes: write to a temporary sibling, then rename, so readers (and a crash) never see
 half-written files or checkpoint folders."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "atomic_write_bytes"]
 
@@ -37,7 +38,7 @@ def _name(exc: BaseException, path: Path, tmp: Path | None = None) -> None:
     if not exc.filename or str(exc.filename) == str(tmp):
         exc.filename = str(path)
     elif tmp is not None and str(exc.filename).startswith(str(tmp)):
-        exc.filename = str(path) + str(exc.filename)[len(str(tmp)):]
+        exc.filename = str(path) + str(exc.filename)[len(str(tmp)) :]
 
 
 @contextlib.contextmanager

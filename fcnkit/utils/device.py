@@ -1,4 +1,5 @@
 """Device resolution, defined once: every job, experiment and the predictor use it."""
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: no CUDA GPU is visible; use --device auto or --device cpu")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) are visible "
-                         f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of them or --device cpu")
+        raise InputError(
+            f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) are visible "
+            f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of them or --device cpu"
+        )
     return resolved
 
 

@@ -1,4 +1,5 @@
 """JSON output that stays strict (NaN/inf -> null), written atomically."""
+
 from __future__ import annotations
 
 import json

@@ -1,16 +1,18 @@
 """Lazily loaded package exports (PEP 562), so ``import fcnkit`` stays cheap and core modules never
 pull in Lightning: a public name is imported from its defining module on first access."""
+
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 __all__ = ["lazy_exports"]
 
 
-def lazy_exports(package: str, exports: Mapping[str, str],
-                 submodules: Iterable[str] = ()) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+def lazy_exports(
+    package: str, exports: Mapping[str, str], submodules: Iterable[str] = ()
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a public name to the module
     that defines it (loaded on first use, then cached in the package); ``submodules`` are names
     that import ``package.<name>``."""
