@@ -138,8 +138,8 @@ def bench_arch(name: str, size: int, device: torch.device, repeats: int, batch: 
 def bench_stitch_small(size: int, device: torch.device, sample: int) -> dict:
     """Shift-and-stitch measured in full on a net where s^2 is small (fcnkit's allconv, stride 8,
     64 passes), next to the same extrapolation from ``sample`` passes that the big nets use."""
-    from fcnkit.models import build_model
     from fcnkit.convert.segmenter import aligned_upsample
+    from fcnkit.models import build_model
 
     torch.manual_seed(0)
     net = build_model("allconv", num_classes=21, output="coarse").eval().to(device)

@@ -56,7 +56,7 @@ class CheckpointConfig:
     converted_from: dict[str, Any] | None = None
 
     @classmethod
-    def from_info(cls, model: dict[str, Any], info: Any, **extra: Any) -> "CheckpointConfig":
+    def from_info(cls, model: dict[str, Any], info: Any, **extra: Any) -> CheckpointConfig:
         """From a dataset's ``DatasetInfo`` (classes, palette, normalisation of the training set)."""
         return cls(
             model=model,

@@ -7,7 +7,7 @@ prints it as is (exit code 2, no traceback). Programming errors stay ordinary ex
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["FcnkitError", "InputError", "MissingFileError", "did_you_mean"]
 

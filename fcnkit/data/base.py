@@ -10,8 +10,9 @@ turns that into the sample every consumer sees, through the one normalisation pa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch

@@ -17,7 +17,8 @@ one size are plainly stacked; of mixed sizes their images are padded with 0 the 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -21,7 +21,7 @@ which is the same thing: bilinear weights sum to 1, so they commute with ``(x - 
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F

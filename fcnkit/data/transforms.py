@@ -15,7 +15,8 @@ keep int64 and contain only their original values or 255 (ignore, used for paddi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -19,8 +19,9 @@ import io
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import lightning as L
 import torch
@@ -52,7 +53,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` can turn off. Here it is ``True`` whatever the caller says.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         # serialized in memory first: torch.save's C++ writer reports a full disk as a RuntimeError
@@ -63,7 +64,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.write_bytes(buffer.getbuffer())
 
     def load_checkpoint(
-        self, path, map_location: Optional[Callable] = lambda storage, loc: storage, weights_only: Optional[bool] = None
+        self, path, map_location: Callable | None = lambda storage, loc: storage, weights_only: bool | None = None
     ) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"Checkpoint file not found: {path}")

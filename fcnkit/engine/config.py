@@ -86,13 +86,13 @@ class TrainConfig:
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a mapping, checking every key and value (``source`` names it in errors)."""
         cfg = cls()
         cfg.update(values, source)
         return cfg
 
-    def update(self, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def update(self, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Set ``values`` (keys with ``-`` or ``_``) after checking them; returns ``self``."""
         names = [f.name for f in dataclasses.fields(self)]
         for raw_key, value in values.items():
@@ -111,7 +111,7 @@ class TrainConfig:
         value: a resume applies them even when they equal the default."""
         return frozenset(self.__dict__.get("_given", ()))
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with the per-optimizer defaults filled in and cross-key rules checked."""
         cfg = dataclasses.replace(
             self,

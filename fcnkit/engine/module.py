@@ -19,7 +19,8 @@ The checkpoint callback reads ``last_scores`` and keeps the best ``monitor`` sco
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -42,7 +43,7 @@ class NonFiniteLossError(RuntimeError):
 class LossDivergedError(RuntimeError):
     """The loss stayed above ``factor`` x its running median for ``patience`` steps."""
 
-    def __init__(self, step: int, value: float, guard: "LossGuard"):
+    def __init__(self, step: int, value: float, guard: LossGuard):
         super().__init__(f"loss {value:.3g} at step {step}")
         self.step, self.value = step, value
         self.median, self.factor, self.patience = guard.median, guard.factor, guard.patience

@@ -22,8 +22,9 @@ Writes ``results.json``, ``scores.png`` and ``summary.md``. Defaults: ~10-15 min
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import bars, new_figure, save

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import bars, new_figure, save

@@ -12,8 +12,8 @@ curve is interpolated onto one grid over the x range that EVERY seed covers, the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

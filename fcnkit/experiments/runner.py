@@ -29,8 +29,9 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from fcnkit.errors import InputError
 

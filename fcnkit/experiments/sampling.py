@@ -31,7 +31,8 @@ Writes ``results.json``, ``sampling.png`` and ``summary.md``. Defaults: ~20 minu
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fcnkit.experiments import runner
 from fcnkit.utils.device import resolve_device

@@ -108,7 +108,7 @@ class Axis:
     def hi(self, n: int) -> int:
         return (n // self.period) * self.shift + self.end[n % self.period]
 
-    def apply(self, taps: Taps) -> "Axis":
+    def apply(self, taps: Taps) -> Axis:
         """The geometry after a layer with the dependency pattern ``taps``."""
         g = gcd(self.period, taps.r)
         k = self.period // g  # taps.r * k is a multiple of our period
@@ -125,7 +125,7 @@ class Axis:
         jump = Fraction(shift, period)
         return _reduced(Axis(period, shift, tuple(start), tuple(end), lcm(self.align, jump.numerator)))
 
-    def merge(self, other: "Axis") -> "Axis":
+    def merge(self, other: Axis) -> Axis:
         """Union of two maps' windows, cell by cell (add, multiply, concatenate along channels)."""
         if self.jump != other.jump:
             raise ValueError(f"cannot merge feature maps with strides {self.jump} and {other.jump}")

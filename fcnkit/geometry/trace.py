@@ -47,7 +47,7 @@ class State:
     notes: tuple[str, ...] = ()
     whole: bool = False  # every cell sees the whole image (after global pooling): the axes mean nothing
 
-    def merged(self, other: "State") -> "State":
+    def merged(self, other: State) -> State:
         if self.whole != other.whole:  # a global branch (ASPP pooling, squeeze-excite) joins a local one
             local = other if self.whole else self
             return State(local.axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
@@ -57,7 +57,7 @@ class State:
             raise Unsupported(str(exc)) from None
         return State(axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
 
-    def with_blocker(self, text: str) -> "State":
+    def with_blocker(self, text: str) -> State:
         return replace(self, blockers=_union(self.blockers, (text,)))
 
 

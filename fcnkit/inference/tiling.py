@@ -26,9 +26,9 @@ whole-image run, and the last window ends at the image edge, so trailing padding
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
 
 from fcnkit.errors import InputError
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn

@@ -20,7 +20,7 @@ from torch import nn
 __all__ = ["forward_flops", "batch_flops"]
 
 # model -> {(C, H, W): flops}; weak keys so a discarded model frees its cache
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def forward_flops(model: nn.Module, chw: tuple[int, int, int]) -> int:

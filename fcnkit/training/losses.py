@@ -14,7 +14,7 @@ weights it equals ``F.cross_entropy(..., weight=class_weights)`` (PyTorch normal
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch

@@ -87,9 +87,7 @@ class Regime:
 
     name: str = "whole"
 
-    def bind(
-        self, model, train_set=None, *, num_classes: int | None = None, in_channels: int | None = None
-    ) -> "Regime":
+    def bind(self, model, train_set=None, *, num_classes: int | None = None, in_channels: int | None = None) -> Regime:
         """This regime with its model- and data-dependent settings resolved (default: itself)."""
         return self
 
@@ -148,7 +146,7 @@ class LossSampling(Regime):
         if self.cell != "auto":
             _set(self, "cell", _whole(self, "cell", self.cell, 1))
 
-    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> "LossSampling":
+    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> LossSampling:
         cell = score_stride(model, in_channels or 3) if self.cell == "auto" else int(self.cell)
         return dataclasses.replace(self, _cell=cell)
 
@@ -185,7 +183,7 @@ class ClassBalanced(Regime):
             )
         _set(self, "seed", _whole(self, "seed", self.seed, 0))
 
-    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> "ClassBalanced":
+    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> ClassBalanced:
         from fcnkit.training.losses import class_weights_from_masks
 
         if train_set is None or num_classes is None:
@@ -195,7 +193,7 @@ class ClassBalanced(Regime):
             class_weights_from_masks(masks, num_classes, "inverse" if self.by == "sampling" else self.by)
         )
 
-    def with_table(self, weights: torch.Tensor) -> "ClassBalanced":
+    def with_table(self, weights: torch.Tensor) -> ClassBalanced:
         """Bound to class weights ``[K]`` (inverse-frequency weights when ``by: sampling``)."""
         weights = torch.as_tensor(weights, dtype=torch.float64)
         table = weights / weights.max() if self.by == "sampling" else weights  # q_c = min count / count_c
@@ -239,7 +237,7 @@ class Patchwise(Regime):
         if self.stride is not None:
             _set(self, "stride", _whole(self, "stride", self.stride, 1))
 
-    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> "Patchwise":
+    def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> Patchwise:
         size: int | str | None = self.patch_size
         if size == "rf":
             size = getattr(model, "receptive_field", None)

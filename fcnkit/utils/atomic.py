@@ -10,8 +10,8 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "atomic_write_bytes", "remove_stale_temps"]
 
