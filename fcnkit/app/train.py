@@ -16,6 +16,7 @@ It prepares a run folder, builds data, model and LightningModule, hands the loop
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -143,8 +144,9 @@ def train_and_log(config, **overrides) -> dict[str, Any]:
 
     from fcnkit.engine.runlog import read_step_log
 
-    # a copy: the caller's config is left as it was
-    cfg = TrainConfig.from_dict(config.to_dict() if isinstance(config, TrainConfig) else dict(config))
+    # a copy: the caller's config is left as it was (a deep copy keeps which keys were given,
+    # which decides what a resume overrides)
+    cfg = copy.deepcopy(config) if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.update(overrides, source="train_and_log")
     run = train(cfg, report=False)
     log = read_step_log(run)
