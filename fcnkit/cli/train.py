@@ -39,6 +39,15 @@ _FLAGS = {
         "(whole-image gradient, tile by tile)",
     ),
     "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
+    "--checkpoint-every-n-steps": (
+        "checkpoint_every_n_steps",
+        "also save the trainer state every N steps (default 100)",
+    ),
+    "--divergence-factor": (
+        "divergence_factor",
+        "stop when the loss exceeds its running median by this factor (default 100)",
+    ),
+    "--divergence-patience": ("divergence_patience", "... for this many steps in a row (default 20)"),
 }
 
 
@@ -78,6 +87,14 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--augment", action="store_const", const=True, default=None, help="random flips/scales of image and mask"
+    )
+    p.add_argument(
+        "--sync-batchnorm",
+        dest="sync_batchnorm",
+        action="store_const",
+        const=True,
+        default=None,
+        help="DDP: BatchNorm statistics over all processes (as one process with the global batch)",
     )
     p.add_argument(
         "--overwrite",

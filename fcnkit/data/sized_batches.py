@@ -56,13 +56,13 @@ def parse_sizes(sizes: Sequence | None) -> list[tuple[int, int]] | None:
 class SizeGroupedBatchSampler(BatchSampler):
     """Batches of ``batch_size`` indices of ONE input size each (module docstring).
 
-    ``sampler`` gives the order (Lightning swaps in a ``DistributedSampler`` under DDP: the
-    batch sampler is re-created with it, keeping the other arguments). ``item_sizes[i]`` is the
+    ``sampler`` gives the order (under DDP a ``DistributedSampler``: the training loader of
+    :mod:`fcnkit.engine.resumable` passes this process's share). ``item_sizes[i]`` is the
     native ``(h, w)`` of dataset item ``i`` (``None``: all the same); batches then hold items of
     one native size, filled in sampler order, and the partial batch of each size comes last.
     ``sizes`` (a list of ``(h, w)``) instead resizes each batch of consecutive indices to one size
-    drawn uniformly for it, from a generator seeded by torch's global RNG (so
-    ``seed_everything`` makes it reproducible and epochs differ); the batch yields
+    drawn uniformly for it, from a generator seeded by torch's global RNG (which the training
+    loader seeds per epoch: reproducible, epochs differ); the batch yields
     ``(index, (h, w))`` keys for :class:`SizedItems`.
 
     Under DDP with ``sizes`` (or one native size) every process gets the same number of batches.

@@ -30,6 +30,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from fcnkit.errors import FcnkitError, InputError
+from fcnkit.utils.lock import LOCK_FILE
 
 __all__ = [
     "OutputKind",
@@ -219,7 +220,9 @@ def remove_artifacts(path: str | os.PathLike, kind: str | OutputKind) -> list[st
     kind, path = _kind(kind), Path(path)
     removed = []
     for entry in sorted(path.iterdir()) if path.is_dir() else []:
-        if entry.name != MARKER and _is_artifact(entry.name, kind):
+        # the lock is held by the caller while it overwrites: removing it would let a second
+        # process lock a new file and train into the same folder
+        if entry.name not in (MARKER, LOCK_FILE) and _is_artifact(entry.name, kind):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:

@@ -86,7 +86,12 @@
 
   // ---- drawing ------------------------------------------------------------------------------
   let frame = 0;
-  function schedule() { if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); }); }
+  // A scheduled draw means the canvases are stale until it runs: say so at once, so that
+  // nobody (a test, a screenshot script) reads "ready" pixels left over from the last view.
+  function schedule() {
+    document.body.dataset.state = "loading";
+    if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
+  }
 
   function sizeCanvases() {
     const st = $("stage");
@@ -119,7 +124,7 @@
     const ic = $("image-canvas").getContext("2d"), oc = $("overlay-canvas").getContext("2d");
     const uc = $("ui-canvas").getContext("2d");
     for (const c of [ic, oc, uc]) c.clearRect(0, 0, c.canvas.width, c.canvas.height);
-    if (!V.image) return;
+    if (!V.image) { document.body.dataset.state = "empty"; return; }
     const predicted = V.predictions.length > 0;  // the image shows at once; the overlay once predicted
     ic.imageSmoothingEnabled = V.scale < 1;
     oc.imageSmoothingEnabled = false;  // class colours stay exact: no blending between labels
