@@ -37,8 +37,9 @@ _TIFF = (".tif", ".tiff")
 class LazyArray:
     """A zarr array seen as ``(H, W)`` or ``(H, W, C)``: ``axes`` maps those to the stored axes."""
 
-    def __init__(self, array, axes: tuple[int, ...], fixed: dict[int, int]):
+    def __init__(self, array, axes: tuple[int, ...], fixed: dict[int, int], store=None):
         self.array, self.axes, self.fixed = array, axes, fixed
+        self._store = store  # a tifffile.aszarr store holds the file open: closed with this array
         self.shape = tuple(int(array.shape[a]) for a in axes)
         self.ndim = len(axes)
         self.dtype = np.dtype(array.dtype)
@@ -55,6 +56,16 @@ class LazyArray:
         kept = [a for a in range(self.array.ndim) if not isinstance(full[a], int)]  # stored order
         order = [kept.index(a) for a in self.axes if a in kept]
         return np.transpose(out, order) if order != sorted(order) else out
+
+    def close(self) -> None:
+        """Close the file behind the array (TIFF); zarr folders hold nothing open."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
 
     def __array__(self, dtype=None, copy=None):
         out = self[tuple(slice(None) for _ in range(self.ndim))]
@@ -120,13 +131,37 @@ def open_lazy(path: str | os.PathLike):
         store = tifffile.imread(path, aszarr=True, level=0)
         array = zarr.open(store, mode="r")
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types for broken files
-        raise InputError(f"{path}: cannot read TIFF lazily ({str(exc).splitlines()[0][:120]}); re-export it") from None
+        raise InputError(
+            f"{path}: cannot decode TIFF ({str(exc).splitlines()[0][:120]}); the file is corrupt or truncated, re-export it"
+        ) from None
     if isinstance(array, zarr.Group):
         array = array["0"]
     shape = tuple(array.shape)
-    if len(shape) == 3 and shape[0] <= 4 < shape[-1]:  # planar (C, H, W)
-        return LazyArray(array, (1, 2, 0), {})
-    return _as_hwc(array, None, path)
+    planar = len(shape) == 3 and shape[0] <= 4 < shape[-1]  # (C, H, W)
+    try:
+        _check_decode_unit(path, array, planar)
+        lazy = LazyArray(array, (1, 2, 0), {}) if planar else _as_hwc(array, None, path)
+    except BaseException:
+        store.close()
+        raise
+    lazy._store = store
+    return lazy
+
+
+def _check_decode_unit(path: Path, array, planar: bool) -> None:
+    """A compressed TIFF is decoded one chunk (tile or strip) at a time: refuse one whose chunk is
+    bigger than the in-memory decode limit of :mod:`fcnkit.data.io` (a decompression bomb, or one
+    huge strip that would be decoded whole)."""
+    from fcnkit.data import io
+
+    chunk = tuple(int(c) for c in array.chunks)
+    pixels = int(np.prod(chunk[1:] if planar else chunk[:2]))
+    if pixels > io.TIFF_MAX_DECODED_PIXELS:
+        raise InputError(
+            f"{path}: compressed TIFF with a {'x'.join(map(str, chunk))} chunk would be decoded whole "
+            f"({pixels / 1e6:.3g} Mpx > {io.TIFF_MAX_DECODED_PIXELS / 1e6:.3g} Mpx); save it with small tiles "
+            "(tifffile.imwrite(..., tile=(1024, 1024))) or uncompressed, and predict it with --tile auto"
+        )
 
 
 class ZarrSink:
