@@ -22,6 +22,7 @@ CASES = [
     ("allconv", {}),
     ("allconv", {"output": "coarse", "padding": "valid"}),
     ("allconv", {"output": "coarse"}),
+    ("resallconv", {}),
     pytest.param("convolutionalized", {}, marks=SLOW),
     ("fcn32s", {}),
     ("fcn16s", {}),
@@ -31,7 +32,10 @@ CASES = [
 ]
 NAMES = [c.values[0] if hasattr(c, "values") else c[0] for c in CASES]
 IDS = [f"{n}-{i}" for i, n in enumerate(NAMES)]
-ONE_STAGE = {"allconv": "its full-resolution skip taps live to the end: no cut is worth storing"}
+ONE_STAGE = {
+    "allconv": "its full-resolution skip taps live to the end: no cut is worth storing",
+    "resallconv": "allconv's heads: the same score skips from full resolution",
+}
 
 
 def build(name, **kw):
@@ -56,7 +60,7 @@ def randomise(model):
 
 
 def test_every_registry_model_is_covered():
-    assert set(NAMES) == set(list_models()) - {"allconv_cls"}  # a classifier: no score map
+    assert set(NAMES) == set(list_models()) - {"allconv_cls", "resallconv_cls"}  # classifiers: no score map
 
 
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)

@@ -102,7 +102,7 @@ def run_chunk(task: ChunkTask, model=None, crash_once: str | None = None) -> tup
     the first time (the file marks that it happened)."""
     import zarr
 
-    from fcnkit import predict
+    from fcnkit.inference.predict import predict
     from fcnkit.inference.sources import open_image
 
     if crash_once and not os.path.exists(crash_once):
