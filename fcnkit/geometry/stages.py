@@ -185,7 +185,7 @@ def stage_halo(graph: OpGraph, outputs, inputs, align: int) -> tuple[int, int]:
                 need = max(need, centre - lo + smax, hi - centre - emin)
         h = math.ceil(need)
         halo.append(-(-h // align) * align)
-    return tuple(halo)
+    return halo[0], halo[1]
 
 
 _GEOMETRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

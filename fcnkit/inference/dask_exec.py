@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from fcnkit.inference.tiling import Span, core_cells, origin_cell
 
@@ -29,13 +30,8 @@ __all__ = ["DONE", "PLUGIN", "ChunkTask", "ModelPlugin", "chunk_spans", "done_ch
 PLUGIN = "fcnkit-model"
 DONE = ".fcnkit-done"
 
-try:  # the base class only adds defaults; the executor also runs without distributed (run_chunk in-process)
-    from distributed.diagnostics.plugin import WorkerPlugin as _Base
-except ImportError:  # pragma: no cover
-    _Base = object
 
-
-class ModelPlugin(_Base):
+class ModelPlugin(WorkerPlugin):
     """Loads the checkpoint once per worker (``setup``); tasks find it by :data:`PLUGIN`."""
 
     name = PLUGIN
@@ -132,7 +128,8 @@ def done_chunks(store: Path) -> set[tuple[int, int]]:
     d = store / DONE
     if not d.is_dir():
         return set()
-    return {tuple(int(v) for v in f.name.split("_")) for f in d.iterdir() if f.name.count("_") == 1}
+    pairs = (f.name.split("_") for f in d.iterdir() if f.name.count("_") == 1)
+    return {(int(r), int(c)) for r, c in pairs}
 
 
 def out_chunk(chunk: int, stride) -> tuple[int, int]:
@@ -143,4 +140,4 @@ def out_chunk(chunk: int, stride) -> tuple[int, int]:
         if cells != int(cells):
             raise ValueError(f"chunk {chunk} is not a whole number of output cells of stride {j}")
         out.append(int(cells))
-    return tuple(out)
+    return out[0], out[1]

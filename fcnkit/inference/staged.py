@@ -75,7 +75,10 @@ class _Replay(TorchFunctionMode):
     def __init__(self, ops, stage, feeds: dict, last: bool):
         super().__init__()
         self.ops, self.stage, self.feeds, self.last = ops, stage, feeds, last
-        self.k, self.act, self.captured, self.meta = 0, {}, {}, {}
+        self.k = 0
+        self.act: dict = {}
+        self.captured: dict = {}
+        self.meta: dict = {}
 
     def activation(self, t: torch.Tensor) -> None:
         self.act[id(t)] = weakref.ref(t)
@@ -242,7 +245,7 @@ class StagedJob:
         self.dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
         self.stores: dict = {}
         self._mapped: dict = {}  # key -> numpy memmap of the stores kept on disk
-        self._tmp = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.plans)

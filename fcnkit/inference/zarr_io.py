@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ class LazyArray:
     def __getitem__(self, index) -> np.ndarray:
         index = index if isinstance(index, tuple) else (index,)
         index = index + (slice(None),) * (self.ndim - len(index))
-        full = [slice(None)] * self.array.ndim
+        full: list[slice | int] = [slice(None)] * self.array.ndim
         for axis, value in self.fixed.items():
             full[axis] = value
         for a, item in zip(self.axes, index):
@@ -135,8 +136,8 @@ def open_lazy(path: str | os.PathLike):
             f"{path}: cannot decode TIFF ({str(exc).splitlines()[0][:120]}); the file is corrupt or truncated, re-export it"
         ) from None
     if isinstance(array, zarr.Group):
-        array = array["0"]
-    shape = tuple(array.shape)
+        array = array["0"]  # a pyramid (OME-TIFF levels): level 0
+    shape = tuple(array.shape)  # type: ignore[union-attr]  # level 0 of a TIFF store is an array
     planar = len(shape) == 3 and shape[0] <= 4 < shape[-1]  # (C, H, W)
     try:
         _check_decode_unit(path, array, planar)
@@ -221,7 +222,7 @@ def finish_label_pyramid(root, palette=None, chunk: int = CHUNK, name: str = "la
     datasets = [
         {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [2.0**i, 2.0**i]}]} for i in range(n)
     ]
-    attrs = {
+    attrs: dict[str, Any] = {
         "multiscales": [
             {
                 "version": "0.4",
