@@ -102,14 +102,9 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-# grew past 400 lines when `ruff format` wrapped their long lines (same code); to be split next
-# (tracked in the issue-9 note). Every other file must stay small.
-TO_SPLIT = {"geometry/trace.py", "convert/linear_to_conv.py"}
-
-
 @pytest.mark.parametrize(
     "path",
-    [p for p in sorted(ROOT.rglob("*.py")) if str(p.relative_to(ROOT)) not in TO_SPLIT],
+    sorted(ROOT.rglob("*.py")),
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_files_are_small(path):
