@@ -24,6 +24,7 @@ _EXPORTS = {
     "save_checkpoint": "fcnkit.checkpoint",
     "load_checkpoint": "fcnkit.checkpoint",
     "equivalent_patch_batch": "fcnkit.training.equivalence",
+    "tiled_backward": "fcnkit.training.tiled_backward",
     "FcnkitError": "fcnkit.errors",
     "train": "fcnkit.app.train",
     "TrainConfig": "fcnkit.engine.config",

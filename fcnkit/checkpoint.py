@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,54 @@ class CheckpointConfig:
             **extra,
         )
 
+    @staticmethod
+    def validate(config: Any, where: str | os.PathLike) -> None:
+        """Refuse a config.json whose fields have the wrong type or disagree with each other (model
+        spec vs num_classes/in_channels, mean/std length vs in_channels, class names vs num_classes):
+        one :class:`~fcnkit.errors.InputError` naming ``where`` and the field."""
+        fix = "re-save the checkpoint with fcnkit (it was edited or written by something else)"
+
+        def bad(what: str) -> InputError:
+            return InputError(f"{where}: {what}; {fix}")
+
+        if not isinstance(config, dict):
+            raise bad(f"holds a JSON {type(config).__name__}, not an object")
+        model = config.get("model")
+        if (
+            not isinstance(model, dict)
+            or not isinstance(model.get("name"), str)
+            or not isinstance(model.get("kwargs", {}), dict)
+        ):
+            raise bad(f'\'model\' must be {{"name": str, "kwargs": {{...}}}}, got {model!r:.60}')
+        kwargs = model.get("kwargs", {})
+        for key in ("num_classes", "in_channels"):  # optional in a hand-made config: the model spec has them
+            value = config.get(key, kwargs.get(key))
+            if value is None and key not in config:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(f"'{key}' must be a positive integer, got {value!r:.40}")
+            if key in kwargs and kwargs[key] != value:
+                raise bad(f"'{key}' is {value} but the model spec says {kwargs[key]!r:.40}")
+        norm = config.get("normalization") or {}
+        if not isinstance(norm, dict):
+            raise bad(f'\'normalization\' must be {{"mean": [...], "std": [...]}}, got {norm!r:.60}')
+        for key in ("mean", "std"):
+            values = norm.get(key)
+            if values is None:
+                continue
+            if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            ):
+                raise bad(f"normalization {key} must be a list of finite numbers, got {values!r:.60}")
+            channels = config.get("in_channels", kwargs.get("in_channels"))
+            if channels is not None and len(values) != channels:
+                raise bad(f"normalization {key} has {len(values)} values but in_channels is {channels}")
+            if key == "std" and any(v <= 0 for v in values):
+                raise bad(f"normalization std must be > 0, got {values}")
+        classes, k = config.get("classes"), config.get("num_classes", kwargs.get("num_classes"))
+        if classes is not None and (not isinstance(classes, list) or (k is not None and len(classes) != k)):
+            raise bad(f"'classes' must list {k} names (num_classes), got {classes!r:.60}")
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON object (optional fields left out when unset)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -102,9 +151,25 @@ def save_checkpoint(
     # safetensors refuses shared/non-contiguous storage: store an independent copy of each tensor
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_dir(directory) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        _save_weights(save_file, state, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=_json_default))
     return Path(directory)
+
+
+def _save_weights(save_file, state: dict, path: Path) -> None:
+    """safetensors' writer reports a full disk as ``SafetensorError('... (os error 28)')``: made an
+    OSError again, so it is answered like every other refused write."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        save_file(state, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -130,10 +195,12 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     ckpt = resolve_checkpoint(path)
     try:
         config = json.loads((ckpt / CONFIG).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{ckpt / CONFIG}: unreadable checkpoint config ({exc}); re-save the checkpoint") from None
-    if config.get("format") != FORMAT or "model" not in config:
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(f"{ckpt / CONFIG}: unreadable checkpoint config ({first}); re-save the checkpoint") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT or "model" not in config:
         raise InputError(f"{ckpt / CONFIG}: not an fcnkit checkpoint config; point at a folder written by fcnkit")
+    CheckpointConfig.validate(config, ckpt / CONFIG)
     return config
 
 
@@ -149,7 +216,9 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     from fcnkit.models.registry import build_model
+    from fcnkit.utils.device import resolve_device
 
+    map_location = resolve_device(map_location)  # a bad --device is named as such, not as bad weights
     ckpt = resolve_checkpoint(path)
     config = read_config(ckpt)
     spec = config["model"]
@@ -163,6 +232,12 @@ def load_checkpoint(
         state = load_file(str(ckpt / WEIGHTS), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{ckpt / WEIGHTS}: corrupt or truncated weights ({exc}); re-train or re-save it") from None
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise InputError(
+            f"{ckpt / WEIGHTS}: {len(broken)} tensor(s) hold NaN/inf (e.g. '{broken[0]}'), so the model "
+            "diverged or the file was damaged; use an earlier checkpoint or re-train"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

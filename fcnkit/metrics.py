@@ -51,14 +51,26 @@ def confusion_matrix(
         raise TypeError(
             "confusion_matrix takes integer label tensors, not logits or probabilities; use logits.argmax(1)"
         )
-    pred = pred.reshape(-1).long()
-    target = target.reshape(-1).long()
-    keep = (target != ignore_index) & (target >= 0) & (target < num_classes)
-    pred, target = pred[keep], target[keep]
-    if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
-        raise ValueError(f"predicted labels must lie in 0..{num_classes - 1}, got {int(pred.min())}..{int(pred.max())}")
-    # one bincount over the flat index i*K + j: fast, and deterministic on CPU
-    counts = torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
+    # int32 arithmetic and one masked_fill instead of boolean selections (which copy): ~7x faster on
+    # 2 Mpx than selecting the kept cells first (benchmarks/README.md); int64 only for huge K
+    dtype = torch.int32 if num_classes * (num_classes + 1) < 2**31 else torch.int64
+    pred = pred.reshape(-1).to(dtype)
+    target = target.reshape(-1).to(dtype)
+    dropped = (target < 0) | (target >= num_classes)  # ignore_index (255) lies outside 0..K-1
+    if 0 <= ignore_index < num_classes:
+        dropped |= target == ignore_index
+    if pred.numel():
+        lo, hi = (int(v) for v in torch.aminmax(pred))
+        if lo < 0 or hi >= num_classes:  # only predictions at counted cells must be valid
+            kept = pred[~dropped]
+            if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= num_classes):
+                raise ValueError(
+                    f"predicted labels must lie in 0..{num_classes - 1}, got {int(kept.min())}..{int(kept.max())}"
+                )
+            pred = pred.clamp(0, num_classes - 1)
+    # one bincount over the flat index i*K + j (dropped cells go to the extra bin K*K): deterministic on CPU
+    index = (target * num_classes + pred).masked_fill_(dropped, num_classes * num_classes)
+    counts = torch.bincount(index, minlength=num_classes * num_classes + 1)[: num_classes * num_classes]
     return counts.reshape(num_classes, num_classes).to(torch.int64)
 
 

@@ -9,6 +9,12 @@ import torch
 import fcnkit.data
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """fcnkit's user cache (the data-check cache) in a per-test folder, never the real ~/.cache."""
+    monkeypatch.setenv("FCNKIT_CACHE_DIR", str(tmp_path_factory.mktemp("fcnkit-cache")))
+
+
 @pytest.fixture
 def one_thread():
     """Tiny ops on one thread: on a busy shared 2-core machine each op with 2 threads waits ~10 ms

@@ -57,19 +57,25 @@ def test_ddp_shares_cover_the_data_with_one_size_per_batch():
     assert shares[0] | shares[1] == set(range(10)) and not shares[0] & shares[1]
 
 
-def test_lightning_injects_its_distributed_sampler_keeping_the_sizes():
-    # what Lightning does to the training loader under DDP (private helpers of Lightning 2.6)
-    from lightning.fabric.utilities.data import _replace_dunder_methods
-    from lightning.pytorch.utilities.data import _update_dataloader
-    from torch.utils.data import BatchSampler, DataLoader
+def test_training_loader_shards_itself_under_ddp_keeping_the_sizes():
+    # fcnkit shards the training loader itself (Lightning's use_distributed_sampler is off, see
+    # fcnkit.engine.resumable): rank 1 of 2 gets every other item of the epoch's order
+    import types
+
+    from fcnkit.engine.resumable import EpochSampler, SeededBatches
 
     cfg = TrainConfig(data="digits", task="classification", sizes=[24, 32], batch_size=32).resolved()
-    with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
-        loader = ClassificationDataModule(cfg).train_dataloader()
-    shard = DistributedSampler(loader.dataset, num_replicas=2, rank=1)
-    batches = _update_dataloader(loader, shard).batch_sampler
-    assert isinstance(batches, SizeGroupedBatchSampler) and batches.sampler is shard
-    assert batches.sizes == [(24, 24), (32, 32)] and len(batches) == 63  # 2000 of the 4000 digits, 32 a batch
+    data = ClassificationDataModule(cfg)
+    data.trainer = types.SimpleNamespace(world_size=2, global_rank=1)
+    batches = data.train_dataloader().batch_sampler
+    assert isinstance(batches, SeededBatches) and isinstance(batches.batch_sampler, SizeGroupedBatchSampler)
+    shard = batches.sampler
+    assert isinstance(shard, EpochSampler) and (shard.num_replicas, shard.rank) == (2, 1)
+    assert (
+        batches.batch_sampler.sizes == [(24, 24), (32, 32)] and len(batches) == 63
+    )  # 2000 of the 4000 digits, 32 a batch
+    first = next(iter(batches))
+    assert all(isinstance(key, tuple) and key[0][1] in [(24, 24), (32, 32)] for key in first)
 
 
 def test_resized_item_equals_resizing_before_normalising():

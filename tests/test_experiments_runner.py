@@ -70,7 +70,14 @@ def test_smooth_and_seed_band():
 
 def test_registry_lists_and_suggests():
     names = [n for n, _ in registry.list_experiments()]
-    assert names == ["gradient-equivalence", "sampling", "class-balance", "downsampling"]
+    assert names == [
+        "gradient-equivalence",
+        "sampling",
+        "class-balance",
+        "downsampling",
+        "residual-skips",
+        "large-image",
+    ]
     with pytest.raises(InputError, match="did you mean 'class-balance'"):
         registry.run_experiment("class-balanc", "out")
     with pytest.raises(InputError, match="drop --datasets"):

@@ -206,7 +206,6 @@ class Head(nn.Module):
         (lambda y: y * y.mean((2, 3), keepdim=True), "global pooling"),
         (nn.InstanceNorm2d(3), "whole image"),
         (nn.GroupNorm(1, 3), "whole image"),
-        (lambda y: F.interpolate(F.avg_pool2d(y, 2), size=(100, 100)), "depends on the image size"),
         (lambda y: F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True), "depends on the image size"),
         (lambda y: y * F.adaptive_avg_pool2d(y, 1), "global"),
     ],
@@ -215,6 +214,16 @@ def test_blockers_are_reported(tail, words):
     m = Head(tail if isinstance(tail, nn.Module) else _Lambda(tail)).eval()
     g = receptive_field(m)
     assert not g.exact_tiling and any(words in b for b in g.blockers), g.blockers
+
+
+def test_geometry_that_changes_with_the_input_size_is_refused_in_one_line():
+    # a resize to a fixed size: the stride is 2.25 at 225 px, 5.12 at 512, 6.4 at 640
+    m = Head(_Lambda(lambda y: F.interpolate(F.avg_pool2d(y, 2), size=(100, 100)))).eval()
+    with pytest.raises(InputError, match="changes with the input size") as info:
+        receptive_field(m)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="not a whole number of pixels"):
+        receptive_field(m, input_size=(225, 225))
 
 
 def test_batchnorm_in_training_mode_is_a_blocker_in_eval_not():

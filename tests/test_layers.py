@@ -102,7 +102,11 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    sorted(ROOT.rglob("*.py")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_files_are_small(path):
     assert len(path.read_text().splitlines()) < 400, f"{path} has 400 lines or more: split it by what it does"
 

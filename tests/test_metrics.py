@@ -109,3 +109,36 @@ def test_confusion_matrices_add_up_over_batches():
     whole = confusion_matrix(pred, target, 4)
     parts = sum(confusion_matrix(pred[i], target[i], 4) for i in range(4))
     assert torch.equal(whole, parts)
+
+
+def _fast_hist(a, b, n):
+    """torchfcn's / FCN score.py's bincount scorer (label_trues a, label_preds b)."""
+    k = (a >= 0) & (a < n)
+    return np.bincount(n * a[k].astype(int) + b[k], minlength=n**2).reshape(n, n)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_confusion_matrix_equals_bincount_scorer_on_maps_with_255s(dtype):
+    rng = np.random.default_rng(7)
+    n = 21
+    target = rng.integers(0, n, size=(2, 301, 257))
+    target[rng.random(target.shape) < 0.2] = 255
+    pred = rng.integers(0, n, size=target.shape)
+    expected = _fast_hist(target.ravel(), pred.ravel(), n)
+    cm = confusion_matrix(torch.from_numpy(pred).to(dtype), torch.from_numpy(target).to(dtype), n)
+    assert cm.dtype == torch.int64
+    np.testing.assert_array_equal(cm.numpy(), expected)
+
+
+def test_confusion_matrix_ignores_predictions_at_ignored_cells_and_custom_ignore_index():
+    target = torch.tensor([0, 1, 255, 2, -1, 7])
+    pred = torch.tensor([0, 1, 99, 2, -5, 1])  # out-of-range predictions only where nothing is counted
+    assert confusion_matrix(pred, target, 3).tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    # an ignore label inside 0..K-1 is dropped too
+    assert confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), 3, ignore_index=2).tolist() == [
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 0],
+    ]
+    with pytest.raises(ValueError, match="0..2"):
+        confusion_matrix(torch.tensor([0, -1]), torch.tensor([0, 1]), 3)

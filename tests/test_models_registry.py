@@ -20,7 +20,7 @@ from fcnkit.models.registry import (
 def test_list_models_and_tasks():
     assert {"allconv", "allconv_cls", "fcn32s", "fcn16s", "fcn8s"} <= set(list_models())
     assert "allconv_cls" not in list_models("segmentation")
-    assert list_models("classification") == ["allconv_cls"]
+    assert list_models("classification") == ["allconv_cls", "resallconv_cls"]
     with pytest.raises(InputError, match="segmentation"):
         list_models("segmentaton")
 
@@ -88,6 +88,8 @@ CASES = [
     ("allconv", {"width": 4, "padding": "valid", "downsample": "avgpool", "norm": "none", "learn_upsampling": True}),
     ("allconv", {"width": 4, "output": "coarse", "downsample": "strided-only"}),
     ("allconv_cls", {"width": 4, "norm": "group"}),
+    ("resallconv", {"width": 4, "skip_downsample": "pool-concat", "downsample": "maxpool"}),
+    ("resallconv_cls", {"width": 4, "skip_downsample": "pool", "norm": "group"}),
     ("fcn32s", {}),
     ("fcn16s", {"learn_upsampling": True}),
     ("fcn8s", {}),

@@ -74,6 +74,7 @@ def convert_classifier(
     input_size: int = 224,
     pool: str = "window",
     output: str = "dense",
+    overwrite: bool = False,
 ) -> Conversion:
     """Load ``weights`` into ``arch`` (e.g. ``"torchvision:vgg16"``), convolutionalize it, and write
     a checkpoint folder ``out`` (``model.safetensors`` + ``config.json`` with geometry).
@@ -91,7 +92,13 @@ def convert_classifier(
         from_classifier,
     )
     from fcnkit.data.io import voc_palette
+    from fcnkit.utils.outputs import check_output
 
+    if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
+        raise InputError(
+            f"--num-classes {num_classes}: give a positive number of classes (or leave it out for the weights file's)"
+        )
+    check_output(out, "checkpoint", overwrite)
     path = Path(weights)
     state = read_state_dict(path)
     with torch.device("meta"):  # free: only to find the classifier layer's name
@@ -101,9 +108,7 @@ def convert_classifier(
             f"{path}: no '{head}.weight' in it, so it is not a {arch} state dict; pass the --arch the weights were saved from"
         )
     file_classes = int(state[f"{head}.weight"].shape[0])
-    num_classes = int(num_classes or file_classes)
-    if num_classes < 1:
-        raise InputError(f"num_classes={num_classes}: give a positive number of classes")
+    num_classes = int(num_classes if num_classes is not None else file_classes)
     classifier = build_torchvision_classifier(arch, num_classes)
     notes = []
     if num_classes != file_classes:

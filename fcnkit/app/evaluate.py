@@ -15,7 +15,32 @@ from fcnkit.errors import InputError
 from fcnkit.metrics import classification_scores, confusion_matrix, scores
 from fcnkit.utils.device import resolve_device
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "check_scores_file", "write_scores"]
+
+
+def _is_scores_file(path) -> bool:
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "checkpoint" in data and "confusion_matrix" in data
+
+
+def check_scores_file(path: str | os.PathLike):
+    """Refuse ``--json PATH`` before any work: a folder, a file fcnkit did not write, an unwritable place."""
+    from fcnkit.utils.outputs import check_output_file
+
+    return check_output_file(path, "--json", _is_scores_file)
+
+
+def write_scores(result: dict[str, Any], path: str | os.PathLike):
+    """The scores as strict JSON (NaN -> null), written atomically to ``path`` (checked first)."""
+    from fcnkit.utils.jsonsafe import write_json
+
+    return write_json(result, check_scores_file(path))
 
 
 def evaluate(

@@ -28,25 +28,28 @@ from typing import Any
 import numpy as np
 
 from fcnkit.app.predict_inputs import expand_inputs
-from fcnkit.errors import InputError
-from fcnkit.inference.predict import TiledJob, eval_mode
+from fcnkit.errors import InputError, MissingFileError
+from fcnkit.inference.predict import TiledJob, eval_mode, staged_or_single
 from fcnkit.inference.sources import open_image
 from fcnkit.inference.writers import PNG_MAX_PIXELS, Fanout, LabelSink, NpySink, write_labels, write_overlay
 from fcnkit.utils.device import model_device
 
-__all__ = ["predict_files", "expand_inputs", "default_out"]
+__all__ = ["predict_files", "expand_inputs", "default_out", "to_input_grid"]
 
 SCRATCH_PIXELS = 1 << 24  # labels above 16 Mpx go to a memory-mapped scratch file
 
 
-def _to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scratch) -> np.ndarray:
+def to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scratch) -> np.ndarray:
     """Labels of a coarse/cropped output -> the input's grid: each pixel takes the nearest cell."""
     idx = []
     for n, total, j, o in zip(size, labels.shape, stride, offset):
         cell = np.rint((np.arange(n, dtype=np.float64) - float(o)) / float(j)).astype(np.int64)
         idx.append(np.clip(cell, 0, total - 1))
     if scratch is not None:
+        from fcnkit.utils.outputs import preallocate
+
         out = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=size)
+        preallocate(scratch, os.path.getsize(scratch))  # a full disk is an error here, not SIGBUS later
     else:
         out = np.empty(size, dtype=np.uint8)
     for y in range(0, size[0], 1024):
@@ -73,23 +76,34 @@ def predict_files(
     scale: float | None = None,
     resize=None,
     warn=None,
+    zarr: bool = False,
+    backend: str = "torch",
 ) -> list[dict]:
     """Predict every input image with the checkpoint in ``run_dir``; returns one dict of paths per input.
 
-    ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict`. An input that fails
-    (unreadable, wrong channels, intensity far from the training data's) raises before any of its
-    outputs appear. ``intensity``: ``check`` (refuse a far range unless ``force``), ``match`` (map
-    the range onto the training's) or ``off``; ``scale``/``resize``: see
-    :func:`fcnkit.app.predict_inputs.target_size`; ``warn``: called with each warning line
-    (default: printed to stderr). ``progress``: True for one tqdm bar across files.
+    ``tile``/``halo``/``blend``/... are those of :func:`fcnkit.predict` (exact tiling is staged).
+    An input that fails (unreadable, wrong channels, intensity far from the training data's) raises
+    before any of its outputs appear. ``out_dir``: default :func:`default_out`. ``intensity``:
+    ``check`` (refuse a far range unless ``force``), ``match`` (map the range onto the training's)
+    or ``off``; ``scale``/``resize``: see :func:`fcnkit.app.predict_inputs.target_size`; ``warn``:
+    called with each warning line (default: printed to stderr). ``progress``: True for one tqdm bar
+    across files. ``zarr=True`` also writes ``NAME_mask.ome.zarr`` (an OME-Zarr label pyramid).
+    ``backend="onnx"`` runs the exported ``model.onnx`` of the checkpoint (or ``run_dir`` itself if
+    it is an ``.onnx`` file) with onnxruntime, reading classes/normalisation/geometry from the file
+    (single-level tiling: an exported graph cannot be replayed stage by stage).
     """
-    from fcnkit import checkpoint
     from fcnkit.app.predict_inputs import MatchedSource, intensity_check, resized_source, target_size
     from fcnkit.data.io import voc_palette
+    from fcnkit.utils.device import resolve_device
+    from fcnkit.utils.outputs import check_output, output_folder
 
     files = expand_inputs(inputs, recursive=recursive)
-    checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
-    model, config = checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
+    if intensity not in ("check", "match", "off"):
+        raise InputError(f"--intensity {intensity}: use check, match or off")
+    device = resolve_device(device) if device is not None else resolve_device("cpu")  # a bad name: one line, first
+    out_dir = Path(out_dir) if out_dir is not None else default_out(run_dir)
+    check_output(out_dir, "predictions")  # never writes into a folder of the user's files
+    model, config = _load_model(run_dir, device, backend)
     if config.get("task", "segmentation") != "segmentation":
         raise InputError(
             f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint"
@@ -99,14 +113,11 @@ def predict_files(
     mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
     palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
     trained = config.get("input")
-    if intensity not in ("check", "match", "off"):
-        raise InputError(f"--intensity {intensity}: use check, match or off")
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
-    out_dir = Path(out_dir) if out_dir is not None else default_out(run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     bar = _bar(len(files)) if progress is True else None
-    with eval_mode(model, model_device(model, device)):
+    # a folder this job creates goes again if the first input fails: bad input leaves nothing behind
+    with output_folder(out_dir, "predictions") as out_dir, eval_mode(model, model_device(model, device)):
         for path in files:
             source: Any = open_image(path, channels, mean, std)
             affine, warning = intensity_check(str(path), source.array, trained, intensity, force)
@@ -118,7 +129,10 @@ def predict_files(
             model_input = resized_source(source, size) if size is not None else source
             tiles = _tile_progress(bar, path) if bar is not None else progress
             job = TiledJob(model, model_input, tile, halo, batch_size, blend, overlap, device, memory_budget, tiles)
+            job = staged_or_single(job, backend == "torch", halo)
             results.append(_one(job, source, path, out_dir, palette, probabilities, model_input.shape[1:]))
+            if zarr:
+                _write_zarr_mask(results[-1], palette)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -131,6 +145,8 @@ def default_out(run_dir) -> Path:
     from fcnkit.checkpoint import resolve_checkpoint
 
     run = Path(run_dir)
+    if run.suffix == ".onnx":  # an exported model file: next to it
+        return run.parent / "predictions"
     return (run.parent if resolve_checkpoint(run) == run else run) / "predictions"
 
 
@@ -152,6 +168,25 @@ def _nearest_resize(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = np.minimum(((np.arange(size[0]) + 0.5) * labels.shape[0] / size[0]).astype(np.int64), labels.shape[0] - 1)
     cols = np.minimum(((np.arange(size[1]) + 0.5) * labels.shape[1] / size[1]).astype(np.int64), labels.shape[1] - 1)
     return labels[rows][:, cols]
+
+
+def _load_model(run_dir, device, backend: str):
+    from fcnkit import checkpoint
+
+    if backend == "onnx":
+        from fcnkit.inference.onnx_model import OnnxModel
+
+        path = Path(run_dir)
+        if path.suffix != ".onnx":
+            path = checkpoint.resolve_checkpoint(run_dir) / "model.onnx"
+            if not path.is_file():
+                raise MissingFileError(f"{path}: not exported yet; run 'fcnkit export {run_dir} --format onnx' first")
+        model = OnnxModel(path)
+        return model, model.config
+    if backend != "torch":
+        raise InputError(f"backend {backend!r} is not known; use torch or onnx")
+    checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is reported before any model is built
+    return checkpoint.load_checkpoint(run_dir, map_location=device or "cpu")
 
 
 def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilities: bool, model_size) -> dict:
@@ -183,8 +218,8 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
             labels = sinks["labels"].result
             mh, mw = (int(v) for v in model_size)
             if labels.shape != (mh, mw):  # coarse or valid-padded output: map it onto the model input's grid
-                g = job.geometry or job._geometry()
-                labels = _to_input_grid(labels, (mh, mw), g.stride, g.offset, scratch[1] if scratch else None)
+                g = job.geometry or job.model_geometry()
+                labels = to_input_grid(labels, (mh, mw), g.stride, g.offset, scratch[1] if scratch else None)
             if (mh, mw) != (h, w):  # --scale/--resize: back to the input's size
                 labels = _nearest_resize(labels, (h, w))
             write_labels(tmp["mask"], labels, palette, tiff=big)
@@ -196,3 +231,21 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
             with contextlib.suppress(OSError):
                 os.unlink(s)
     return {"input": path, **names, "size": (h, w), "tiles": len(job.plan), "overlay_factor": factor}
+
+
+def _write_zarr_mask(result: dict, palette) -> None:
+    """``NAME_mask.ome.zarr`` next to ``NAME_mask.png|tif``, from that label image (atomic folder)."""
+    from PIL import Image
+
+    from fcnkit.inference.zarr_io import open_lazy, write_label_pyramid
+    from fcnkit.utils.atomic import atomic_dir
+
+    mask = Path(result["mask"])
+    target = mask.with_name(mask.stem + ".ome.zarr")
+    labels = open_lazy(mask) if mask.suffix == ".tif" else None  # the tiled TIFF, chunk by chunk
+    if labels is None:
+        with Image.open(mask) as img:
+            labels = np.asarray(img)  # palette indices
+    with atomic_dir(target) as tmp:
+        write_label_pyramid(tmp, labels, palette, name=mask.stem)
+    result["zarr"] = target

@@ -9,14 +9,17 @@ It prepares a run folder, builds data, model and LightningModule, hands the loop
     RUN/best/, RUN/last/ fcnkit checkpoints (best val mean IU; newest)
     RUN/trainer.ckpt     Lightning state for --resume (loops, optimizer, best score)
     RUN/logs/version_N/  the raw CSVLogger output of each (re)start; merged into metrics.csv
+    RUN/.lock            locked (fcntl.lockf) by the process training into RUN; holds its PID
     RUN/curves.png, RUN/report.md (+ confusion.png, predictions.png)
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
-import shutil
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +28,9 @@ from fcnkit.errors import InputError, MissingFileError
 
 __all__ = ["train", "train_and_log", "is_main_process"]
 
-# artifacts a run folder may hold; --overwrite removes these and nothing else
-_RUN_ARTIFACTS = (
-    "best",
-    "last",
-    "trainer.ckpt",
-    "logs",
-    "metrics.csv",
-    "config.yaml",
-    "curves.png",
-    "report.md",
-    "confusion.png",
-    "predictions.png",
-    "predictions",
-    "init_from.json",
-)
-# settings that define what is being trained: a resumed run cannot change them
+# settings that define what is being trained, or that the saved state depends on (optimizer and
+# schedule state, the sampler's position in batches per process): a resumed run cannot change them.
+# lr, momentum, weight_decay, epochs, max_steps and the rest may change (fcnkit.engine.module applies them).
 _FROZEN_ON_RESUME = (
     "data",
     "data_options",
@@ -50,10 +40,24 @@ _FROZEN_ON_RESUME = (
     "task",
     "regime",
     "val_split",
+    "optimizer",
+    "lr_schedule",
+    "batch_size",
+    "augment",
+    "seed",
+    "class_weights",
+    "sizes",
+    "devices",
+    "precision",
+    "sync_batchnorm",
+    "weights",
+    "init_from",
+    "val_fraction",
+    "test_fraction",
 )
 
 
-def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
+def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: Sequence[Any] = ()) -> Path:
     """Train a segmentation (or, ``task: classification``, a classification) model as ``config``
     says; returns the run folder.
 
@@ -61,24 +65,41 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     state, best score), with the run's saved config; settings given that differ from the
     defaults override it (e.g. ``epochs`` to train longer), except those that define the model
     and data. ``config.init_from`` starts a new run from a checkpoint's weights (what was loaded
-    is written to ``RUN/init_from.json``). Raises :class:`~fcnkit.errors.InputError` for bad
-    settings and when the loss turns non-finite (``RUN/last`` then holds the last good weights).
+    is written to ``RUN/init_from.json``). ``callbacks``: extra Lightning callbacks (e.g. an
+    experiment's measurements), run after fcnkit's own. Raises :class:`~fcnkit.errors.InputError`
+    for bad settings and when the loss turns non-finite or diverges (``RUN/last`` then holds the
+    last good weights), and when another process is training into the folder
+    (:class:`~fcnkit.utils.lock.RunLockedError`).
+    A resume applies a new ``lr``/``momentum``/``weight_decay`` and rebuilds the cosine schedule for
+    a new length; it refuses changes to what the saved state depends on (``_FROZEN_ON_RESUME``)
+    before anything is written. A run killed at any moment resumes bit for bit on CPU
+    (:mod:`fcnkit.engine.resumable`); one killed before its first checkpoint restarts from step 0.
     """
-    import lightning as L
-
-    from fcnkit.app.tasks import TASKS
-    from fcnkit.checkpoint import CheckpointConfig, model_spec
-    from fcnkit.engine.loop import fit
-    from fcnkit.training.regimes import build_regime
-
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = _with_resumed(cfg).resolved()
     run = Path(cfg.out)
     if not cfg.resume:
         _prepare_fresh(run, cfg.overwrite, clear=False)  # refuse early; clear once all is known good
+    with _locked(run):
+        return _train_locked(cfg, run, report, callbacks)
+
+
+def _train_locked(cfg: TrainConfig, run: Path, report: bool, callbacks: Sequence[Any]) -> Path:
+    import lightning as L
+
+    from fcnkit.app.tasks import TASKS
+    from fcnkit.checkpoint import CheckpointConfig, model_spec
+    from fcnkit.engine.callbacks import TRAINER_CKPT
+    from fcnkit.engine.loop import fit
+    from fcnkit.training.regimes import build_regime
+
+    if not cfg.resume:  # again, under the lock: a run may have finished there meanwhile
+        _prepare_fresh(run, cfg.overwrite, clear=False)
+    # a run killed before its first trainer.ckpt restarts from step 0 (with its init_from)
+    restoring = bool(cfg.resume) and (run / TRAINER_CKPT).is_file()
     _check_device(cfg)
     _check_model_task(cfg)
-    if cfg.init_from and not cfg.resume:  # a resumed run takes its weights from trainer.ckpt
+    if cfg.init_from and not restoring:  # a resumed run takes its weights from trainer.ckpt
         from fcnkit.checkpoint import resolve_checkpoint
 
         resolve_checkpoint(cfg.init_from)  # a missing folder fails before any data is read
@@ -88,6 +109,9 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     data = task.datamodule(cfg, regime)
     info = data.info
     _check_data_task(cfg, info)
+    from fcnkit.data.validate import validate_before_training
+
+    validate_before_training([data.train_set, getattr(data, "val_set", None)])  # every file, before any epoch
     if is_main_process():  # one line at start: which classes, from where; a split too small to score
         from fcnkit.app.datapath import data_summary
 
@@ -105,7 +129,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
             flush=True,
         )
     init_report = None
-    if cfg.init_from and not cfg.resume:
+    if cfg.init_from and not restoring:
         from fcnkit.app.init_from import init_from_checkpoint
 
         init_report = init_from_checkpoint(model, cfg.init_from, classes=list(info.class_names))
@@ -122,7 +146,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True) -> Path:
     checkpoint_config = CheckpointConfig.from_info(
         model_spec(model), info, train=cfg.to_dict(), input=input_stats(data.train_set)
     ).to_dict()
-    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size)
+    trainer = fit(module, data, cfg, run, checkpoint_config, batch_size=data.train_batch_size, callbacks=callbacks)
     if trainer.is_global_zero and report:
         task.report(run, data)
     return run
@@ -142,8 +166,9 @@ def train_and_log(config, **overrides) -> dict[str, Any]:
 
     from fcnkit.engine.runlog import read_step_log
 
-    # a copy: the caller's config is left as it was
-    cfg = TrainConfig.from_dict(config.to_dict() if isinstance(config, TrainConfig) else dict(config))
+    # a copy: the caller's config is left as it was (a deep copy keeps which keys were given,
+    # which decides what a resume overrides)
+    cfg = copy.deepcopy(config) if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.update(overrides, source="train_and_log")
     run = train(cfg, report=False)
     log = read_step_log(run)
@@ -157,6 +182,13 @@ def _check_device(cfg: TrainConfig) -> None:
     from fcnkit.utils.device import resolve_device
 
     device = resolve_device(cfg.device)
+    distributed = cfg.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if device.type == "cpu" and cfg.sync_batchnorm and distributed:
+        raise InputError(
+            "--sync-batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU); "
+            "on CPU train a model without batch statistics, e.g. --model-option norm=group, "
+            "or train on one device"
+        )
     if device.type == "cpu" and cfg.precision == "16-mixed":
         raise InputError(
             "--precision 16-mixed needs a CUDA GPU (float16 autocast); on CPU use --precision bf16-mixed or 32"
@@ -179,13 +211,28 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     from fcnkit.engine.config import load_config
 
     run = Path(cfg.resume)
-    if not (run / TRAINER_CKPT).is_file() or not (run / "config.yaml").is_file():
+    if not (run / "config.yaml").is_file():
         raise MissingFileError(
             f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'"
         )
+    if not (run / TRAINER_CKPT).is_file() and any((run / name).exists() for name in ("best", "last")):
+        raise MissingFileError(
+            f"{run}: has checkpoints but no {TRAINER_CKPT} to resume from (an older fcnkit); "
+            f"start a new run from its weights with --init-from {run / 'last'} --out NEW"
+        )
+    if (run / TRAINER_CKPT).is_file():
+        from fcnkit.engine.callbacks import load_trainer_state
+
+        load_trainer_state(run / TRAINER_CKPT)  # truncated/tampered: one line before anything is written
     saved = load_config(run / "config.yaml")
+    # given: set through from_dict/update/load_config (a YAML key or a flag, even at its default
+    # value: --epochs 10 on a 5-epoch run), or differing from the default (TrainConfig(epochs=...))
     defaults, given = TrainConfig(), cfg.to_dict()
-    changed = {k: v for k, v in given.items() if v != getattr(defaults, k) and k not in ("resume", "out")}
+    changed = {
+        k: v
+        for k, v in given.items()
+        if (k in cfg.given_keys or v != getattr(defaults, k)) and k not in ("resume", "out")
+    }
     for key in _FROZEN_ON_RESUME:
         if key in changed and changed[key] != getattr(saved, key):
             raise InputError(
@@ -198,24 +245,44 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     return saved
 
 
-def _prepare_fresh(run: Path, overwrite: bool, clear: bool) -> None:
-    from fcnkit.engine.callbacks import TRAINER_CKPT
-
-    holds_run = any((run / name).exists() for name in ("best", "last", TRAINER_CKPT))
-    if holds_run and not overwrite:
-        raise InputError(
-            f"{run} already holds a run; continue it with --resume {run}, start over with --overwrite, or pick another --out"
-        )
-    if not clear:
+@contextlib.contextmanager
+def _locked(run: Path) -> Iterator[None]:
+    """Hold ``run``'s lock while training (the main process only; under DDP the others run inside
+    its training). Stale temp files of dead processes are removed once it is held. A folder made
+    only to hold the lock is removed again when training fails before writing anything."""
+    if not is_main_process():
+        yield
         return
-    if holds_run and is_main_process():  # under torchrun every rank gets here: one deletes
-        for name in _RUN_ARTIFACTS:
-            target = run / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    run.mkdir(parents=True, exist_ok=True)
+    from fcnkit.utils.atomic import remove_stale_temps
+    from fcnkit.utils.lock import LOCK_FILE, RunLock
+    from fcnkit.utils.outputs import KINDS
+
+    # the run's own entries (one list: utils.outputs); each is written through a temp sibling
+    names = tuple(n for n in KINDS["run"].artifacts if not n.startswith(".") and not any(c in n for c in "*?["))
+
+    created = not run.exists()
+    lock = RunLock(run).acquire()
+    try:
+        remove_stale_temps(run, names)
+        yield
+    except BaseException:
+        if created and [p.name for p in run.iterdir()] == [LOCK_FILE]:
+            (run / LOCK_FILE).unlink()
+            run.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
+def _prepare_fresh(run: Path, overwrite: bool, clear: bool) -> None:
+    """Refuse a ``--out`` that holds a run (without --overwrite) or anything fcnkit did not write;
+    with ``clear``, remove the old run's artifacts (only those) and mark the folder as a run."""
+    from fcnkit.utils.outputs import check_output, prepare_output
+
+    if not clear or not is_main_process():  # under torchrun every rank gets here: one writes
+        check_output(run, "run", overwrite)
+        return
+    prepare_output(run, "run", overwrite)
 
 
 def _build_model(cfg: TrainConfig, info):

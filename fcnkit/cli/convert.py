@@ -16,7 +16,14 @@ def add_parser(sub) -> None:
         required=True,
         help="local state dict (.pth/.pt via torch.save, or .safetensors); nothing is downloaded",
     )
-    p.add_argument("--out", required=True, help="checkpoint folder to write (replaced atomically if it exists)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint folder to write (new or empty; an existing checkpoint only with --overwrite)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoint already in --out (nothing else is deleted)"
+    )
     p.add_argument(
         "--num-classes",
         type=int,
@@ -52,6 +59,7 @@ def run(args) -> int:
         input_size=args.input_size,
         pool=args.pool,
         output=args.output,
+        overwrite=args.overwrite,
     )
     for note in result.notes:
         print(f"note: {note}")

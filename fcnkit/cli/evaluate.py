@@ -48,12 +48,13 @@ def format_scores(result: dict, class_names=None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnkit.app.evaluate import evaluate
-    from fcnkit.utils.jsonsafe import write_json
+    from fcnkit.app.evaluate import check_scores_file, evaluate, write_scores
 
+    if args.json:
+        check_scores_file(args.json)  # before the work, not after it
     result = evaluate(args.run, data=args.data, split=args.split, device=args.device, batch_size=args.batch_size)
     print(format_scores(result, result.get("classes")))
     if args.json:
-        write_json(result, args.json)
+        write_scores(result, args.json)
         print(f"scores written to {args.json}")
     return 0

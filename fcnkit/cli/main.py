@@ -1,8 +1,9 @@
 """``fcnkit`` command line: parsing and printing only; every command calls a library function.
 
 Each subcommand lives in ``fcnkit/cli/<name>.py`` with ``add_parser(subparsers)`` that registers
-itself and sets ``func``. Bad input (:class:`fcnkit.errors.FcnkitError`) becomes one line on
-stderr and exit code 2; anything else is a bug and keeps its traceback.
+itself and sets ``func``. Bad input (:class:`fcnkit.errors.FcnkitError`) and a write the disk refused
+(full, read-only, permission denied) become one line on stderr and exit code 2; anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import sys
 
 from fcnkit import __version__
 from fcnkit.errors import FcnkitError
+from fcnkit.utils.outputs import os_error_message
 
 # order = order in `fcnkit --help`
-COMMANDS = ["demo", "train", "evaluate", "predict", "models", "data", "rf", "convert", "experiment"]
+COMMANDS = ["demo", "train", "evaluate", "predict", "export", "models", "data", "rf", "convert", "experiment", "serve"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except FcnkitError as exc:
         print(f"fcnkit: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the disk refused a write (full, read-only, permission): one line, not a bug
+        message = os_error_message(exc, getattr(args, "out", None) or getattr(args, "json", None))
+        if message is None:
+            raise
+        print(f"fcnkit: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fcnkit: interrupted", file=sys.stderr)

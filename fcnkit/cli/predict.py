@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 
-def _tile(text: str):
+def tile_size(text: str):
+    """argparse type of --tile: an int, 'auto' or 'none' (the whole image)."""
     if text in ("auto", "none", "None"):
         return None if text.lower() == "none" else "auto"
     try:
@@ -79,7 +80,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--tile",
-        type=_tile,
+        type=tile_size,
         default=None,
         metavar="N|auto",
         help="tile size in pixels, or 'auto' (largest that fits --memory-budget); default: whole image",
@@ -105,16 +106,41 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_prob.npy (float32 [K, H, W])")
+    p.add_argument(
+        "--zarr", action="store_true", help="also write NAME_mask.ome.zarr (OME-Zarr label pyramid, for viewers)"
+    )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="local[:N]|tcp://HOST:PORT",
+        help="run the chunks on dask.distributed (a local cluster of N processes, or a running scheduler); "
+        "writes NAME_mask.ome.zarr; a re-run resumes",
+    )
+    p.add_argument(
+        "--chunk", type=int, default=1024, metavar="N", help="with --cluster: output chunk = tile core (default 1024)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (the checkpoint) or onnx (its model.onnx from 'fcnkit export', or RUN_DIR = a .onnx file)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import torch
-
     from fcnkit.app.predict import predict_files
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or "auto"
+    if args.cluster:
+        from fcnkit.app.cluster_predict import predict_on_cluster
+
+        for r in predict_on_cluster(
+            args.run_dir, args.inputs, args.out, cluster=args.cluster, tile=args.tile, chunk=args.chunk, device=device
+        ):
+            print(f"{r['input']}: {r['chunks']} chunks ({r['skipped']} already done) -> {r['mask']}")
+        return 0
     results = predict_files(
         args.run_dir,
         args.inputs,
@@ -133,10 +159,13 @@ def run(args) -> int:
         force=args.force,
         scale=args.scale,
         resize=args.resize,
+        zarr=args.zarr,
+        backend=args.backend,
     )
     for r in results:
         h, w = r["size"]
         extra = f", probabilities {r['probabilities']}" if "probabilities" in r else ""
+        extra += f", {r['zarr']}" if "zarr" in r else ""
         shrunk = f" (1/{r['overlay_factor']} scale)" if r["overlay_factor"] > 1 else ""
         print(
             f"{r['input']}: {w}x{h}, {r['tiles']} tile{'s' if r['tiles'] != 1 else ''} -> {r['mask']}, "

@@ -50,9 +50,20 @@ _FLAGS = {
     "--regime": (
         "regime",
         "whole (default) | loss-sampling[:p=0.25,seed=0] | class-balanced[:by=sampling|inverse|median] "
-        "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4]",
+        "| patchwise[:sampler=uniform|class-balanced|grid,patch_size=rf|N,patches_per_image=4] "
+        "| tiled[:tile=auto|N,memory=2G,sample=whole|loss-sampling|class-balanced,...] "
+        "(whole-image gradient, tile by tile)",
     ),
     "--log-every-n-steps": ("log_every_n_steps", "log the step loss every N steps"),
+    "--checkpoint-every-n-steps": (
+        "checkpoint_every_n_steps",
+        "also save the trainer state every N steps (default 100)",
+    ),
+    "--divergence-factor": (
+        "divergence_factor",
+        "stop when the loss exceeds its running median by this factor (default 100)",
+    ),
+    "--divergence-patience": ("divergence_patience", "... for this many steps in a row (default 20)"),
 }
 
 
@@ -98,6 +109,14 @@ def add_parser(subparsers) -> None:
         metavar="NAMES",
         help="augmentation (torchvision v2): alone = flip,scale; or a list of scale[:LO-HI], crop[:N], "
         "flip, vflip, rot90, color (e.g. --augment flip,rot90,crop:128), as in the YAML",
+    )
+    p.add_argument(
+        "--sync-batchnorm",
+        dest="sync_batchnorm",
+        action="store_const",
+        const=True,
+        default=None,
+        help="DDP: BatchNorm statistics over all processes (as one process with the global batch)",
     )
     p.add_argument(
         "--overwrite",

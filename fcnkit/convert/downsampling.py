@@ -59,6 +59,7 @@ def replace_downsampling(
             f"kind={kind!r} is not one of {KINDS}; use 'strided' (pool -> conv) or 'maxpool'/'avgpool' (conv -> pool)"
         )
     new = copy.deepcopy(model)
+    targets: list[tuple[str, nn.Module]]
     if kind == "strided":
         targets = [(n, m) for n, m in new.named_modules() if isinstance(m, _POOLS) and _stride(m) != (1, 1)]
         what = "MaxPool2d/AvgPool2d with stride > 1"
@@ -83,17 +84,17 @@ def replace_downsampling(
     if kind == "strided":
         channels = _pool_input_channels(new, [n for n, _ in targets], input_size)
         for name, pool in targets:
-            set_submodule(new, name, _pool_to_conv(name, pool, channels[name], _factory(new)))
+            set_submodule(new, name, _pool_to_conv(name, pool, channels[name], _factory(new)))  # type: ignore[arg-type]
     else:
         pool_cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
         for name, conv in targets:
-            set_submodule(new, name, _conv_to_pool(conv, pool_cls))
+            set_submodule(new, name, _conv_to_pool(conv, pool_cls))  # type: ignore[arg-type]  # Conv2d here
     return new
 
 
-def _stride(pool: nn.Module) -> tuple[int, int]:
+def _stride(pool: nn.MaxPool2d | nn.AvgPool2d) -> tuple[int, int]:
     stride = pool.stride if pool.stride is not None else pool.kernel_size
-    return (stride, stride) if isinstance(stride, int) else tuple(stride)
+    return (stride, stride) if isinstance(stride, int) else (int(stride[0]), int(stride[1]))
 
 
 def _pair(v) -> tuple[int, int]:
@@ -105,7 +106,7 @@ def _factory(model: nn.Module) -> dict:
     return {"device": p.device, "dtype": p.dtype} if p is not None else {}
 
 
-def _pool_to_conv(name: str, pool: nn.Module, channels: int, factory: dict) -> nn.Module:
+def _pool_to_conv(name: str, pool: nn.MaxPool2d | nn.AvgPool2d, channels: int, factory: dict) -> nn.Module:
     k, s, p = _pair(pool.kernel_size), _stride(pool), _pair(pool.padding)
     dilation = _pair(getattr(pool, "dilation", 1))
     conv = nn.Conv2d(channels, channels, k, s, p, dilation=dilation, **factory)

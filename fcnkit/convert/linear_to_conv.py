@@ -32,72 +32,23 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
-from torch.nn.utils import skip_init
 
 from fcnkit.convert._fx import (
     as_size,
     first_in_channels,
     node_shapes,
-    set_submodule,
     trace,
     where,
 )
+from fcnkit.convert.head_patterns import is_elementwise, is_flatten, is_mean_flatten, softmax_dim
+from fcnkit.convert.head_rewrites import replace_batchnorm, replace_linear, rewrite_entry, set_softmax_dim
 from fcnkit.errors import InputError
 
 __all__ = ["convolutionalize", "ConvolutionalizedNet"]
 
 _CALLER = "convolutionalize"
 POOL_OPTIONS = ("window", "none")
-
-# Layers that act on each feature independently: they commute with flatten, so they stay as they are.
-_ELEMENTWISE_MODULES = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Softplus,
-    nn.Dropout,
-    nn.AlphaDropout,
-    nn.Identity,
-)
-_ELEMENTWISE_FUNCTIONS = {
-    torch.relu,
-    torch.sigmoid,
-    torch.tanh,
-    F.relu,
-    F.relu6,
-    F.leaky_relu,
-    F.elu,
-    F.selu,
-    F.gelu,
-    F.silu,
-    F.mish,
-    F.hardswish,
-    F.hardsigmoid,
-    F.hardtanh,
-    F.softplus,
-    F.dropout,
-    F.sigmoid,
-    F.tanh,
-}
-_ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "contiguous", "clone"}
-_SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
-_SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
-_FLATTEN_FUNCTIONS = {torch.flatten, torch.reshape}
-_FLATTEN_METHODS = {"flatten", "view", "reshape"}
 
 
 class ConvolutionalizedNet(nn.Module):
@@ -176,7 +127,7 @@ def convolutionalize(
     shapes = node_shapes(gm, (1, first_in_channels(net), *size), _CALLER)
     entry = _find_entry(gm, shapes)
     actions = _plan_head(gm, entry, shapes)
-    _rewrite_entry(gm, entry, shapes, pool)
+    rewrite_entry(gm, entry, shapes, pool)
     for action, node, arg in actions:
         action(gm, node, arg)
     gm.graph.lint()
@@ -203,42 +154,8 @@ def _native_size(model: nn.Module, input_size) -> tuple[int, int]:
 # --- finding the flatten --------------------------------------------------------------------
 
 
-def _is_flatten(node: fx.Node, shapes) -> bool:
-    src = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-    if src is None or len(shapes.get(src.name, ())) != 4 or node.name not in shapes:
-        return False
-    b, c, h, w = shapes[src.name]
-    if shapes[node.name] != (b, c * h * w):
-        return False
-    if node.op == "call_module":
-        return isinstance(node.graph.owning_module.get_submodule(node.target), nn.Flatten)
-    if node.op == "call_function":
-        return node.target in _FLATTEN_FUNCTIONS
-    return node.op == "call_method" and node.target in _FLATTEN_METHODS
-
-
-def _mean_dims(node: fx.Node):
-    """``(dims, keepdim)`` when ``node`` is ``x.mean(dims)`` / ``torch.mean(x, dims)``, else None."""
-    if not (
-        (node.op == "call_method" and node.target == "mean")
-        or (node.op == "call_function" and node.target is torch.mean)
-    ):
-        return None
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-    keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-    if isinstance(dims, int):
-        dims = (dims,)
-    dims = tuple(sorted(d % 4 for d in dims)) if dims is not None else None
-    return (dims, bool(keep)) if dims == (2, 3) else None
-
-
-def _is_mean_flatten(node: fx.Node) -> bool:
-    dims = _mean_dims(node)
-    return dims is not None and not dims[1]
-
-
 def _find_entry(gm: fx.GraphModule, shapes) -> fx.Node:
-    entries = [n for n in gm.graph.nodes if _is_flatten(n, shapes) or _is_mean_flatten(n)]
+    entries = [n for n in gm.graph.nodes if is_flatten(n, shapes) or is_mean_flatten(n)]
     linears = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.Linear)]
     if not entries:
         if not linears:
@@ -262,7 +179,7 @@ def _find_entry(gm: fx.GraphModule, shapes) -> fx.Node:
 
 def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
     """Walk every node downstream of the flatten; return the rewrites, or raise for unsupported ones."""
-    if _is_mean_flatten(entry):
+    if is_mean_flatten(entry):
         c = shapes[entry.name][1]
         chw = (c, 1, 1)
     else:
@@ -286,7 +203,7 @@ def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
                     f"convolutionalize: Linear {where(node)} is called twice; give each call its own layer"
                 )
             seen_linear.add(node.target)
-            actions.append((_replace_linear, node, pending))
+            actions.append((replace_linear, node, pending))
             state[node] = None
         elif isinstance(module, nn.BatchNorm1d):
             if pending is not None:
@@ -294,14 +211,14 @@ def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
                     f"convolutionalize: BatchNorm1d {where(node)} normalises each flattened (channel, position) feature "
                     "on its own, which no convolution reproduces; put it after the first Linear or use BatchNorm2d before the flatten"
                 )
-            actions.append((_replace_batchnorm, node, None))
+            actions.append((replace_batchnorm, node, None))
             state[node] = None
-        elif _is_elementwise(node, module):
+        elif is_elementwise(node, module):
             state[node] = pending
-        elif _softmax_dim(node, module) is not None and pending is None:
-            if _softmax_dim(node, module) not in (1, -1):
+        elif softmax_dim(node, module) is not None and pending is None:
+            if softmax_dim(node, module) not in (1, -1):
                 raise InputError(f"convolutionalize: {where(node)} is not over the class axis (dim=1); use dim=1")
-            actions.append((_set_softmax_dim, node, None))
+            actions.append((set_softmax_dim, node, None))
             state[node] = None
         else:
             what = type(module).__name__ if module is not None else getattr(node.target, "__name__", str(node.target))
@@ -322,122 +239,3 @@ def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
     if not seen_linear:
         raise InputError(f"convolutionalize: no Linear layer follows the flatten at {where(entry)}; nothing to convert")
     return actions
-
-
-def _is_elementwise(node: fx.Node, module) -> bool:
-    if module is not None:
-        return isinstance(module, _ELEMENTWISE_MODULES)
-    if node.op == "call_function":
-        return node.target in _ELEMENTWISE_FUNCTIONS
-    return node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
-
-
-def _softmax_dim(node: fx.Node, module):
-    if isinstance(module, _SOFTMAX_MODULES):
-        return module.dim
-    if (node.op == "call_function" and node.target in _SOFTMAX_FUNCTIONS) or (
-        node.op == "call_method" and node.target in ("softmax", "log_softmax")
-    ):
-        return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-    return None
-
-
-# --- rewrites ---------------------------------------------------------------------------------
-
-
-def _replace_linear(gm: fx.GraphModule, node: fx.Node, chw) -> None:
-    linear = gm.get_submodule(node.target)
-    c, h, w = chw if chw is not None else (linear.in_features, 1, 1)
-    p = linear.weight
-    # skip_init: no random initialisation of weights that are overwritten at once (seconds for VGG)
-    conv = skip_init(
-        nn.Conv2d, c, linear.out_features, (h, w), bias=linear.bias is not None, device=p.device, dtype=p.dtype
-    )
-    with torch.no_grad():
-        # flatten order of [C, h, w] is C-major: the Linear's input index is c*h*w + y*w + x
-        conv.weight.copy_(p.reshape(linear.out_features, c, h, w))
-        if linear.bias is not None:
-            conv.bias.copy_(linear.bias)
-    conv.weight.requires_grad_(p.requires_grad)
-    if conv.bias is not None:
-        conv.bias.requires_grad_(linear.bias.requires_grad)
-    conv.train(linear.training)
-    set_submodule(gm, node.target, conv)
-
-
-def _replace_batchnorm(gm: fx.GraphModule, node: fx.Node, _) -> None:
-    bn = gm.get_submodule(node.target)
-    ref = bn.weight if bn.affine else bn.running_mean
-    factory = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
-    new = nn.BatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, **factory)
-    new.load_state_dict(bn.state_dict())
-    new.train(bn.training)
-    set_submodule(gm, node.target, new)
-
-
-def _set_softmax_dim(gm: fx.GraphModule, node: fx.Node, _) -> None:
-    if node.op == "call_module":
-        set_submodule(gm, node.target, type(gm.get_submodule(node.target))(dim=1))
-    elif len(node.args) > 1:
-        node.args = (node.args[0], 1, *node.args[2:])
-    else:
-        node.kwargs = {**node.kwargs, "dim": 1}
-
-
-def _pool_kind(node: fx.Node, gm: fx.GraphModule):
-    """'avg' / 'max' when ``node`` is an adaptive (or keepdim-mean) pool, else None."""
-    if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        return {nn.AdaptiveAvgPool2d: "avg", nn.AdaptiveMaxPool2d: "max"}.get(type(module))
-    if node.op == "call_function" and node.target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
-        return "avg" if node.target is F.adaptive_avg_pool2d else "max"
-    return "avg" if _mean_dims(node) == ((2, 3), True) else None
-
-
-def _rewrite_entry(gm: fx.GraphModule, entry: fx.Node, shapes, pool: str) -> None:
-    """Remove the flatten (and rewrite the pool before it) so the head sees the 4-D map."""
-    graph = gm.graph
-    if _is_mean_flatten(entry):  # x.mean((2, 3)): a global average pool and a flatten in one
-        src = entry.args[0]
-        hw = shapes[src.name][2:]
-        new = _insert_pool(graph, entry, src, "avg", hw, (1, 1)) if pool == "window" else src
-        entry.replace_all_uses_with(new)
-        graph.erase_node(entry)
-        return
-    src = entry.args[0]
-    kind = _pool_kind(src, gm) if len(src.users) == 1 and src.args and isinstance(src.args[0], fx.Node) else None
-    entry.replace_all_uses_with(src)
-    graph.erase_node(entry)
-    if kind is None:
-        return
-    x = src.args[0]
-    in_hw, out_hw = shapes[x.name][2:], shapes[src.name][2:]
-    if in_hw == out_hw:  # the identity at the native size (AlexNet, VGG): drop it
-        src.replace_all_uses_with(x)
-        graph.erase_node(src)
-        return
-    if out_hw == (1, 1) and pool == "none":
-        src.replace_all_uses_with(x)
-        graph.erase_node(src)
-        return
-    if out_hw != (1, 1) and (in_hw[0] % out_hw[0] or in_hw[1] % out_hw[1]):
-        raise InputError(
-            f"convolutionalize: {where(src)} pools the {in_hw[0]}x{in_hw[1]} feature map to {out_hw[0]}x{out_hw[1]}, which "
-            "no fixed pooling window reproduces; convert at an input_size whose feature map is a multiple of the pooled size "
-            "(e.g. the native 224)"
-        )
-    new = _insert_pool(graph, src, x, kind, in_hw, out_hw)
-    src.replace_all_uses_with(new)
-    graph.erase_node(src)
-
-
-def _insert_pool(graph: fx.Graph, before: fx.Node, x: fx.Node, kind: str, in_hw, out_hw) -> fx.Node:
-    """A fixed pool equal to the adaptive one at the native size: global -> h x w window, stride 1."""
-    if out_hw == (1, 1):
-        kernel, stride = tuple(in_hw), 1
-    else:
-        kernel = (in_hw[0] // out_hw[0], in_hw[1] // out_hw[1])
-        stride = kernel
-    fn = F.avg_pool2d if kind == "avg" else F.max_pool2d
-    with graph.inserting_before(before):
-        return graph.call_function(fn, (x, kernel), {"stride": stride})

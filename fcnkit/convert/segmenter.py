@@ -54,16 +54,18 @@ class ConvolutionalizedSegmenter(nn.Module):
             )
         self.fcn = fcn
         self.output = output
-        self.geometry = self.stride = self.offset = None
+        self.geometry: dict[str, tuple] | None = None
+        self.stride: tuple[float, float] | None = None
+        self.offset: tuple[float, float] | None = None
         if geometry is not None:
             get = geometry.get if isinstance(geometry, dict) else lambda k: getattr(geometry, k)
-            self.geometry = {k: tuple(get(k)) for k in ("size", "stride", "offset")}
-            self.stride = tuple(float(s) for s in self.geometry["stride"])
-            self.offset = tuple(float(o) for o in self.geometry["offset"])
+            self.geometry = {k: tuple(get(k)) for k in ("size", "stride", "offset")}  # type: ignore[arg-type]
+            self.stride = (float(self.geometry["stride"][0]), float(self.geometry["stride"][1]))
+            self.offset = (float(self.geometry["offset"][0]), float(self.geometry["offset"][1]))
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return self.fcn.input_size
+        return self.fcn.input_size  # type: ignore[return-value]  # a pair
 
     def forward_coarse(self, x: torch.Tensor) -> torch.Tensor:
         """The score grid: cell ``(i, j)`` scores the native window centred at ``offset + (i, j) * stride``."""
@@ -73,9 +75,9 @@ class ConvolutionalizedSegmenter(nn.Module):
         scores = self.fcn(x)
         if self.output == "coarse":
             return scores
-        if self.offset is None:
-            raise RuntimeError("output='dense' needs the coarse grid's geometry (fcnkit.geometry is not installed)")
-        return aligned_upsample(scores, tuple(x.shape[-2:]), self.stride, self.offset)
+        if self.offset is None or self.stride is None:
+            raise RuntimeError("output='dense' needs the coarse grid's geometry; build it with from_classifier")
+        return aligned_upsample(scores, (int(x.shape[-2]), int(x.shape[-1])), self.stride, self.offset)
 
     def extra_repr(self) -> str:
         return f"output={self.output!r}, stride={self.stride}, offset={self.offset}"

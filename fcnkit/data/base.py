@@ -66,6 +66,9 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     info: DatasetInfo
 
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def raw(self, index: int):  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -9,6 +9,9 @@ Problems found (each names the file at fault and the fix):
 - image/mask size mismatch
 - labels >= num_classes other than 255 (``num_classes``: the argument, else classes.txt (VOC also
   labelmap.txt), else inferred as the loader does: largest training label + 1)
+- float images holding NaN/inf; broken symlinks and symlink loops among the files
+- an inferred class count ("largest label + 1") above MAX_INFERRED_CLASSES (a wrong label, e.g.
+  1000 in a 16-bit mask, is named rather than taken as 1001 classes)
 - warnings (not problems): a validation/test split too small to score
 - masks holding only 0 and 255 (255 means ignore, so such a dataset would have nothing to learn)
 """
@@ -24,6 +27,7 @@ import numpy as np
 from fcnkit.constants import IGNORE_INDEX
 from fcnkit.data.io import read_image, read_mask
 from fcnkit.data.layouts import Pair, Problem, scan_layout, small_split_warnings
+from fcnkit.data.validate import MAX_INFERRED_CLASSES
 from fcnkit.errors import InputError
 
 __all__ = ["Problem", "CheckReport", "check_dataset", "inspect_dataset"]
@@ -135,6 +139,13 @@ def inspect_dataset(path: str | os.PathLike, num_classes: int | None = None) -> 
             mask = read_mask(pair.mask)
         except InputError as exc:
             problems.append(Problem(str(pair.mask), _message(exc, pair.mask)))
+        if image is not None and image.dtype.kind == "f" and not np.isfinite(image).all():
+            problems.append(
+                Problem(
+                    str(pair.image),
+                    "the image holds NaN or inf pixels; replace them (e.g. numpy.nan_to_num) and save it again",
+                )
+            )
         if mask is None:
             continue
         if image is not None and image.shape[:2] != mask.shape:
@@ -153,6 +164,20 @@ def inspect_dataset(path: str | os.PathLike, num_classes: int | None = None) -> 
             int(u[u != IGNORE_INDEX].max()) for s, _, u in labels if s == "train" and (u != IGNORE_INDEX).any()
         ]
         k = max(train_max) + 1 if train_max else None
+        if k is not None and k > MAX_INFERRED_CLASSES:
+            top = next(
+                f
+                for s, f, u in labels
+                if s == "train" and (u != IGNORE_INDEX).any() and int(u[u != IGNORE_INDEX].max()) == k - 1
+            )
+            problems.append(
+                Problem(
+                    str(top),
+                    f"holds label {k - 1}, so 'largest label + 1' would make {k} classes "
+                    f"(more than {MAX_INFERRED_CLASSES}); fix the mask, or if the classes are real "
+                    "list them in classes.txt (or pass --num-classes N)",
+                )
+            )
     report.num_classes = k
     if declared is None and k is not None and k < 2:
         problems.append(

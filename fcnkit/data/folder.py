@@ -48,14 +48,31 @@ def image_channels(arr: np.ndarray) -> int:
     return 1 if arr.ndim == 2 or arr.shape[-1] in (1, 2) else 3
 
 
-def infer_num_classes(mask_paths) -> int:
-    """Largest label other than 255 over the masks, + 1."""
-    top = -1
-    for p in mask_paths:
-        labels = np.unique(read_mask(p))
-        labels = labels[labels != IGNORE_INDEX]
-        if labels.size:
-            top = max(top, int(labels.max()))
+def infer_num_classes(mask_paths, root: str | None = None) -> int:
+    """Largest label other than 255 over the masks, + 1; at most ``MAX_INFERRED_CLASSES``, else an
+    InputError naming the mask (a 16-bit mask holding 1000 is a wrong file, not 1001 classes).
+
+    With ``root`` the labels of each mask come from the dataset's file cache (:mod:`.validate`).
+    """
+    from fcnkit.data.validate import MAX_INFERRED_CLASSES, FileFacts
+
+    facts = FileFacts(root) if root is not None else None
+    top, where = -1, None
+    try:
+        for p in mask_paths:
+            labels = np.asarray(facts.mask(Path(p))["labels"] if facts else np.unique(read_mask(p)))
+            labels = labels[labels != IGNORE_INDEX]
+            if labels.size and int(labels.max()) > top:
+                top, where = int(labels.max()), p
+    finally:
+        if facts is not None:
+            facts.save()
+    if top + 1 > MAX_INFERRED_CLASSES:
+        raise InputError(
+            f"{where}: holds label {top}, so 'largest label + 1' would make {top + 1} classes "
+            f"(more than {MAX_INFERRED_CLASSES}); fix the mask, or if the classes are real list them "
+            "in classes.txt (or pass --data-option num_classes=N)"
+        )
     return top + 1
 
 
@@ -84,7 +101,7 @@ def _folder_info(
     if classes_file:
         names, source = _read_classes(Path(classes_file)), Path(classes_file).name
     else:
-        k = num_classes if num_classes is not None else infer_num_classes(masks)
+        k = num_classes if num_classes is not None else infer_num_classes(masks, root)
         source = "num_classes" if num_classes is not None else f"the labels in the training masks (0..{k - 1})"
         if k < 2:
             raise InputError(
@@ -164,8 +181,8 @@ class FolderDataset(ArrayDataset):
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise InputError(f"{problems[0]}{more}; run `fcnkit data check {self.layout.root}` to list every problem")
 
-    @property
-    def info(self) -> DatasetInfo:
+    @property  # computed lazily where the base class has a plain attribute
+    def info(self) -> DatasetInfo:  # type: ignore[override]
         """Dataset description; computed from the training split on first use, then cached."""
         if self._info is None:
             train = tuple(
@@ -182,6 +199,11 @@ class FolderDataset(ArrayDataset):
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[self._index(index)]
         image, mask = read_image(pair.image), read_mask(pair.mask)
+        if image.dtype.kind == "f" and not np.isfinite(image).all():  # evaluation reads here, unvalidated
+            raise InputError(
+                f"{pair.image}: the image holds NaN or inf pixels; replace them (e.g. numpy.nan_to_num) "
+                "and save it again"
+            )
         if image.shape[:2] != mask.shape:
             raise InputError(
                 f"{pair.mask}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "

@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+#: a compressed (not memory-mappable) TIFF is decoded whole; above this many pixels it is refused
+#: (the same bound Pillow puts on PNG/JPEG: twice ``Image.MAX_IMAGE_PIXELS``)
+TIFF_MAX_DECODED_PIXELS = 2 * 89_478_485
 _TIFF = (".tif", ".tiff")
 
 
@@ -60,6 +63,16 @@ def read_image(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return _pil_to_array(img)
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            f"{path}: {_short(exc)}; if the image is genuine, save it as an uncompressed TIFF "
+            "(read lazily) and predict it with --tile auto"
+        ) from None
+    except MemoryError:
+        raise InputError(
+            f"{path}: too large to decode in memory; save it as an uncompressed TIFF (read lazily) "
+            "and predict it with --tile auto"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(
             f"{path}: cannot decode image ({_short(exc)}); the file is corrupt or truncated, re-export it"
@@ -88,14 +101,22 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
 def _read_tiff(path: Path, mmap: bool) -> np.ndarray:
     import tifffile
 
+    arr: np.ndarray
     try:
         if mmap:
             try:
                 arr = tifffile.memmap(path, mode="r")
             except ValueError:  # compressed or tiled: not memory-mappable
-                arr = tifffile.imread(path)
+                arr = _decode_tiff(path)
         else:
-            arr = tifffile.imread(path)
+            arr = _decode_tiff(path)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(
+            f"{path}: TIFF too large to decode in memory; save it uncompressed (read lazily) "
+            "and predict it with --tile auto"
+        ) from None
     except Exception as exc:  # tifffile raises many types for broken files
         raise InputError(
             f"{path}: cannot decode TIFF ({_short(exc)}); the file is corrupt or truncated, re-export it"
@@ -108,6 +129,31 @@ def _read_tiff(path: Path, mmap: bool) -> np.ndarray:
             f"{path}: TIFF has shape {arr.shape}; fcnkit reads 2-D images (H, W) or (H, W, C), save one plane per file"
         )
     return arr
+
+
+def _decode_tiff(path: Path) -> np.ndarray:
+    """Decode a whole TIFF, after checking its size in the header (a decompression-bomb guard)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0] if tif.series else None
+        if series is not None:
+            shape = tuple(int(v) for v in series.shape)
+            channels = (
+                shape[-1]
+                if len(shape) == 3 and shape[-1] <= 4
+                else shape[0]
+                if len(shape) == 3 and shape[0] <= 4
+                else 1
+            )
+            pixels = int(np.prod(shape)) // channels
+            if pixels > TIFF_MAX_DECODED_PIXELS:
+                raise InputError(
+                    f"{path}: compressed TIFF of shape {tuple(series.shape)} would be decoded whole "
+                    f"({pixels / 1e6:.0f} Mpx > {TIFF_MAX_DECODED_PIXELS / 1e6:.0f} Mpx); save it uncompressed "
+                    "(memory-mapped, read lazily) and predict it with --tile auto"
+                )
+        return tif.asarray()
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:

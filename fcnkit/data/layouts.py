@@ -28,6 +28,7 @@ without mask, mask without image, duplicate stems, list entries without files), 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,18 +169,29 @@ def _class_file(*folders: Path) -> Path | None:
     return None
 
 
-def _files(folder: Path, suffixes) -> dict[str, list[Path]]:
+def _files(folder: Path, suffixes, problems: list[Problem] | None = None) -> dict[str, list[Path]]:
     by_stem: dict[str, list[Path]] = {}
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes:
+            if p.name.startswith(".") or p.suffix.lower() not in suffixes:
+                continue
+            if p.is_file():
                 by_stem.setdefault(p.stem, []).append(p)
+            elif p.is_symlink() and problems is not None:  # not silently skipped: the user meant a file
+                try:
+                    p.resolve(strict=True)
+                    why = "does not point at a file"
+                except RuntimeError:
+                    why = "is a symlink loop"
+                except OSError as exc:  # Python >= 3.13 reports a loop as ELOOP
+                    why = "is a symlink loop" if exc.errno == errno.ELOOP else "is a broken symlink (no such target)"
+                problems.append(Problem(str(p), f"{why}; point it at the real file or remove it"))
     return by_stem
 
 
 def _pair_folder(images: Path, masks: Path, problems: list[Problem]) -> dict[str, Pair]:
-    imgs = _files(images, IMAGE_SUFFIXES)
-    msks = _files(masks, IMAGE_SUFFIXES)  # listed with every suffix so a JPEG mask can be named
+    imgs = _files(images, IMAGE_SUFFIXES, problems)
+    msks = _files(masks, IMAGE_SUFFIXES, problems)  # listed with every suffix so a JPEG mask can be named
     pairs = {}
     for stem, paths in imgs.items():
         if len(paths) > 1:

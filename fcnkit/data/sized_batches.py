@@ -56,13 +56,13 @@ def parse_sizes(sizes: Sequence | None) -> list[tuple[int, int]] | None:
 class SizeGroupedBatchSampler(BatchSampler):
     """Batches of ``batch_size`` indices of ONE input size each (module docstring).
 
-    ``sampler`` gives the order (Lightning swaps in a ``DistributedSampler`` under DDP: the
-    batch sampler is re-created with it, keeping the other arguments). ``item_sizes[i]`` is the
+    ``sampler`` gives the order (under DDP a ``DistributedSampler``: the training loader of
+    :mod:`fcnkit.engine.resumable` passes this process's share). ``item_sizes[i]`` is the
     native ``(h, w)`` of dataset item ``i`` (``None``: all the same); batches then hold items of
     one native size, filled in sampler order, and the partial batch of each size comes last.
     ``sizes`` (a list of ``(h, w)``) instead resizes each batch of consecutive indices to one size
-    drawn uniformly for it, from a generator seeded by torch's global RNG (so
-    ``seed_everything`` makes it reproducible and epochs differ); the batch yields
+    drawn uniformly for it, from a generator seeded by torch's global RNG (which the training
+    loader seeds per epoch: reproducible, epochs differ); the batch yields
     ``(index, (h, w))`` keys for :class:`SizedItems`.
 
     Under DDP with ``sizes`` (or one native size) every process gets the same number of batches.
@@ -88,7 +88,8 @@ class SizeGroupedBatchSampler(BatchSampler):
         if self.sizes is not None or self.item_sizes is None:
             groups = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
         else:
-            groups, open_batches = [], {}
+            open_batches: dict[tuple[int, ...], list[int]] = {}
+            groups = []
             for i in indices:
                 batch = open_batches.setdefault(self.item_sizes[i], [])
                 batch.append(i)
@@ -109,7 +110,7 @@ class SizeGroupedBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         if self.sizes is not None or self.item_sizes is None:
-            n = len(self.sampler)
+            n = len(self.sampler)  # type: ignore[arg-type]  # samplers here are sized
             return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
         # the count depends on which indices come (a DDP share), not on their order
         return len(self._groups([int(i) for i in self.sampler]))
@@ -142,4 +143,4 @@ class SizedItems(Dataset):
 
 def item_sizes(dataset) -> list[tuple[int, int]]:
     """The native ``(h, w)`` of every item, read from ``raw(i)`` (no normalisation)."""
-    return [tuple(int(v) for v in dataset.raw(i)[0].shape[:2]) for i in range(len(dataset))]
+    return [(int(dataset.raw(i)[0].shape[0]), int(dataset.raw(i)[0].shape[1])) for i in range(len(dataset))]

@@ -105,5 +105,5 @@ def mni152_volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     vols = []
     for kind in ("t1", "gm", "wm"):
         path = package_file("nilearn", MNI152.format(kind), "brain-mri")
-        vols.append(np.ascontiguousarray(np.asanyarray(nibabel.load(path).dataobj)))
+        vols.append(np.ascontiguousarray(np.asanyarray(nibabel.load(path).dataobj)))  # type: ignore[attr-defined]
     return _read_only(*vols)

@@ -23,6 +23,7 @@ from fcnkit.data.sized_batches import (
 )
 from fcnkit.engine.config import TrainConfig
 from fcnkit.engine.module import FcnkitModule
+from fcnkit.engine.resumable import eval_sampler, loader_generator, resumable_loader
 from fcnkit.engine.segmentation import AugmentedDataset
 from fcnkit.errors import InputError
 from fcnkit.metrics import CLASSIFICATION_SCORE_NAMES, classification_scores
@@ -113,15 +114,31 @@ class ClassificationDataModule(L.LightningDataModule):
             collate_fn=pad_collate,
             num_workers=workers,
             persistent_workers=workers > 0,
+            generator=loader_generator(),
         )
 
     def train_dataloader(self):
-        from torch.utils.data import RandomSampler
+        from fcnkit.data import pad_collate
 
         dataset = AugmentedDataset(self.train_set, self.config.augment) if self.config.augment else self.train_set
-        return self._loader(dataset, RandomSampler(dataset), self.sizes, self._train_sizes)
+        workers = self.config.num_workers
+
+        def batches(sampler):
+            return SizeGroupedBatchSampler(
+                sampler, self.config.batch_size, drop_last=False, item_sizes=self._train_sizes, sizes=self.sizes
+            )
+
+        # resumes mid-epoch, bit for bit (fcnkit.engine.resumable)
+        return resumable_loader(
+            SizedItems(dataset),
+            self.trainer,
+            self.config.seed,
+            self.config.batch_size,
+            make_batches=batches,
+            collate_fn=pad_collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
 
     def val_dataloader(self):
-        from torch.utils.data import SequentialSampler
-
-        return self._loader(self.val_set, SequentialSampler(self.val_set), None, self._val_sizes)
+        return self._loader(self.val_set, eval_sampler(self.val_set, self.trainer), None, self._val_sizes)

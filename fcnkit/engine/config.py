@@ -90,6 +90,10 @@ class TrainConfig:
     task: str = "segmentation"  # segmentation | classification
     init_from: str | None = None  # checkpoint or run folder to initialise the model from (a new run)
     sizes: list | None = None  # classification: train at these sizes (pixels or [h, w]), one per batch
+    sync_batchnorm: bool = False  # DDP: BatchNorm statistics over all processes (Lightning's sync_batchnorm)
+    checkpoint_every_n_steps: int | None = 100  # also write trainer.ckpt every N steps (None: only per epoch)
+    divergence_factor: float = 100.0  # stop when the loss exceeds its running median by this factor ...
+    divergence_patience: int = 20  # ... for this many steps in a row (fcnkit.engine.module.LossGuard)
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -109,7 +113,14 @@ class TrainConfig:
                     f"{source}: unknown key '{raw_key}'{did_you_mean(key, names)}; valid keys: {', '.join(names)}"
                 )
             setattr(self, key, _check(key, value, source))
+            self.__dict__.setdefault("_given", set()).add(key)
         return self
+
+    @property
+    def given_keys(self) -> frozenset[str]:
+        """The keys set through :meth:`update` (a config file, flags, a mapping), whatever their
+        value: a resume applies them even when they equal the default."""
+        return frozenset(self.__dict__.get("_given", ()))
 
     def resolved(self) -> TrainConfig:
         """A copy with the per-optimizer defaults filled in and cross-key rules checked."""
@@ -218,7 +229,9 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise MissingFileError(f"{path}: config file not found; check the --config path")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file (not UTF-8); give a YAML config such as 'epochs: 5'") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
         raise InputError(f"{path}: not valid YAML ({first}); fix the syntax") from None
@@ -241,14 +254,17 @@ _INT_MIN = {
     "num_workers": 0,
     "seed": 0,
     "log_every_n_steps": 1,
+    "checkpoint_every_n_steps": 1,
+    "divergence_patience": 1,
 }
 _FLOAT_MIN = {
+    "divergence_factor": (1.0, False),
     "lr": (0.0, False),
     "momentum": (0.0, True),
-    "weight_decay": (0.0, True),  # (min, inclusive)
+    "weight_decay": (0.0, True),
     "val_fraction": (0.0, True),
     "test_fraction": (0.0, True),
-}
+}  # (min, inclusive)
 _CHOICES = {
     "optimizer": OPTIMIZERS,
     "class_weights": ("none", "inverse", "median"),
@@ -277,6 +293,7 @@ _OPTIONAL = {
     "init_from",
     "model",
     "sizes",
+    "checkpoint_every_n_steps",
 }
 _STRINGS = {"backbone", "data", "data_relative", "weights", "out", "resume", "init_from", "model", "val_split"}
 _DICTS = {"data_options", "val_data_options", "model_options"}
@@ -323,7 +340,7 @@ def _check(key: str, value: Any, source: str) -> Any:
         from fcnkit.data.augment import check_augmentations
 
         return check_augmentations(value, where)  # a list, or "flip,rot90,crop:128" (the CLI's text)
-    if key in ("augment", "overwrite"):
+    if key in ("augment", "overwrite", "sync_batchnorm"):
         if not _is_bool_like(value):
             raise InputError(f"{where} must be true or false, got {value!r}")
         return value if isinstance(value, bool) else value.lower() in ("true", "yes", "1")

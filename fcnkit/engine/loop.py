@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from fcnkit.engine.callbacks import (
     NonFiniteWeightsError,
 )
 from fcnkit.engine.config import TrainConfig, save_config
-from fcnkit.engine.module import FcnkitModule, NonFiniteLossError
+from fcnkit.engine.module import FcnkitModule, LossDivergedError, NonFiniteLossError
 from fcnkit.engine.quiet import quiet_lightning
+from fcnkit.engine.resumable import RngState
 from fcnkit.engine.runlog import merge_metrics
 from fcnkit.engine.steplog import StepLog
 from fcnkit.errors import InputError
@@ -38,14 +40,17 @@ def fit(
     run: Path,
     checkpoint_config: dict[str, Any],
     batch_size: int,
+    callbacks: Sequence[L.Callback] = (),
 ) -> L.Trainer:
     """Train ``module`` on ``data`` into the run folder ``run``; returns the finished Trainer.
 
     ``checkpoint_config`` is the config.json of every checkpoint written (without ``metrics``);
     ``batch_size`` is the training loader's batch size (for the logging interval). With
     ``cfg.resume`` the Lightning state in ``run/trainer.ckpt`` is restored (read with
-    ``weights_only=True``). Divergence (non-finite loss or weights) is an InputError saying what
-    was kept.
+    ``weights_only=True``; without one, a run killed before its first checkpoint, it starts from
+    step 0). Divergence (non-finite loss or weights, or a loss far above its running median) is
+    an InputError saying what was kept. ``callbacks``: extra Lightning callbacks (an experiment's
+    measurements), after fcnkit's own.
     """
     devices = distributed_devices(cfg)
     processes = devices["devices"] * devices.get("num_nodes", 1)
@@ -58,9 +63,21 @@ def fit(
             max_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
             logger=_loggers(cfg, run),
-            callbacks=[FcnkitCheckpoint(run, checkpoint_config, monitor=module.monitor), StepLog(), *_lr_monitor(cfg)],
+            callbacks=[
+                FcnkitCheckpoint(
+                    run, checkpoint_config, monitor=module.monitor, every_n_steps=cfg.checkpoint_every_n_steps
+                ),
+                StepLog(),
+                RngState(),
+                _SaveConfigOnStart(cfg, run / "config.yaml"),
+                *_lr_monitor(cfg),
+                *callbacks,
+            ],
             **_validation_interval(cfg),
             plugins=[AtomicCheckpointIO()],
+            # the training loader shards itself (fcnkit.engine.resumable), the val loaders too
+            use_distributed_sampler=False,
+            sync_batchnorm=cfg.sync_batchnorm,
             enable_checkpointing=False,  # FcnkitCheckpoint writes best/, last/ and trainer.ckpt
             num_sanity_val_steps=0,
             # never more than the batches of an epoch, else Lightning logs no step loss (and warns)
@@ -68,23 +85,28 @@ def fit(
             default_root_dir=str(run),
             enable_model_summary=False,
         )
-        if trainer.is_global_zero:
+        resuming = bool(cfg.resume) and (run / TRAINER_CKPT).is_file()
+        if trainer.is_global_zero and not resuming:  # a resumed run rewrites it once it started
             save_config(cfg, run / "config.yaml")
         threads = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        ckpt_path = run / TRAINER_CKPT if cfg.resume else None
+        ckpt_path = run / TRAINER_CKPT if resuming else None
         try:
             trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-        except (NonFiniteLossError, NonFiniteWeightsError) as exc:
+        except (NonFiniteLossError, NonFiniteWeightsError, LossDivergedError) as exc:
             _close_progress_bar(trainer)  # so the error starts on its own line
             if trainer.is_global_zero:
                 merge_metrics(run)
-            what = (
-                f"loss became {exc.value} at step {exc.step}"
-                if isinstance(exc, NonFiniteLossError)
-                else f"weights became non-finite after step {exc.step}"
-            )
+            if isinstance(exc, LossDivergedError):
+                what = (
+                    f"loss {exc.value:.3g} at step {exc.step} stayed above {exc.factor:g}x its running median "
+                    f"{exc.median:.3g} for {exc.patience} steps (divergence_factor, divergence_patience)"
+                )
+            elif isinstance(exc, NonFiniteLossError):
+                what = f"loss became {exc.value} at step {exc.step}"
+            else:
+                what = f"weights became non-finite after step {exc.step}"
             kept = (
                 f"{run / 'last'} holds the last good weights"
                 if (run / "last").is_dir()
@@ -136,6 +158,17 @@ def distributed_devices(cfg: TrainConfig) -> dict:
     if cfg.devices > 1:
         return {"devices": cfg.devices, "strategy": "ddp"}
     return {"devices": 1, "strategy": "auto"}
+
+
+class _SaveConfigOnStart(L.Callback):
+    """config.yaml of a resumed run is rewritten only once the resume started (state restored)."""
+
+    def __init__(self, cfg: TrainConfig, path: Path):
+        self.cfg, self.path = cfg, path
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.cfg.resume:
+            save_config(self.cfg, self.path)
 
 
 def _close_progress_bar(trainer: L.Trainer) -> None:

@@ -4,12 +4,14 @@ A task's module (:mod:`fcnkit.engine.segmentation`, :mod:`fcnkit.engine.classifi
 what its loss is and which scores it reports::
 
     training_step      loss, cells = self.training_loss(batch)     <- the task
-                       stop if the loss is not finite (all ranks agree), log train_loss
+                       stop if the loss is not finite or diverges (LossGuard; all ranks agree),
+                       log train_loss
     validation_step    logits = model(image); val_loss = self.loss(logits, batch)   <- the task
                        confusion matrix += (logits, batch[target_key])
     on_validation_epoch_end
                        scores = self.score_fn(summed matrix)  -> val_<name> for name in score_names
     configure_optimizers   adam | sgd (| heavy = sgd, momentum 0.99), constant, cosine or poly lr, warmup
+    on_train_start     a resumed run applies its (new) lr, momentum, weight decay and schedule length
 
 The checkpoint callback reads ``last_scores`` and keeps the best ``monitor`` score.
 """
@@ -27,7 +29,7 @@ from torch import nn
 from fcnkit.engine.config import TrainConfig
 from fcnkit.engine.metric import ConfusionMatrix
 
-__all__ = ["FcnkitModule", "NonFiniteLossError"]
+__all__ = ["FcnkitModule", "NonFiniteLossError", "LossDivergedError", "LossGuard"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,6 +38,56 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, step: int, value: float):
         super().__init__(f"non-finite loss {value} at step {step}")
         self.step, self.value = step, value
+
+
+class LossDivergedError(RuntimeError):
+    """The loss stayed above ``factor`` x its running median for ``patience`` steps."""
+
+    def __init__(self, step: int, value: float, guard: LossGuard):
+        super().__init__(f"loss {value:.3g} at step {step}")
+        self.step, self.value = step, value
+        self.median, self.factor, self.patience = guard.median, guard.factor, guard.patience
+
+
+class LossGuard:
+    """Divergence beyond NaN: ``update(loss)`` is True once the loss exceeded ``factor`` x the
+    median of the last ``window`` accepted losses for ``patience`` steps in a row.
+
+    Losses of a streak are kept apart, so the reference does not climb with a diverging loss
+    (a median of the last 100 losses would, after 50 bad steps); a streak that ends joins the
+    window (the loss really moved). ``suspect`` is True during a streak: the checkpoint callback
+    then writes nothing (``FcnkitModule.loss_suspect``: any rank's), so ``last/`` keeps the last
+    good weights. Its state is saved with the
+    trainer state (plain floats), so a resumed run decides exactly as an uninterrupted one.
+    """
+
+    def __init__(self, factor: float = 100.0, patience: int = 20, window: int = 100):
+        self.factor, self.patience, self.window = float(factor), int(patience), int(window)
+        self.accepted: list[float] = []
+        self.streak: list[float] = []
+
+    @property
+    def median(self) -> float:
+        ordered = sorted(self.accepted)
+        return ordered[len(ordered) // 2] if ordered else math.nan
+
+    @property
+    def suspect(self) -> bool:
+        return bool(self.streak)
+
+    def update(self, value: float) -> bool:
+        if self.accepted and value > self.factor * self.median:
+            self.streak.append(value)
+            return len(self.streak) >= self.patience
+        self.accepted = (self.accepted + self.streak + [value])[-self.window :]
+        self.streak = []
+        return False
+
+    def state_dict(self) -> dict:
+        return {"accepted": [float(v) for v in self.accepted], "streak": [float(v) for v in self.streak]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accepted, self.streak = list(state.get("accepted", [])), list(state.get("streak", []))
 
 
 class FcnkitModule(L.LightningModule):
@@ -59,6 +111,8 @@ class FcnkitModule(L.LightningModule):
         # a buffer so it follows the module to the device; not persistent: it is derived from the data
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.val_cm = ConfusionMatrix(num_classes)
+        self.loss_guard = LossGuard(config.divergence_factor, config.divergence_patience)
+        self.loss_suspect = False  # some rank's guard is in a streak (see _stop_if_diverged)
         self.last_scores: dict | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,21 +129,54 @@ class FcnkitModule(L.LightningModule):
     # --- the shared loop pieces ----------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         loss, cells = self.training_loss(batch)
-        self._stop_if_not_finite(loss)
+        self._stop_if_diverged(loss)
         self.log(
             "train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"])
         )
         # "cells": loss terms kept, for the per-step log (fcnkit.engine.steplog.StepLog)
         return {"loss": loss, "cells": cells}
 
-    def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
+    def _stop_if_diverged(self, loss: torch.Tensor) -> None:
         # checked BEFORE backward/step, so the weights are still the last good ones. Under DDP
         # every rank must agree, else one rank raises while the others wait in all-reduce.
-        bad = (~torch.isfinite(loss.detach())).to(torch.float32)
+        value = float(loss.detach())
+        diverged = math.isfinite(value) and self.loss_guard.update(value)
+        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0, float(diverged), float(self.loss_guard.suspect)])
         if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
-        if float(bad) > 0:
-            raise NonFiniteLossError(int(self.global_step), float(loss.detach()))
+            bad = self.trainer.strategy.reduce(bad.to(loss.device), reduce_op="sum").cpu()
+        # any rank's suspicion holds back every rank's checkpoint (saving is collective)
+        self.loss_suspect = float(bad[2]) > 0
+        if float(bad[0]) > 0:
+            raise NonFiniteLossError(int(self.global_step), value)
+        if float(bad[1]) > 0:
+            raise LossDivergedError(int(self.global_step), value, self.loss_guard)
+
+    def on_train_start(self) -> None:
+        # a resumed run restored the optimizer's lr, momentum and weight decay and the schedule's
+        # base lr from trainer.ckpt: apply this run's settings (those that may change on resume)
+        optimizer = self.optimizers()
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # under LightningOptimizer
+        schedulers = self.lr_schedulers()
+        schedule = schedulers[0] if isinstance(schedulers, list) else schedulers
+        for group in optimizer.param_groups:
+            group["initial_lr"] = self.config.lr
+            group["weight_decay"] = self.config.weight_decay
+            if "momentum" in group:
+                group["momentum"] = self.config.momentum
+            factor = self._lr_factor(schedule.last_epoch) if schedule is not None else 1.0
+            group["lr"] = self.config.lr * factor
+        if schedule is not None:
+            schedule.base_lrs = [self.config.lr] * len(optimizer.param_groups)
+            schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["fcnkit_loss_guard"] = self.loss_guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "fcnkit_loss_guard" in checkpoint:
+            self.loss_guard.load_state_dict(checkpoint["fcnkit_loss_guard"])
+        for state in checkpoint.get("lr_schedulers", []):  # runs before fcnkit 10a: CosineAnnealingLR
+            state.setdefault("lr_lambdas", [None] * len(state.get("base_lrs", [None])))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch["image"])
@@ -127,17 +214,16 @@ class FcnkitModule(L.LightningModule):
         warmup = int(getattr(cfg, "warmup_steps", 0) or 0)
         if cfg.lr_schedule == "none" and not warmup:
             return optimizer
-        if cfg.lr_schedule == "poly" or warmup:
-            # one pure function of the step (fcnkit.training.schedules), unit-tested on its own
-            from fcnkit.training.schedules import lr_factor
-
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: lr_factor(step, total, cfg.lr_schedule, warmup)
-            )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-        # cosine over the steps this fit will take (epochs or max_steps, whichever ends first);
-        # a resumed run keeps the schedule it started with (its state is in trainer.ckpt)
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        # the schedule (fcnkit.training.schedules: warmup, cosine or poly) over the steps of the whole
+        # run (epochs or max_steps, whichever ends first), in closed form of the step: a resumed run
+        # with more epochs or another lr follows the schedule of its new length from the step it is at
+        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._lr_factor(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _lr_factor(self, step: int) -> float:
+        from fcnkit.training.schedules import lr_factor
+
+        cfg = self.config
+        warmup = int(getattr(cfg, "warmup_steps", 0) or 0)
+        return lr_factor(step, getattr(self, "_total_steps", 1), cfg.lr_schedule, warmup)

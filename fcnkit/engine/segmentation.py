@@ -14,6 +14,7 @@ from torch import nn
 
 from fcnkit.engine.config import TrainConfig
 from fcnkit.engine.module import FcnkitModule
+from fcnkit.engine.resumable import eval_sampler, loader_generator, resumable_loader
 from fcnkit.errors import InputError
 from fcnkit.metrics import SCORE_NAMES, scores
 from fcnkit.training.losses import pixelwise_loss, segmentation_loss
@@ -60,6 +61,12 @@ class SegmentationModule(FcnkitModule):
         return segmentation_loss(name, logits, mask, weight_map=weight_map, class_weights=self.class_weights)
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        regime_loss = getattr(self.regime, "training_loss", None)
+        if regime_loss is not None:  # the regime evaluates the loss itself (tiled: tile by tile, same gradient)
+            loss, weight_map = regime_loss(
+                self.model, batch, step=self.global_step, rank=self.global_rank, class_weights=self.class_weights
+            )
+            return loss, count_kept_cells(batch["mask"], weight_map, self.class_weights)
         logits = self(batch["image"])
         # random regimes draw per (step, process): reproducible, and each process draws its own
         weight_map = self.regime.weight_map(batch, logits, step=self.global_step, rank=self.global_rank)
@@ -106,14 +113,25 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset = AugmentedDataset(self.train_set, self.config.augment) if self.config.augment else self.train_set
         dataset = self.regime.train_dataset(dataset)  # patchwise: crops of each image
         sampler = self.regime.train_sampler(dataset)
+        workers = self.config.num_workers
+        collate = self.regime.collate_fn() or pad_collate
+        if sampler is None:  # resumes mid-epoch, bit for bit (fcnkit.engine.resumable)
+            return resumable_loader(
+                dataset,
+                self.trainer,
+                self.config.seed,
+                self.train_batch_size,
+                collate_fn=collate,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+            )
         return DataLoader(
             dataset,
             batch_size=self.train_batch_size,
-            shuffle=sampler is None,
             sampler=sampler,
-            collate_fn=self.regime.collate_fn() or pad_collate,
-            num_workers=self.config.num_workers,
-            persistent_workers=self.config.num_workers > 0,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             drop_last=False,
         )
 
@@ -125,8 +143,9 @@ class SegmentationDataModule(L.LightningDataModule):
         return DataLoader(
             self.val_set,
             batch_size=self.config.batch_size,
-            shuffle=False,
+            sampler=eval_sampler(self.val_set, self.trainer),
             collate_fn=pad_collate,
+            generator=loader_generator(),
             num_workers=self.config.num_workers,
             persistent_workers=self.config.num_workers > 0,
         )
@@ -137,8 +156,9 @@ class AugmentedDataset(torch.utils.data.Dataset):
 
     The image is augmented in [0, 1] from the dataset's raw array, then normalised with the
     dataset's mean/std exactly as an unaugmented sample (``fcnkit.data.io.to_model_input``). Each
-    item draws a seed from torch's global RNG, which ``seed_everything`` seeds and the DataLoader
-    reseeds per worker: runs are reproducible, epochs differ.
+    item draws its augmentation seed from torch's global RNG, which the training loader seeds per
+    (seed, epoch, item) (:mod:`fcnkit.engine.resumable`): runs are reproducible and resume bit for
+    bit, epochs differ.
     """
 
     def __init__(self, dataset, names: list[str]):

@@ -125,38 +125,13 @@ def run(
 
 
 def _steps_per_epoch(dataset: str, cfg: dict) -> int:
-    from fcnkit.data import load_dataset
-
-    return math.ceil(len(load_dataset(dataset, "train", **cfg.get("data_options", {}))) / cfg["batch_size"])
+    return runner.steps_per_epoch({**cfg, "data": dataset})
 
 
 def _summarise(dataset: str, cfg: dict, runs: dict[str, list[dict]]) -> dict:
     score = SCORE[cfg["task"]]
     steps_per_epoch = _steps_per_epoch(dataset, cfg)
-    variants = {}
-    for variant, seeds in runs.items():
-        epochs = [r["iterations"] / steps_per_epoch for r in seeds]
-        variants[variant] = {
-            "score": runner.mean_std(r["final"].get(score) for r in seeds),
-            "scores": {
-                k: runner.mean_std(r["final"].get(k) for r in seeds)
-                for k in ("accuracy", "mean_accuracy", "pixel_accuracy", "mean_iu", "fw_iu")
-                if k in seeds[0]["final"]
-            },
-            "parameters": seeds[0]["parameters"],
-            "trainable_parameters": seeds[0]["trainable_parameters"],
-            "train_seconds_per_epoch": runner.mean_std(
-                (r["train_seconds"] or math.nan) / e for r, e in zip(seeds, epochs)
-            ),
-            "wall_seconds_per_epoch": runner.mean_std(r["wall_seconds"] / e for r, e in zip(seeds, epochs)),
-            "runs": [
-                {
-                    k: r[k]
-                    for k in ("seed", "run", "iterations", "wall_seconds", "train_seconds", "final", "val", "train")
-                }
-                for r in seeds
-            ],
-        }
+    variants = {variant: runner.arm_summary(seeds, score, steps_per_epoch) for variant, seeds in runs.items()}
     return {"task": cfg["task"], "score": score, "steps_per_epoch": steps_per_epoch, "variants": variants}
 
 

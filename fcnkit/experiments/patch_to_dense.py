@@ -37,8 +37,10 @@ from fcnkit.errors import InputError
 
 __all__ = ["dense_from_classifier", "zero_shot_scores", "patch_to_dense", "BODY_OPTIONS", "DEFAULTS"]
 
-# the options that define the allconv body (shared by allconv and allconv_cls)
-BODY_OPTIONS = ("width", "depth", "stem_depth", "stages", "downsample", "padding", "norm")
+# the options that define the allconv body (shared by allconv and allconv_cls; resallconv: + skip_downsample)
+BODY_OPTIONS = ("width", "depth", "stem_depth", "stages", "downsample", "skip_downsample", "padding", "norm")
+# classifier -> the segmenter with the same body (same tensor names)
+DENSE_OF = {"allconv_cls": "allconv", "resallconv_cls": "resallconv"}
 # sized for a few minutes on a 2-core CPU (see docs/recipes/patch_to_dense.md for the numbers)
 DEFAULTS: dict[str, Any] = {
     "body": {"width": 16, "depth": 1, "stages": 3},
@@ -62,9 +64,10 @@ DEFAULTS: dict[str, Any] = {
 
 
 def dense_from_classifier(checkpoint: str | os.PathLike, output: str = "dense"):
-    """The classifier of ``checkpoint`` (an ``allconv_cls`` checkpoint or run) as a dense net.
+    """The classifier of ``checkpoint`` (an ``allconv_cls`` or ``resallconv_cls`` checkpoint or run) as a dense net.
 
-    Returns ``(model, config)``: ``allconv(num_classes=K, skips=False, output=output)`` with the
+    Returns ``(model, config)``: ``allconv(num_classes=K, skips=False, output=output)`` (``resallconv``
+    for a residual classifier) with the
     classifier's body options and ALL its tensors, in eval mode, and the classifier's checkpoint
     config. ``output="coarse"`` gives exactly ``classifier.forward_dense`` (tested), whose global
     average is the classifier's logits; ``"dense"`` upsamples it to the input size.
@@ -75,7 +78,7 @@ def dense_from_classifier(checkpoint: str | os.PathLike, output: str = "dense"):
 
     config = read_config(checkpoint)
     spec = config["model"]
-    if spec["name"] != "allconv_cls":
+    if spec["name"] not in DENSE_OF:
         raise InputError(
             f"{checkpoint}: a '{spec['name']}' checkpoint; dense_from_classifier takes an allconv_cls "
             "classifier (train one with fcnkit train --task classification --model allconv_cls)"
@@ -83,7 +86,7 @@ def dense_from_classifier(checkpoint: str | os.PathLike, output: str = "dense"):
     kwargs = spec["kwargs"]
     body = {k: kwargs[k] for k in BODY_OPTIONS if k in kwargs}
     model = build_model(
-        "allconv",
+        DENSE_OF[spec["name"]],
         num_classes=kwargs["num_classes"],
         in_channels=kwargs["in_channels"],
         skips=False,

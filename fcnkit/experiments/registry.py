@@ -39,6 +39,14 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "fcnkit.experiments.downsampling",
         "All-CNN: max-pool vs strided conv vs strided-only vs average pool",
     ),
+    "residual-skips": (
+        "fcnkit.experiments.residual_skips",
+        "FishNet: residual skip at a resolution drop, 1x1 projection vs pool + zero-pad / concat",
+    ),
+    "large-image": (
+        "fcnkit.experiments.large_image",
+        "whole-image vs exact tiled steps vs random patches on large mosaics, at equal wall time",
+    ),
 }
 
 
@@ -68,7 +76,18 @@ def run_experiment(
         )
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device {device!r}: use auto, cpu or cuda")
-    module = importlib.import_module(EXPERIMENTS[name][0])
+    from fcnkit.utils.device import resolve_device
+    from fcnkit.utils.outputs import output_folder
+
+    resolve_device(device)  # cuda without a GPU: one line now, not a traceback later
+
+    with output_folder(out, "experiment"):  # never into a folder of the user's files
+        return _run(
+            name, importlib.import_module(EXPERIMENTS[name][0]), out, seeds, budget_minutes, device, datasets, progress
+        )
+
+
+def _run(name, module, out, seeds, budget_minutes, device, datasets, progress) -> dict[str, Any]:
     if name == "gradient-equivalence":
         if datasets:
             raise InputError("gradient-equivalence uses synthetic images; drop --datasets")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import datetime
 import json
 import math
@@ -48,7 +47,19 @@ __all__ = [
     "pick_datasets",
     "markdown_table",
     "write_outputs",
+    "steps_per_epoch",
+    "arm_summary",
 ]
+
+#: the training set-up the regime experiments (sampling, class-balance) share: a narrow allconv on
+#: digit-canvas and nuclei, small enough for a CPU
+SMALL_SEGMENTATION: dict = {
+    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
+    "data": {
+        "digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
+        "nuclei": {"data_options": {"tile": 64}},
+    },
+}
 
 # StepLog's running sums in metrics.csv -> the names used in the experiments' rows
 _TOTALS = {
@@ -105,13 +116,16 @@ def step_settings(
     return settings
 
 
-def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str = "cpu") -> dict[str, Any]:
+def train_run(
+    config: dict[str, Any], run_dir: str | os.PathLike, *, device: str = "cpu", callbacks: Iterable[Any] = ()
+) -> dict[str, Any]:
     """Train ``config`` (a train-config mapping) into ``run_dir``; return its curves and scores.
 
     Returns ``{"run", "iterations", "wall_seconds", "train_seconds", "parameters", "trainable_parameters",
     "train": [...], "val": [...], "final": {...}}`` (rows as in the module docstring; ``final`` is
     the validation row at the last iteration). Console output of the training goes to
-    ``run_dir/train.log``.
+    ``run_dir/train.log``. ``callbacks``: extra Lightning callbacks for this run; the ``grad_*``
+    values they log per step come back in the train rows.
     """
     from fcnkit.app.train import train
 
@@ -125,7 +139,7 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, *, device: str
         contextlib.redirect_stdout(log),
         _lightning_logs_to(log),
     ):
-        path = train(cfg, report=False)
+        path = train(cfg, report=False, callbacks=list(callbacks))
     wall = time.perf_counter() - start
     train_rows, val_rows = read_metrics(path)
     if not train_rows:
@@ -168,16 +182,15 @@ def _lightning_logs_to(stream):
 
 def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     """``RUN/metrics.csv`` -> ``(train rows, val rows)`` (module docstring), sorted by iteration."""
-    path = Path(run) / "metrics.csv"
-    with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-    rows.sort(key=lambda r: r.get("step", math.inf))
+    from fcnkit.engine.runlog import read_rows
+
     train_rows, val_rows, totals = [], [], {}
-    for r in rows:
+    for r in read_rows(run):
         iteration = int(r["step"]) + 1
         if "train_loss_step" in r:
             totals = {name: r[key] for key, name in _TOTALS.items() if key in r}
-            train_rows.append({"iteration": iteration, "loss": r["train_loss_step"], **totals})
+            extra = {k: v for k, v in r.items() if k.startswith("grad_")}  # experiments' own measurements
+            train_rows.append({"iteration": iteration, "loss": r["train_loss_step"], **totals, **extra})
         scores = {k[4:]: v for k, v in r.items() if k.startswith("val_")}
         if scores:
             # time etc. spent up to this validation: the sums of the last step at or before it
@@ -297,9 +310,11 @@ def run_arms(
     *,
     device: str,
     progress: Callable[[str], None] | None = None,
+    make_callbacks: Callable[[], list] | None = None,
 ) -> dict[str, dict[str, list[dict]]]:
     """Train every ``(dataset, arm, seed)`` (seed-major within a dataset, so a cut-short run has
-    every arm at the first seeds); ``make_config(dataset, arm, seed)`` gives the train config.
+    every arm at the first seeds); ``make_config(dataset, arm, seed)`` gives the train config,
+    ``make_callbacks()`` fresh extra Lightning callbacks for each run.
 
     Returns ``{dataset: {arm: [train_run result per seed]}}``; runs live under ``out_dir/runs``.
     """
@@ -311,7 +326,10 @@ def run_arms(
         for seed in range(seeds):
             for arm in arms:
                 run = train_run(
-                    make_config(dataset, arm, seed), out / "runs" / dataset / _slug(arm) / f"seed{seed}", device=device
+                    make_config(dataset, arm, seed),
+                    out / "runs" / dataset / _slug(arm) / f"seed{seed}",
+                    device=device,
+                    callbacks=make_callbacks() if make_callbacks else (),
                 )
                 run["seed"] = seed
                 results[dataset][arm].append(run)
@@ -327,6 +345,36 @@ def run_arms(
                         f"{scores or 'no score'}, {run['wall_seconds']:.1f} s"
                     )
     return results
+
+
+def steps_per_epoch(cfg: dict[str, Any]) -> int:
+    """Optimizer steps in one epoch of train config ``cfg`` (its training split over its batch size)."""
+    from fcnkit.data import load_dataset
+
+    return math.ceil(len(load_dataset(cfg["data"], "train", **cfg.get("data_options", {}))) / cfg["batch_size"])
+
+
+SCORE_KEYS = ("accuracy", "mean_accuracy", "pixel_accuracy", "mean_iu", "fw_iu")
+
+
+def arm_summary(seeds: list[dict], score: str, epoch_steps: int) -> dict[str, Any]:
+    """One arm's seeds (``train_run`` results) as mean +- std: the final ``score`` and every score,
+    parameters (all, trainable), seconds per epoch of training steps and of the whole run, and
+    the per-seed runs (without their per-step curves)."""
+    epochs = [r["iterations"] / epoch_steps for r in seeds]
+    final = seeds[0]["final"]
+    return {
+        "score": mean_std(r["final"].get(score) for r in seeds),
+        "scores": {k: mean_std(r["final"].get(k) for r in seeds) for k in SCORE_KEYS if k in final},
+        "parameters": seeds[0]["parameters"],
+        "trainable_parameters": seeds[0]["trainable_parameters"],
+        "train_seconds_per_epoch": mean_std((r["train_seconds"] or math.nan) / e for r, e in zip(seeds, epochs)),
+        "wall_seconds_per_epoch": mean_std(r["wall_seconds"] / e for r, e in zip(seeds, epochs)),
+        "runs": [
+            {k: r[k] for k in ("seed", "run", "iterations", "wall_seconds", "train_seconds", "final", "val", "train")}
+            for r in seeds
+        ],
+    }
 
 
 def _slug(text: str) -> str:

@@ -49,11 +49,7 @@ DATASETS = ("digit-canvas", "nuclei")
 REFERENCE_MINUTES = 20.0
 DEFAULTS: dict[str, Any] = {
     "steps": 300,  # iterations per run at budget_minutes=20 (CPU)
-    "train": {"model": "allconv", "model_options": {"width": 8}, "optimizer": "adam", "lr": 3e-3, "batch_size": 8},
-    "data": {
-        "digit-canvas": {"data_options": {"count": 256}, "val_data_options": {"count": 100}},
-        "nuclei": {"data_options": {"tile": 64}},
-    },
+    **runner.SMALL_SEGMENTATION,
 }
 
 

@@ -24,7 +24,7 @@ def check_feature_info(model: nn.Module, in_channels: int = 3) -> None:
 
     geometry = receptive_field(model, in_channels=in_channels)
     wrong = []
-    for tap in model.feature_info:
+    for tap in model.feature_info:  # type: ignore[union-attr]  # a FeatureInfo, set by the backbone
         traced = tap_geometry(geometry, tap.module)
         if traced != (tap.stride, tap.offset):
             wrong.append(f"{tap.name}: declared stride {tap.stride}, offset {tap.offset}; traced {traced}")

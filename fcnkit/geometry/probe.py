@@ -23,7 +23,7 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from fcnkit.errors import InputError
-from fcnkit.geometry.analytic import _Dense, dense_view, select_output
+from fcnkit.geometry.analytic import DenseView, dense_view, select_output
 from fcnkit.geometry.result import Geometry, number
 
 __all__ = ["probe_geometry", "ProbeError"]
@@ -189,7 +189,7 @@ def _probe(model: nn.Module, in_channels: int, max_size: int) -> Geometry:
         try:
             rows, n0 = _supports(model, in_channels, size, cells, dtype)
         except _NotDense:
-            if dense_view(model) is model or isinstance(model, _Dense):
+            if dense_view(model) is model or isinstance(model, DenseView):
                 raise InputError(
                     f"probe: {type(model).__name__}'s output has no spatial grid; pass a dense model"
                 ) from None
@@ -220,7 +220,7 @@ def _probe(model: nn.Module, in_channels: int, max_size: int) -> Geometry:
             cells = runs.pop(0)
             size = max(size, -(-int(extent + cells * step + 16) // 32) * 32)
             continue
-        out = {"size": [], "stride": [], "offset": [], "align": []}
+        out: dict[str, list] = {"size": [], "stride": [], "offset": [], "align": []}
         for i, (per, shift) in enumerate(found):
             jump = Fraction(shift, per)
             lo = min(r[i][0] - (n0[i] + t) * jump for t, r in enumerate(rows))

@@ -56,6 +56,9 @@ class Geometry:
     pooling, normalisation over H and W, attention, size-dependent resizing): with any, tiled
     inference cannot equal whole-image inference. ``notes`` list operations traced as pointwise
     without being known to be. ``method`` is ``"analytic"`` or ``"probe"``.
+    ``input_multiple``: the geometry holds for inputs whose H and W are multiples of it (models
+    that resize their output to the input size, e.g. torchvision ``fcn_resnet50``); (1, 1) = any.
+    ``output_shape`` is the output size at ``trace_size``, the input size traced at.
     """
 
     size: Pair
@@ -67,6 +70,8 @@ class Geometry:
     notes: tuple[str, ...] = ()
     method: str = "analytic"
     output_shape: Pair | None = field(default=None, compare=False)
+    input_multiple: Pair = (1, 1)
+    trace_size: Pair | None = field(default=None, compare=False)
 
     @property
     def exact_tiling(self) -> bool:
@@ -77,11 +82,10 @@ class Geometry:
         """Input extent ``((top, bottom), (left, right))`` (inclusive) seen by output cell ``(i, j)``."""
         out = []
         for n, size, stride, offset in zip((i, j), self.size, self.stride, self.offset):
-            centre = offset + n * stride
-            out.append(
-                (number(Fraction(centre) - Fraction(size - 1) / 2), number(Fraction(centre) + Fraction(size - 1) / 2))
-            )
-        return tuple(out)
+            centre = Fraction(offset + n * stride)
+            half = Fraction(size - 1) / 2
+            out.append((float(number(centre - half)), float(number(centre + half))))
+        return out[0], out[1]
 
     def halo(self) -> tuple[int, int]:
         """Half the receptive field, rounded up to a multiple of ``align``: the tile margin that
@@ -127,6 +131,8 @@ class Geometry:
         ]
         if self.output_shape is not None:
             lines.append(f"output size      {_fmt(self.output_shape)}")
+        if self.input_multiple != (1, 1):
+            lines.append(f"input sizes      multiples of {_fmt(self.input_multiple)} (other sizes change the stride)")
         for b in self.blockers:
             lines.append(f"warning: {b}; tiled inference cannot equal whole-image inference")
         for n in self.notes:

@@ -15,252 +15,33 @@ from __future__ import annotations
 
 import functools
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 from fcnkit.geometry.axis import (
-    Axis,
     Taps,
     conv_taps,
     interpolate_taps,
     transposed_taps,
 )
+from fcnkit.geometry.meta_shapes import meta_shortcut
 from fcnkit.geometry.result import LayerGeometry, number
+from fcnkit.geometry.trace_state import State, Unsupported, union
+from fcnkit.geometry.traced_ops import (
+    GLOBAL_OPS,
+    NOT_2D_OPS,
+    POINTWISE_OPS,
+    POOL_OPS,
+    REDUCTION_OPS,
+    RESAMPLE_OPS,
+    as_pair,
+    bind_args,
+)
 
 __all__ = ["State", "Tracer", "Unsupported"]
-
-
-class Unsupported(Exception):
-    """An operation the tracer cannot describe (becomes an InputError naming the layer)."""
-
-
-@dataclass(frozen=True)
-class State:
-    """Geometry of one activation: both spatial axes, plus what breaks translation equivariance."""
-
-    axes: tuple[Axis, Axis]
-    blockers: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-
-    def merged(self, other: State) -> State:
-        try:
-            axes = tuple(a.merge(b) for a, b in zip(self.axes, other.axes))
-        except ValueError as exc:
-            raise Unsupported(str(exc)) from None
-        return State(axes, _union(self.blockers, other.blockers), _union(self.notes, other.notes))
-
-    def with_blocker(self, text: str) -> State:
-        return replace(self, blockers=_union(self.blockers, (text,)))
-
-
-def _union(a: tuple, b: tuple) -> tuple:
-    return a + tuple(x for x in b if x not in a)
-
-
-# positional parameter names of the ops we read arguments from
-_SIGS = {
-    "conv2d": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
-    "conv_transpose2d": ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation"),
-    "max_pool2d": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-    "avg_pool2d": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
-    "lp_pool2d": ("input", "norm_type", "kernel_size", "stride", "ceil_mode"),
-    "interpolate": ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"),
-    "pad": ("input", "pad", "mode", "value"),
-    "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
-    "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
-}
-_SIGS["max_pool2d_with_indices"] = _SIGS["_max_pool2d"] = _SIGS["max_pool2d"]
-_SIGS["upsample"] = ("input", "size", "scale_factor", "mode", "align_corners")
-
-_NOT_2D = {
-    "conv1d",
-    "conv3d",
-    "conv_transpose1d",
-    "conv_transpose3d",
-    "max_pool1d",
-    "max_pool3d",
-    "avg_pool1d",
-    "avg_pool3d",
-    "max_pool1d_with_indices",
-    "max_pool3d_with_indices",
-}
-_POOLS = {"max_pool2d", "max_pool2d_with_indices", "_max_pool2d", "avg_pool2d", "lp_pool2d"}
-_RESAMPLE = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest"}
-_REDUCTIONS = {
-    "mean",
-    "sum",
-    "amax",
-    "amin",
-    "max",
-    "min",
-    "std",
-    "var",
-    "norm",
-    "logsumexp",
-    "prod",
-    "median",
-    "nanmean",
-    "nansum",
-    "argmax",
-    "argmin",
-    "std_mean",
-    "var_mean",
-    "count_nonzero",
-    "all",
-    "any",
-}
-_GLOBAL = {
-    "matmul",
-    "bmm",
-    "mm",
-    "einsum",
-    "scaled_dot_product_attention",
-    "linear",
-    "bilinear",
-    "roll",
-    "flip",
-    "fliplr",
-    "flipud",
-    "rot90",
-    "unfold",
-    "fold",
-    "grid_sample",
-    "multi_head_attention_forward",
-    "instance_norm",
-    "group_norm",
-    "fft_fft2",
-    "fft_rfft2",
-    "adaptive_avg_pool2d",
-    "adaptive_max_pool2d",
-    "adaptive_max_pool2d_with_indices",
-}
-_POINTWISE = {
-    "relu",
-    "relu_",
-    "relu6",
-    "leaky_relu",
-    "leaky_relu_",
-    "elu",
-    "elu_",
-    "selu",
-    "celu",
-    "gelu",
-    "silu",
-    "mish",
-    "hardswish",
-    "hardsigmoid",
-    "hardtanh",
-    "hardtanh_",
-    "sigmoid",
-    "sigmoid_",
-    "tanh",
-    "tanh_",
-    "softplus",
-    "prelu",
-    "rrelu",
-    "glu",
-    "logsigmoid",
-    "softsign",
-    "threshold",
-    "dropout",
-    "dropout1d",
-    "dropout2d",
-    "alpha_dropout",
-    "feature_alpha_dropout",
-    "batch_norm",
-    "local_response_norm",
-    "add",
-    "add_",
-    "__add__",
-    "__radd__",
-    "__iadd__",
-    "sub",
-    "sub_",
-    "__sub__",
-    "__rsub__",
-    "__isub__",
-    "mul",
-    "mul_",
-    "__mul__",
-    "__rmul__",
-    "__imul__",
-    "div",
-    "div_",
-    "__truediv__",
-    "__rtruediv__",
-    "__itruediv__",
-    "neg",
-    "__neg__",
-    "abs",
-    "clamp",
-    "clamp_",
-    "clip",
-    "exp",
-    "log",
-    "sqrt",
-    "rsqrt",
-    "pow",
-    "__pow__",
-    "square",
-    "reciprocal",
-    "contiguous",
-    "clone",
-    "detach",
-    "to",
-    "float",
-    "double",
-    "half",
-    "bfloat16",
-    "type",
-    "type_as",
-    "maximum",
-    "minimum",
-    "where",
-    "masked_fill",
-    "addcmul",
-    "addcdiv",
-    "lerp",
-    "softmax",
-    "log_softmax",
-    "squeeze",
-    "unsqueeze",
-    "view",
-    "reshape",
-    "flatten",
-    "unflatten",
-    "expand",
-    "expand_as",
-    "repeat",
-    "split",
-    "chunk",
-    "narrow_copy",
-    "requires_grad_",
-    "cpu",
-    "cuda",
-    "__getitem__",
-    "normalize",
-    "cat",
-    "concat",
-    "concatenate",
-    "stack",
-}
-
-
-def _bind(name: str, args: tuple, kwargs: dict) -> dict:
-    out = dict(zip(_SIGS.get(name, ()), args))
-    out.update(kwargs)
-    return out
-
-
-def _pair(v, default=None) -> tuple:
-    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
-        return default
-    if isinstance(v, (list, tuple)):
-        return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else tuple(int(x) for x in v[-2:])
-    return (int(v), int(v))
 
 
 def _tensors(obj):
@@ -314,7 +95,9 @@ class Tracer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = meta_shortcut(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
         ins = [t for t in _tensors((args, kwargs)) if self.state(t) is not None]
         outs = list(_tensors(out))
         if not ins or not outs:  # constants, parameters, x.shape, x.size()
@@ -332,33 +115,34 @@ class Tracer(TorchFunctionMode):
     # -- rules ------------------------------------------------------------------------------
     def _rule(self, name, args, kwargs, ins, out) -> State | None:
         first = self.state(ins[0])
+        assert first is not None  # the caller passes only watched tensors (states known) in ins
         x = ins[0]
-        if name in _NOT_2D:
+        if name in NOT_2D_OPS:
             raise Unsupported(f"'{name}': receptive_field follows 2-D networks only")
         if name == "conv2d":
-            a = _bind(name, args, kwargs)
+            a = bind_args(name, args, kwargs)
             k = tuple(a["weight"].shape[-2:])
-            s, d = _pair(a.get("stride"), (1, 1)), _pair(a.get("dilation"), (1, 1))
+            s, d = as_pair(a.get("stride"), (1, 1)), as_pair(a.get("dilation"), (1, 1))
             p = a.get("padding", 0)
-            p = tuple(d[i] * (k[i] - 1) // 2 for i in (0, 1)) if p == "same" else (0, 0) if p == "valid" else _pair(p)
+            p = tuple(d[i] * (k[i] - 1) // 2 for i in (0, 1)) if p == "same" else (0, 0) if p == "valid" else as_pair(p)
             taps = [conv_taps(k[i], s[i], p[i], d[i]) for i in (0, 1)]
             return self._apply(first, taps, name, out, k, s, p, d)
         if name == "conv_transpose2d":
-            a = _bind(name, args, kwargs)
+            a = bind_args(name, args, kwargs)
             k = tuple(a["weight"].shape[-2:])
-            s, p, d = (_pair(a.get(n), (dv, dv)) for n, dv in (("stride", 1), ("padding", 0), ("dilation", 1)))
+            s, p, d = (as_pair(a.get(n), (dv, dv)) for n, dv in (("stride", 1), ("padding", 0), ("dilation", 1)))
             taps = [transposed_taps(k[i], s[i], p[i], d[i]) for i in (0, 1)]
             return self._apply(first, taps, name, out, k, s, p, d)
-        if name in _POOLS:
-            a = _bind(name, args, kwargs)
-            k = _pair(a["kernel_size"])
-            s, p, d = _pair(a.get("stride"), k), _pair(a.get("padding"), (0, 0)), _pair(a.get("dilation"), (1, 1))
+        if name in POOL_OPS:
+            a = bind_args(name, args, kwargs)
+            k = as_pair(a["kernel_size"])
+            s, p, d = as_pair(a.get("stride"), k), as_pair(a.get("padding"), (0, 0)), as_pair(a.get("dilation"), (1, 1))
             taps = [conv_taps(k[i], s[i], p[i], d[i]) for i in (0, 1)]
             return self._apply(first, taps, name.strip("_"), out, k, s, p, d)
-        if name in _RESAMPLE:
+        if name in RESAMPLE_OPS:
             return self._resample(name, args, kwargs, first, x, out)
         if name == "pad":
-            a = _bind(name, args, kwargs)
+            a = bind_args(name, args, kwargs)
             pad = list(a["pad"]) + [0] * 4
             if a.get("mode", "constant") == "circular":
                 first = first.with_blocker(f"'{self._where(name)}' pads circularly (wraps the image around)")
@@ -384,12 +168,15 @@ class Tracer(TorchFunctionMode):
             r = int(args[1] if len(args) > 1 else next(iter(kwargs.values())))
             t = Taps(r, 1, ((0,),) * r) if name == "pixel_shuffle" else Taps(1, r, (tuple(range(r)),))
             return self._apply(first, [t, t], name, out, (r, r), (r, r), None, None)
-        if name in _REDUCTIONS and not (len(args) > 1 and isinstance(args[1], torch.Tensor)):
+        if name in REDUCTION_OPS and not (len(args) > 1 and isinstance(args[1], torch.Tensor)):
             pos = 2 if name == "norm" else 1  # torch.norm(input, p, dim)
             dim = args[pos] if len(args) > pos else kwargs.get("dim")
             dims = range(x.dim()) if dim is None else [dim] if isinstance(dim, int) else list(dim)
             if any(int(d) % x.dim() >= x.dim() - 2 for d in dims):
-                return first.with_blocker(f"'{self._where(name)}' reduces over the spatial axes (global pooling)")
+                return replace(
+                    first.with_blocker(f"'{self._where(name)}' reduces over the spatial axes (global pooling)"),
+                    whole=True,
+                )
             return self._pointwise(name, ins, out)
         if name in ("softmax", "log_softmax"):
             dim = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -397,21 +184,25 @@ class Tracer(TorchFunctionMode):
                 return first.with_blocker(f"'{self._where(name)}' normalises over a spatial axis")
             return self._pointwise(name, ins, out)
         if name == "batch_norm":
-            if _bind(name, args, kwargs).get("training"):
+            if bind_args(name, args, kwargs).get("training"):
                 first = first.with_blocker("BatchNorm in training mode uses batch statistics; call model.eval()")
             return self._pointwise(name, ins, out, base=first)
         if name == "layer_norm" and x.dim() >= 3:
             return first.with_blocker(f"'{self._where(name)}' is LayerNorm over the spatial axes")
         if name in ("permute", "transpose", "swapaxes", "movedim", "t"):
             return self._permute(name, args, kwargs, ins, x, out)
-        if name in _GLOBAL:
+        if name in GLOBAL_OPS:
             what = "normalises over the whole image" if "norm" in name else "mixes all positions (global)"
             if name.startswith("adaptive") and isinstance(out, torch.Tensor) and out.shape[-2:] == x.shape[-2:]:
                 return self._pointwise(name, ins, out)
-            return first.with_blocker(f"'{self._where(name)}' ({name}) {what}")
+            state = first.with_blocker(f"'{self._where(name)}' ({name}) {what}")
+            return replace(state, whole=True) if name.startswith("adaptive") else state
         return self._pointwise(name, ins, out)
 
     def _apply(self, state, taps, op, out, k, s, p, d) -> State:
+        if state.whole:  # layers after global pooling still see the whole image
+            self._record(op, state, out, k, s, p, d)
+            return state
         try:
             axes = tuple(a.apply(t) for a, t in zip(state.axes, taps))
         except ValueError as exc:
@@ -421,7 +212,7 @@ class Tracer(TorchFunctionMode):
         return new
 
     def _pointwise(self, name, ins, out, record=False, base=None) -> State:
-        states = [self.state(t) for t in ins]
+        states = [s for s in (self.state(t) for t in ins) if s is not None]
         state = base or states[0]
         for other in states[1:]:
             state = state.merged(other)
@@ -433,14 +224,14 @@ class Tracer(TorchFunctionMode):
                 state = state.with_blocker(
                     f"'{self._where(name)}' broadcasts a {t.shape[-2]}x{t.shape[-1]} map over {o.shape[-2]}x{o.shape[-1]}"
                 )
-        if name not in _POINTWISE and name not in _REDUCTIONS:
-            state = replace(state, notes=_union(state.notes, (f"'{self._where(name)}' ({name}) traced as pointwise",)))
+        if name not in POINTWISE_OPS and name not in REDUCTION_OPS:
+            state = replace(state, notes=union(state.notes, (f"'{self._where(name)}' ({name}) traced as pointwise",)))
         if record or len(states) > 1:
             self._record(name.strip("_"), state, out, None, None, None, None)
         return state
 
     def _resample(self, name, args, kwargs, state, x, out) -> State:
-        a = _bind("interpolate" if name != "upsample" else name, args, kwargs)
+        a = bind_args("interpolate" if name != "upsample" else name, args, kwargs)
         mode = {"upsample_bilinear": "bilinear", "upsample_nearest": "nearest"}.get(name, a.get("mode", "nearest"))
         align = bool(a.get("align_corners")) or name == "upsample_bilinear"
         sf = a.get("scale_factor")
@@ -452,13 +243,16 @@ class Tracer(TorchFunctionMode):
                 f = sf[i] if isinstance(sf, (list, tuple)) else sf
                 ratio = 1 / Fraction(float(f)).limit_denominator(10**6)
             else:
-                # align_corners maps the corner cells onto each other: cell n reads n * (in-1)/(out-1)
+                # align_corners maps the corner cells onto each other: cell n reads n * (in-1)/(out-1), a
+                # ratio that depends on the size: traced with the nominal in/out (the blocker says so)
                 ratio = Fraction(n_in - 1, n_out - 1) if corners else Fraction(n_in, n_out)
-                if ratio.numerator != 1 and ratio.denominator != 1:
+                if ratio.numerator != 1 and ratio.denominator != 1 and not state.whole:
                     state = state.with_blocker(
                         f"'{where}' resizes by {n_out}/{n_in}{' (align_corners)' if corners else ''}, "
                         "a ratio that depends on the image size"
                     )
+                    if corners:
+                        ratio, corners = Fraction(n_in, n_out), False
             taps.append(interpolate_taps(ratio, "area" if mode == "area" else mode, corners))
         return self._apply(
             state, taps, mode if name != "interpolate" else f"interpolate-{mode}", out, None, None, None, None

@@ -46,7 +46,7 @@ from fcnkit.inference.tiling import BLENDS, TilePlan, origin_cell, plan_tiles
 from fcnkit.inference.writers import NpySink, TensorSink
 from fcnkit.utils.device import model_device
 
-__all__ = ["predict", "TiledJob", "parse_memory", "auto_tile", "eval_mode"]
+__all__ = ["predict", "TiledJob", "parse_memory", "auto_tile", "eval_mode", "staged_or_single"]
 
 CPU_BUDGET = 512 << 20  # default activation budget for tile="auto" on the CPU (torch itself takes ~0.5 GB)
 
@@ -143,18 +143,27 @@ class TiledJob:
         c, h, w = self.source.shape
         self.stride, self.offset, self.geometry = (1, 1), (0, 0), None
         if tile == "auto":
-            tile = auto_tile(model, self._geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend)
+            tile = auto_tile(
+                model, self.model_geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend
+            )
         if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= max(h, w)):
             self.plan = plan_tiles((h, w), (h, w), 0, 1)
             return
         if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
             raise InputError(f"tile={tile!r} must be None, a positive int or 'auto'")
-        g = self._geometry()
+        g = self.model_geometry()
         if halo == "auto":
             halo = g.halo()
         elif not isinstance(halo, int) or isinstance(halo, bool) or halo < 0:
             raise InputError(f"halo={halo!r} must be 'auto' or a non-negative int")
         self.plan: TilePlan = plan_tiles((h, w), tile, halo, g.align, blend, overlap)
+        m = getattr(g, "input_multiple", (1, 1))
+        if len(self.plan) > 1 and (h % m[0] or w % m[1]):
+            raise InputError(
+                f"{type(model).__name__}: resizes its output by a ratio that is whole only for inputs whose "
+                f"H and W are multiples of {m[0]}x{m[1]} (this image is {h}x{w}); pad or crop the image "
+                "to such a size, or use tile=None"
+            )
         if len(self.plan) > 1 and g.blockers:
             msg = f"{type(model).__name__}: tiled inference cannot equal whole-image inference: {g.blockers[0]}"
             if blend == "crop":
@@ -162,11 +171,13 @@ class TiledJob:
             warnings.warn(msg, stacklevel=3)
         self.stride, self.offset = g.stride, g.offset
 
-    def _geometry(self):
+    def model_geometry(self):
+        """The model's receptive-field geometry, traced once and kept."""
         if self.geometry is None:
-            from fcnkit.geometry import receptive_field
+            from fcnkit.geometry.stages import cached_geometry
 
-            g = receptive_field(self.model, in_channels=self.source.shape[0])
+            # a model that cannot be traced (an onnxruntime session) carries the geometry it was exported with
+            g = getattr(self.model, "fcnkit_geometry", None) or cached_geometry(self.model, self.source.shape[0])
             for j, a in zip(g.stride, g.align):
                 if (Fraction(a) / Fraction(j)).denominator != 1:
                     raise InputError(
@@ -226,6 +237,47 @@ def eval_mode(model: nn.Module, device: torch.device):
         model.train(was)
 
 
+def staged_or_single(job: TiledJob, staged: bool, halo, tile=None):
+    """The staged executor for an exact tiled job when possible, else the single-level job itself.
+    ``tile``: the caller's tile when it is smaller than the single-level job's (staged halos are smaller)."""
+    if not staged or halo != "auto" or job.plan.blend != "crop":
+        return job
+    t = (tile, tile) if isinstance(tile, int) and not isinstance(tile, bool) else job.plan.tile
+    if all(a >= b for a, b in zip(t, job.source.shape[1:])):
+        return job
+    from fcnkit.inference.staged import staged_job
+
+    sj = staged_job(job.model, job.source, t, job.device, progress=None)
+    return job if sj is None else _StagedOrSingle(sj, job)
+
+
+class _StagedOrSingle:
+    """Runs the staged job; if the model turns out not to replay stage by stage, says so once and
+    runs the single-level job instead (sinks are made again, so nothing half-written stays)."""
+
+    def __init__(self, staged, single: TiledJob):
+        self.staged, self.single = staged, single
+        staged.progress = _Progress(len(staged), single.progress) if single.progress else None
+
+    def run(self, make_sink):
+        from fcnkit.inference.staged import CannotStage, _say_once
+
+        self.active = self.staged
+        try:
+            return self.staged.run(make_sink)
+        except CannotStage as exc:
+            _say_once(self.single.model, str(exc))
+            self.active = self.single
+            return self.single.run(make_sink)
+
+    @property
+    def out_dtype(self):
+        return self.active.out_dtype
+
+    def __getattr__(self, name):  # plan, geometry, ... of the single-level job (the same image and model)
+        return getattr(self.single, name)
+
+
 def predict(
     model: nn.Module,
     image,
@@ -238,6 +290,7 @@ def predict(
     memory_budget=None,
     out=None,
     progress=False,
+    staged: bool = True,
 ) -> torch.Tensor:
     """Logits ``[K, H_out, W_out]`` of ``model`` on ``image``, whole or tiled (module docstring: when exact).
 
@@ -259,11 +312,40 @@ def predict(
         out: a ``.npy`` path: logits are streamed into it (atomically) and the returned tensor is
             memory-mapped from it, for outputs larger than memory.
         progress: True to print ``tiles done/total`` to stderr, or a callable ``(done, total)``.
+        staged: with ``blend="crop"`` and ``halo="auto"``, run the network in stages split where the
+            resolution drops, each tiled over its own input with its own halo (``staged.py``; same
+            logits, less halo recomputation; tiles smaller than single-level tiling allows are fine,
+            one tile per forward); False = single-level tiling. Models that cannot be staged fall
+            back to single-level tiling (with the tile raised to its minimum), one warning per model.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"predict needs a torch.nn.Module, got {type(model).__name__}")
     with eval_mode(model, model_device(model, device)):
-        job = TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
+        single = tile
+        staged = staged and getattr(model, "fcnkit_geometry", None) is None  # an exported graph runs whole
+        if (
+            staged
+            and blend == "crop"
+            and halo == "auto"
+            and isinstance(tile, int)
+            and not isinstance(tile, bool)
+            and tile > 0
+        ):
+            from fcnkit.geometry.stages import cached_geometry
+
+            image = as_source(image)  # staged halos are smaller: a tile too small for single-level tiling is fine
+            if tile < max(image.shape[1:]):
+                with contextlib.suppress(InputError):  # an untraceable model: TiledJob says so below
+                    g = cached_geometry(model, image.shape[0])
+                    single = max(tile, 2 * max(g.halo()) + max(g.align))
+        job = staged_or_single(
+            TiledJob(model, image, single, halo, batch_size, blend, overlap, device, memory_budget, progress),
+            staged,
+            halo,
+            tile,
+        )
+        if single != tile and isinstance(job, TiledJob):  # not staged after all: the tile is too small, say so
+            job = TiledJob(model, image, tile, halo, batch_size, blend, overlap, device, memory_budget, progress)
         if out is None:
             return job.run(lambda shape: TensorSink(shape, job.out_dtype)).result
         from fcnkit.utils.atomic import atomic_path

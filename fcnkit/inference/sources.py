@@ -70,7 +70,13 @@ class ArraySource:
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
         from fcnkit.data.io import to_model_input
 
-        out = to_model_input(self.array[rows[0] : rows[1], cols[0] : cols[1]], self.channels, self.mean, self.std)
+        raw = self.array[rows[0] : rows[1], cols[0] : cols[1]]
+        if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+            raise InputError(
+                f"{self.name}: the image holds NaN or inf pixels (rows {rows[0]}-{rows[1]}, "
+                f"columns {cols[0]}-{cols[1]}); replace them (e.g. numpy.nan_to_num) and save it again"
+            )
+        out = to_model_input(raw, self.channels, self.mean, self.std)
         # a memory-mapped image: drop its pages after every tile. The kernel maps ~64 KB around
         # each page fault, so a tile of a wide image brings in far more than its own bytes.
         drop_pages(self.array)
@@ -78,9 +84,14 @@ class ArraySource:
 
 
 def open_image(path: str | os.PathLike, channels: int, mean, std) -> ArraySource:
-    """A lazy source for an image file: TIFFs memory-mapped where possible, others decoded once (raw)."""
+    """A lazy source for an image file: TIFFs memory-mapped where possible, compressed/tiled TIFFs and
+    zarr/OME-Zarr folders read chunk by chunk (``zarr_io.open_lazy``), others decoded once (raw)."""
     from fcnkit.data.io import read_image
+    from fcnkit.inference.zarr_io import open_lazy
 
+    lazy = open_lazy(path)
+    if lazy is not None:
+        return ArraySource(lazy, channels, mean, std, name=str(path))
     return ArraySource(read_image(path, mmap=True), channels, mean, std, name=str(path))
 
 

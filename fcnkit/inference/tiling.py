@@ -140,16 +140,18 @@ def plan_tiles(
     if blend not in BLENDS:
         raise InputError(f"blend={blend!r} is not known; use one of {', '.join(BLENDS)}")
     tile, halo, align = (_two(v, name) for v, name in ((tile, "tile"), (halo, "halo"), (align, "align")))
-    halo = tuple(_up(h, a) for h, a in zip(halo, align))
+    halo = (_up(halo[0], align[0]), _up(halo[1], align[1]))
     spans = [plan_axis(n, t, h, a, blend, overlap) for n, t, h, a in zip(image_size, tile, halo, align)]
-    return TilePlan(tuple(image_size), tile, halo, align, blend, tuple(spans[0]), tuple(spans[1]))
+    return TilePlan(
+        (int(image_size[0]), int(image_size[1])), tile, halo, align, blend, tuple(spans[0]), tuple(spans[1])
+    )
 
 
 def _two(v, name: str) -> tuple[int, int]:
     v = (v, v) if isinstance(v, int) else tuple(v)
     if len(v) != 2 or any(not isinstance(x, int) or x < (0 if name == "halo" else 1) for x in v):
         raise InputError(f"{name}={v!r} must be a positive int or (h, w)")
-    return v
+    return v[0], v[1]
 
 
 def core_cells(span: Span, total: int, stride, offset) -> tuple[int, int]:

@@ -24,6 +24,20 @@ __all__ = ["TensorSink", "NpySink", "LabelSink", "Fanout", "write_labels", "writ
 PNG_MAX_PIXELS = 1 << 25  # 32 Mpx (e.g. 5792 x 5792): above it, labels go to a tiled TIFF
 
 
+def _open_memmap(path: Path, dtype, shape) -> np.memmap:
+    """A new memory-mapped ``.npy`` whose blocks are reserved on disk now (``posix_fallocate``): a full
+    disk is then a one-line error here instead of a SIGBUS when a page is written later."""
+    from fcnkit.utils.outputs import preallocate
+
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+    try:
+        preallocate(path, os.path.getsize(path))
+    except BaseException:
+        del array
+        raise
+    return array
+
+
 class TensorSink:
     """Keeps the logits ``[K, H, W]`` in a preallocated tensor (``result``)."""
 
@@ -45,7 +59,7 @@ class NpySink:
 
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], softmax: bool = False):
         self.path, self.softmax = Path(path), softmax
-        self.result = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=tuple(shape))
+        self.result = _open_memmap(self.path, np.float32, shape)
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
         if self.softmax:
@@ -63,13 +77,15 @@ class LabelSink:
     def __init__(self, size: tuple[int, int], num_classes: int, scratch: str | os.PathLike | None = None):
         if num_classes > 255:
             raise InputError(f"model has {num_classes} classes; label images hold at most 255 (255 = ignore)")
+        self.result: np.ndarray
         if scratch is not None:
-            self.result = np.lib.format.open_memmap(Path(scratch), mode="w+", dtype=np.uint8, shape=tuple(size))
+            self.result = _open_memmap(Path(scratch), np.uint8, size)
         else:
             self.result = np.zeros(size, dtype=np.uint8)
 
     def write(self, rows, cols, block: torch.Tensor) -> None:
-        self.result[rows[0] : rows[1], cols[0] : cols[1]] = block.argmax(0).to(torch.uint8).cpu().numpy()
+        # max(0).indices = argmax(0) (first maximum), 4-5x faster on a CPU [K, H, W] (benchmarks/README.md)
+        self.result[rows[0] : rows[1], cols[0] : cols[1]] = block.max(0).indices.to(torch.uint8).cpu().numpy()
         _release(self.result)
 
     def close(self) -> None:

@@ -110,9 +110,12 @@ def allconv_body(
 
 
 class _AllConvBase(nn.Module):
+    # (in_channels, **body) -> (features, feature_info, geometry); fcnkit.models.residual swaps it
+    make_body = staticmethod(allconv_body)
+
     def __init__(self, num_classes: int, in_channels: int, **body):
         super().__init__()
-        self.features, self.feature_info, geometry = allconv_body(in_channels, **body)
+        self.features, self.feature_info, geometry = self.make_body(in_channels, **body)
         self.score = nn.Conv2d(self.feature_info[-1].channels, num_classes, 1)
         self.padding = body["padding"]
         # geometry of the coarse grid (one dimension; the net is isotropic), from the traced body
@@ -153,17 +156,20 @@ class AllConvNet(_AllConvBase):
         s = self.stride
         # valid nets: pad the top/left so that cell i is centred on S*i + (S - 1)/2 (rounded down)
         self.pad_before = int((self.offset - (s - 1) / 2) // 1) if self.padding == "valid" else 0
-        self.upsample = self.skip_scores = self.skip_upsamples = None
+        self.upsample: BilinearUpsample | None = None
+        self.skip_scores: nn.ModuleList | None = None
+        self.skip_upsamples: nn.ModuleList | None = None
         if output != "dense":
             return
         # each upsampling is aligned to the centres of its own cells, in the caller's pixels
         self.upsample = BilinearUpsample(num_classes, s, learn, shift=self.offset - self.pad_before, border="replicate")
         if self.skips:
             taps = self.feature_info[:-1]
-            self.skip_scores = nn.ModuleList(nn.Conv2d(t.channels, num_classes, 1) for t in taps)
-            for conv in self.skip_scores:  # zero: at init the output is the upsampled coarse scores (FCN)
+            scores = [nn.Conv2d(t.channels, num_classes, 1) for t in taps]
+            for conv in scores:  # zero: at init the output is the upsampled coarse scores (FCN)
                 nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
+                nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # built with a bias
+            self.skip_scores = nn.ModuleList(scores)
             self.skip_upsamples = nn.ModuleList(
                 BilinearUpsample(num_classes, t.stride, learn, shift=t.offset - self.pad_before, border="replicate")
                 for t in taps
@@ -171,7 +177,7 @@ class AllConvNet(_AllConvBase):
 
     def dense_padding(self, size: int) -> tuple[int, int]:
         """``(before, after)`` padding of one input dimension of ``size`` pixels in dense mode."""
-        cells = -(-size // self.stride)
+        cells = (size + self.stride - 1) // self.stride  # ceil; no negative floor division (ONNX truncates it)
         if self.padding == "valid":
             length = self.receptive_field + self.stride * (cells - 1)
         else:
@@ -189,8 +195,9 @@ class AllConvNet(_AllConvBase):
             feats = layer(feats)
             if self.skips and name.startswith("stage"):
                 taps.append(feats)
+        assert self.upsample is not None  # built for output="dense"
         logits = self.upsample(self.score(feats), (h, w))
-        if self.skips:
+        if self.skip_scores is not None and self.skip_upsamples is not None:
             for tap, score, up in zip(taps, self.skip_scores, self.skip_upsamples):
                 logits = logits + up(score(tap), (h, w))
         return logits

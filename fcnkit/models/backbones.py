@@ -55,8 +55,14 @@ _VGG_POOLS = {"pool3": 16, "pool4": 23}  # indices of the max-pools in torchvisi
 def _first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     if in_channels == conv.in_channels:
         return conv
+    k, s, p = conv.kernel_size, conv.stride, conv.padding
     return nn.Conv2d(
-        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
+        in_channels,
+        conv.out_channels,
+        (k[0], k[1]),
+        (s[0], s[1]),
+        p if isinstance(p, str) else (p[0], p[1]),
+        bias=conv.bias is not None,
     )
 
 
@@ -71,10 +77,11 @@ class VGG16Backbone(nn.Module):
         for m in self.features.modules():  # torchvision's VGG initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(m.bias)  # type: ignore[arg-type]  # VGG convs have biases
         self.fc6 = nn.Sequential(nn.Conv2d(512, 4096, 7, padding=3), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.fc7 = nn.Sequential(nn.Conv2d(4096, 4096, 1), nn.ReLU(inplace=True), nn.Dropout(dropout))
         for fc in (self.fc6[0], self.fc7[0]):  # as torchvision initialises the Linear layers they replace
+            assert isinstance(fc, nn.Conv2d) and fc.bias is not None  # built just above
             nn.init.normal_(fc.weight, 0, 0.01)
             nn.init.zeros_(fc.bias)
         # checked against the traced geometry in tests (fcnkit.geometry.check_feature_info)
@@ -141,6 +148,7 @@ class AllConvBackbone(nn.Module):
 def build_backbone(name: str, *, in_channels: int = 3, weights: str | os.PathLike | None = None) -> nn.Module:
     """Build backbone ``name`` (one of :data:`BACKBONES`), optionally initialised from ``weights``."""
     check_choice("backbone", name, BACKBONES)
+    backbone: nn.Module
     if name == "vgg16":
         backbone = VGG16Backbone(in_channels)
     elif name.startswith("resnet"):

@@ -33,12 +33,14 @@ resnet50 24 M); pass ``backbone="vgg16"`` for the paper's network.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fcnkit.models.backbones import build_backbone
+from fcnkit.models.features import FeatureInfo
 from fcnkit.models.registry import check_bool, register
 from fcnkit.models.upsample import BilinearUpsample
 
@@ -48,7 +50,7 @@ __all__ = ["FCN", "fcn32s", "fcn16s", "fcn8s"]
 def _zero_score(in_channels: int, num_classes: int) -> nn.Conv2d:
     conv = nn.Conv2d(in_channels, num_classes, 1)
     nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # built with a bias
     return conv
 
 
@@ -62,7 +64,7 @@ class FCN(nn.Module):
         super().__init__()
         if skips not in (0, 1, 2):
             raise ValueError(f"skips must be 0, 1 or 2, got {skips}")
-        info = backbone.feature_info
+        info: FeatureInfo = backbone.feature_info  # type: ignore[assignment]  # set by every backbone
         if info.strides != [8, 16, 32]:
             raise ValueError(f"backbone taps must have strides 8, 16, 32, got {info.strides}")
         self.backbone, self.skips = backbone, skips
@@ -94,69 +96,31 @@ class FCN(nn.Module):
         return self.upscore(score, (h, w))
 
 
-def _fcn(
-    skips: int, num_classes: int, in_channels: int, backbone: str, learn_upsampling: bool, backbone_weights
-) -> FCN:
-    net = build_backbone(backbone, in_channels=in_channels, weights=backbone_weights)
-    return FCN(net, num_classes, skips=skips, learn_upsampling=learn_upsampling)
-
-
 _BACKBONE_DOC = """``backbone``: "allconv" (default, cheapest), "vgg16" (the paper's), "resnet18", "resnet50".
     ``learn_upsampling``: learn every upsampling layer from its bilinear start (else fixed).
     ``backbone_weights``: a LOCAL torchvision state-dict file (see fcnkit.models.backbones); not
     kept in ``fcnkit_spec``."""
 
 
-@register(
-    "fcn32s",
-    task="segmentation",
-    description="FCN-32s: backbone (allconv|vgg16|resnet18|resnet50) + 1x1 score + 32x upsampling",
-    init_only=("backbone_weights",),
-)
-def fcn32s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "allconv",
-    learn_upsampling: bool = False,
-    backbone_weights: str | os.PathLike | None = None,
-) -> FCN:
-    return _fcn(0, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
+def _fcn_builder(name: str, skips: int, description: str) -> Callable[..., FCN]:
+    """The registered builder of FCN-32s/16s/8s: the three differ only in the number of skips."""
+
+    def builder(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: str = "allconv",
+        learn_upsampling: bool = False,
+        backbone_weights: str | os.PathLike | None = None,
+    ) -> FCN:
+        net = build_backbone(backbone, in_channels=in_channels, weights=backbone_weights)
+        return FCN(net, num_classes, skips=skips, learn_upsampling=learn_upsampling)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{description} (module docstring).\n\n    {_BACKBONE_DOC}"
+    return register(name, task="segmentation", description=description, init_only=("backbone_weights",))(builder)
 
 
-@register(
-    "fcn16s",
-    task="segmentation",
-    description="FCN-16s: FCN-32s + skip from stride 16 (backbone as fcn32s)",
-    init_only=("backbone_weights",),
-)
-def fcn16s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "allconv",
-    learn_upsampling: bool = False,
-    backbone_weights: str | os.PathLike | None = None,
-) -> FCN:
-    return _fcn(1, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
-
-
-@register(
-    "fcn8s",
-    task="segmentation",
-    description="FCN-8s: FCN-16s + skip from stride 8 (backbone as fcn32s)",
-    init_only=("backbone_weights",),
-)
-def fcn8s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "allconv",
-    learn_upsampling: bool = False,
-    backbone_weights: str | os.PathLike | None = None,
-) -> FCN:
-    return _fcn(2, num_classes, in_channels, backbone, learn_upsampling, backbone_weights)
-
-
-for _builder, _name in ((fcn32s, "FCN-32s"), (fcn16s, "FCN-16s"), (fcn8s, "FCN-8s")):
-    _builder.__doc__ = f"{_name} (module docstring).\n\n    {_BACKBONE_DOC}"
+fcn32s = _fcn_builder("fcn32s", 0, "FCN-32s: backbone (allconv|vgg16|resnet18|resnet50) + 1x1 score + 32x upsampling")
+fcn16s = _fcn_builder("fcn16s", 1, "FCN-16s: FCN-32s + skip from stride 16 (backbone as fcn32s)")
+fcn8s = _fcn_builder("fcn8s", 2, "FCN-8s: FCN-16s + skip from stride 8 (backbone as fcn32s)")

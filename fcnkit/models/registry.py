@@ -46,7 +46,7 @@ __all__ = [
 TASKS = ("segmentation", "classification")
 
 # Modules that define registered models; imported on first use (see module docstring).
-_MODEL_MODULES = ["fcnkit.models.allconv", "fcnkit.models.fcn", "fcnkit.convert.segmenter"]
+_MODEL_MODULES = ["fcnkit.models.allconv", "fcnkit.models.residual", "fcnkit.models.fcn", "fcnkit.convert.segmenter"]
 _loaded: set[str] = set()
 
 
@@ -89,16 +89,20 @@ def register(name: str, *, task: str, description: str, init_only: Iterable[str]
     return decorate
 
 
-def _ensure_loaded() -> None:
+def _ensure_loaded(until: str | None = None) -> None:
+    """Import the model modules in order; stop early once ``until`` is registered (so building an
+    allconv model does not import torchvision, whose import also loads ``torch._dynamo``)."""
     # every family module exists: a missing one is a packaging bug and must fail loudly
     for module in _MODEL_MODULES:
+        if until is not None and until in _REGISTRY:
+            return
         if module not in _loaded:
             importlib.import_module(module)
             _loaded.add(module)
 
 
 def _entry(name: str) -> _Entry:
-    _ensure_loaded()
+    _ensure_loaded(until=name)
     if name not in _REGISTRY:
         names = sorted(_REGISTRY)
         raise InputError(
@@ -161,7 +165,7 @@ def build_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs: 
             f"model '{name}': argument(s) {', '.join(bad)} must be plain numbers, strings, booleans or lists "
             "so the checkpoint config can rebuild the model"
         ) from None
-    model.fcnkit_spec = {"name": name, "kwargs": spec_kwargs}
+    model.fcnkit_spec = {"name": name, "kwargs": spec_kwargs}  # type: ignore[assignment]  # a plain attribute
     return model
 
 

@@ -124,7 +124,7 @@ class BilinearUpsample(nn.ConvTranspose2d):
             x = F.pad(x, (1, 1, 1, 1), mode="replicate")
             start += self.factor  # the extra leading cell adds one stride of output
         y = F.conv_transpose2d(x, self.weight, None, self.stride, groups=self.groups)
-        if y.shape[-2] < start + h or y.shape[-1] < start + w:
+        if not _tracing() and (y.shape[-2] < start + h or y.shape[-1] < start + w):
             raise ValueError(f"cannot produce {h}x{w} from a {x.shape[-2]}x{x.shape[-1]} grid at factor {self.factor}")
         return y[..., start : start + h, start : start + w]
 
@@ -142,10 +142,22 @@ class BilinearUpsample(nn.ConvTranspose2d):
             return None
         d = int(d)  # out[o] = y[o - d], edge values repeated beyond y
         top, left = max(d, 0), max(d, 0)
-        bottom, right = max(h - d - y.shape[-2], 0), max(w - d - y.shape[-1], 0)
-        if top or bottom or left or right:
+        # sym_max, and no branch when exporting: the exported graph then keeps H and W symbolic
+        bottom, right = _at_least_0(h - d - y.shape[-2]), _at_least_0(w - d - y.shape[-1])
+        if _tracing() or top or bottom or left or right:
             y = F.pad(y, (left, right, top, bottom), mode="replicate")
         return y[..., top - d : top - d + h, left - d : left - d + w]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, shift={self.shift}, crop_start={self.crop_start}, border={self.border}"
+
+
+def _tracing() -> bool:
+    """True while torch.jit.trace (ONNX/TorchScript export) or torch.export/compile trace the model:
+    sizes are then tensors or symbols, and a Python branch on them would freeze the traced size."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling()
+
+
+def _at_least_0(v):
+    """``max(v, 0)`` that stays traced when ``v`` is a traced size (a tensor or a SymInt)."""
+    return torch.clamp(v, min=0) if isinstance(v, torch.Tensor) else torch.sym_max(v, 0)

@@ -107,7 +107,7 @@ def cell_targets(mask: torch.Tensor, geometry, shape: tuple[int, int] | None = N
     """
     if mask.ndim != 2:
         raise InputError(f"mask must be [H, W], got shape {tuple(mask.shape)}; pass one image's mask")
-    shape = shape or _grid(tuple(mask.shape), geometry)
+    shape = shape or _grid((int(mask.shape[0]), int(mask.shape[1])), geometry)
     index = []
     for n, size, offset, stride in zip(shape, mask.shape, geometry.offset, geometry.stride):
         centres = torch.tensor([math.floor(offset + k * stride) for k in range(n)], dtype=torch.int64)
@@ -152,7 +152,7 @@ def equivalent_patch_batch(
             "use a larger image (or pad it)"
         )
     valid_geometry(
-        model, int(image.shape[0]), tuple(image.shape[-2:])
+        model, int(image.shape[0]), (int(image.shape[-2]), int(image.shape[-1]))
     )  # and its output is that cell grid (a 5 ms trace)
     windows = image.unfold(1, rh, sh).unfold(2, rw, sw)  # [C, h, w, rh, rw], a view
     c, h, w = windows.shape[:3]
@@ -163,7 +163,8 @@ def equivalent_patch_batch(
 
 def _grid(size: tuple[int, int], geometry) -> tuple[int, int]:
     """Cells of a valid net on an input of ``size``: ``(H - r) // s + 1`` per dimension."""
-    return tuple(max(0, (n - int(r)) // int(s) + 1) for n, r, s in zip(size, geometry.size, geometry.stride))
+    (h, w), (rh, rw), (sh, sw) = size, geometry.size, geometry.stride
+    return max(0, (h - int(rh)) // int(sh) + 1), max(0, (w - int(rw)) // int(sw) + 1)
 
 
 def _pair(value) -> tuple:

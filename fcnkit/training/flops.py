@@ -57,4 +57,5 @@ def forward_flops(model: nn.Module, chw: tuple[int, int, int]) -> int:
 
 def batch_flops(model: nn.Module, images: torch.Tensor) -> int:
     """Forward FLOPs of ``model`` on the batch ``images [B, C, H, W]``: ``B * forward_flops``."""
-    return int(images.shape[0]) * forward_flops(model, tuple(images.shape[1:]))
+    c, h, w = (int(v) for v in images.shape[1:])
+    return int(images.shape[0]) * forward_flops(model, (c, h, w))

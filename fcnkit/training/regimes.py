@@ -39,6 +39,12 @@ command line also ``--regime name:option=value,option=value``):
     step give ``batch_size * patches_per_image`` crops. ``patch_size: rf`` = the model's
     receptive field (allconv: the coarse cell's ``receptive_field``; else the geometry's size).
 
+``tiled`` (``tile``, ``memory``, ``freeze_bn``, ``sample`` + the sampled regime's options)
+    Whole-image training with the loss evaluated tile by tile: the same gradient, the memory of
+    one tile (:mod:`fcnkit.training.tiled_regime`, :func:`fcnkit.tiled_backward`); ``sample`` =
+    ``whole`` | ``loss-sampling`` | ``class-balanced`` gives the batch and the weight map, and
+    tiles without a kept cell are skipped.
+
 A regime is built from the config by :func:`build_regime` and then :meth:`Regime.bind` to the model
 and training set (it resolves ``rf``, the cell size and the class frequencies).
 """
@@ -48,13 +54,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from fcnkit.constants import IGNORE_INDEX
 from fcnkit.errors import InputError, did_you_mean
+
+if TYPE_CHECKING:
+    from fcnkit.training.tiled_regime import Tiled
 
 __all__ = [
     "Regime",
@@ -138,7 +147,7 @@ class LossSampling(Regime):
             _set(self, "cell", _whole(self, "cell", self.cell, 1))
 
     def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> LossSampling:
-        cell = score_stride(model, in_channels or 3) if self.cell == "auto" else self.cell
+        cell = score_stride(model, in_channels or 3) if self.cell == "auto" else int(self.cell)
         return dataclasses.replace(self, _cell=cell)
 
     def batch_size(self, base: int) -> int:
@@ -229,14 +238,14 @@ class Patchwise(Regime):
             _set(self, "stride", _whole(self, "stride", self.stride, 1))
 
     def bind(self, model, train_set=None, *, num_classes=None, in_channels=None) -> Patchwise:
-        size = self.patch_size
+        size: int | str | None = self.patch_size
         if size == "rf":
             size = getattr(model, "receptive_field", None)
             if not isinstance(size, int):
                 from fcnkit.geometry import receptive_field
 
                 size = int(max(receptive_field(model, in_channels or 3).size))
-        return dataclasses.replace(self, _patch=int(size))
+        return dataclasses.replace(self, _patch=int(size))  # type: ignore[arg-type]  # an int by now
 
     def train_dataset(self, dataset):
         from fcnkit.training.samplers import PatchDataset
@@ -258,9 +267,11 @@ class Patchwise(Regime):
 
 
 REGIMES = {"whole": WholeImage, "loss-sampling": LossSampling, "class-balanced": ClassBalanced, "patchwise": Patchwise}
+# "tiled" (fcnkit.training.tiled_regime.Tiled) wraps one of the first three: built apart in build_regime
+NAMES = (*REGIMES, "tiled")
 
 
-def build_regime(spec: str | dict | None) -> Regime:
+def build_regime(spec: str | dict | None) -> Regime | Tiled:
     """``"whole"``, ``"loss-sampling:p=0.25,seed=1"``, ``{"name": "patchwise", ...}`` or ``None`` -> a :class:`Regime`."""
     if spec is None:
         spec = {"name": "whole"}
@@ -273,9 +284,18 @@ def build_regime(spec: str | dict | None) -> Regime:
     spec = dict(spec)
     name, _, inline = str(spec.pop("name", "whole")).partition(":")
     name = name.strip()
-    if name not in REGIMES:
-        raise InputError(f"regime: unknown name '{name}'{did_you_mean(name, REGIMES)}; available: {', '.join(REGIMES)}")
+    if name not in NAMES:
+        raise InputError(f"regime: unknown name '{name}'{did_you_mean(name, NAMES)}; available: {', '.join(NAMES)}")
     spec = {**_parse_inline(name, inline), **spec}
+    if name == "tiled":  # a wrapper: its remaining options belong to the regime it wraps
+        from fcnkit.training.tiled_regime import OWN_OPTIONS, Tiled
+
+        own = {k: spec.pop(k) for k in OWN_OPTIONS if k in spec}
+        try:
+            inner = build_regime({"name": str(own.pop("sample", "whole")), **spec})
+        except InputError as exc:
+            raise InputError(f"regime 'tiled': {exc}; its own options are {', '.join(OWN_OPTIONS)}") from None
+        return Tiled(inner, **own)
     cls = REGIMES[name]
     allowed = [f.name for f in dataclasses.fields(cls) if f.name != "name" and not f.name.startswith("_")]
     for key in spec:
@@ -323,14 +343,15 @@ def _parse_inline(name: str, text: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"regime '{name}': option {item!r} is not KEY=VALUE; write e.g. --regime {name}:p=0.25")
-        value = value.strip()
+        text_value = value.strip()
+        parsed: int | float | str = text_value
         for convert in (int, float):
             try:
-                value = convert(value)
+                parsed = convert(text_value)
                 break
             except ValueError:
                 pass
-        out[key.strip()] = None if value in ("none", "null") else value
+        out[key.strip()] = None if parsed in ("none", "null") else parsed
     return out
 
 

@@ -91,7 +91,7 @@ def class_balanced_centres(mask: torch.Tensor, n: int, generator: torch.Generato
     labelled = mask[mask != IGNORE_INDEX]
     classes = torch.unique(labelled)
     if classes.numel() == 0:
-        return uniform_centres(tuple(mask.shape), n, generator)
+        return uniform_centres((int(mask.shape[0]), int(mask.shape[1])), n, generator)
     picks = torch.randint(0, classes.numel(), (n,), generator=generator)
     w = mask.shape[1]
     centres = torch.empty((n, 2), dtype=torch.int64)
@@ -156,10 +156,10 @@ class PatchDataset(torch.utils.data.Dataset):
     def centres(self, mask: torch.Tensor) -> torch.Tensor:
         """The centres this dataset's sampler picks for ``mask [H, W]``."""
         if self.sampler == "grid":
-            return grid_centres(tuple(mask.shape), self.stride)
+            return grid_centres((int(mask.shape[0]), int(mask.shape[1])), self.stride)
         generator = self.generator or torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
         if self.sampler == "uniform":
-            return uniform_centres(tuple(mask.shape), self.patches_per_image, generator)
+            return uniform_centres((int(mask.shape[0]), int(mask.shape[1])), self.patches_per_image, generator)
         return class_balanced_centres(mask, self.patches_per_image, generator)
 
     def __getitem__(self, i: int) -> dict[str, Any]:

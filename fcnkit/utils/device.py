@@ -28,6 +28,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise InputError(f"--device {device!r}: fcnkit runs on cpu or cuda; use auto, cpu or cuda")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: no CUDA GPU is visible; use --device auto or --device cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise InputError(
+            f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) are visible "
+            f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of them or --device cpu"
+        )
     return resolved
 
 

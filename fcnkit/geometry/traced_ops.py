@@ -1,0 +1,223 @@
+"""The torch operations the geometry tracer knows, grouped by how they move the receptive field.
+
+Names are those ``TorchFunctionMode`` sees (``func.__name__``): functional ops, tensor methods
+and dunder operators. The :class:`~fcnkit.geometry.trace.Tracer` picks its rule by these groups.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SIGNATURES",
+    "NOT_2D_OPS",
+    "POOL_OPS",
+    "RESAMPLE_OPS",
+    "REDUCTION_OPS",
+    "GLOBAL_OPS",
+    "POINTWISE_OPS",
+    "bind_args",
+    "as_pair",
+]
+
+# positional parameter names of the ops we read arguments from
+SIGNATURES = {
+    "conv2d": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "conv_transpose2d": ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation"),
+    "max_pool2d": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "avg_pool2d": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+    "lp_pool2d": ("input", "norm_type", "kernel_size", "stride", "ceil_mode"),
+    "interpolate": ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"),
+    "pad": ("input", "pad", "mode", "value"),
+    "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+    "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
+}
+SIGNATURES["max_pool2d_with_indices"] = SIGNATURES["_max_pool2d"] = SIGNATURES["max_pool2d"]
+SIGNATURES["upsample"] = ("input", "size", "scale_factor", "mode", "align_corners")
+
+NOT_2D_OPS = {
+    "conv1d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose3d",
+    "max_pool1d",
+    "max_pool3d",
+    "avg_pool1d",
+    "avg_pool3d",
+    "max_pool1d_with_indices",
+    "max_pool3d_with_indices",
+}
+POOL_OPS = {"max_pool2d", "max_pool2d_with_indices", "_max_pool2d", "avg_pool2d", "lp_pool2d"}
+RESAMPLE_OPS = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest"}
+REDUCTION_OPS = {
+    "mean",
+    "sum",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "std",
+    "var",
+    "norm",
+    "logsumexp",
+    "prod",
+    "median",
+    "nanmean",
+    "nansum",
+    "argmax",
+    "argmin",
+    "std_mean",
+    "var_mean",
+    "count_nonzero",
+    "all",
+    "any",
+}
+GLOBAL_OPS = {
+    "matmul",
+    "bmm",
+    "mm",
+    "einsum",
+    "scaled_dot_product_attention",
+    "linear",
+    "bilinear",
+    "roll",
+    "flip",
+    "fliplr",
+    "flipud",
+    "rot90",
+    "unfold",
+    "fold",
+    "grid_sample",
+    "multi_head_attention_forward",
+    "instance_norm",
+    "group_norm",
+    "fft_fft2",
+    "fft_rfft2",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_with_indices",
+}
+POINTWISE_OPS = {
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "selu",
+    "celu",
+    "gelu",
+    "silu",
+    "mish",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "hardtanh_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "softplus",
+    "prelu",
+    "rrelu",
+    "glu",
+    "logsigmoid",
+    "softsign",
+    "threshold",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "batch_norm",
+    "local_response_norm",
+    "add",
+    "add_",
+    "__add__",
+    "__radd__",
+    "__iadd__",
+    "sub",
+    "sub_",
+    "__sub__",
+    "__rsub__",
+    "__isub__",
+    "mul",
+    "mul_",
+    "__mul__",
+    "__rmul__",
+    "__imul__",
+    "div",
+    "div_",
+    "__truediv__",
+    "__rtruediv__",
+    "__itruediv__",
+    "neg",
+    "__neg__",
+    "abs",
+    "clamp",
+    "clamp_",
+    "clip",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "pow",
+    "__pow__",
+    "square",
+    "reciprocal",
+    "contiguous",
+    "clone",
+    "detach",
+    "to",
+    "float",
+    "double",
+    "half",
+    "bfloat16",
+    "type",
+    "type_as",
+    "maximum",
+    "minimum",
+    "where",
+    "masked_fill",
+    "addcmul",
+    "addcdiv",
+    "lerp",
+    "softmax",
+    "log_softmax",
+    "squeeze",
+    "unsqueeze",
+    "view",
+    "reshape",
+    "flatten",
+    "unflatten",
+    "expand",
+    "expand_as",
+    "repeat",
+    "split",
+    "chunk",
+    "narrow_copy",
+    "requires_grad_",
+    "cpu",
+    "cuda",
+    "__getitem__",
+    "normalize",
+    "cat",
+    "concat",
+    "concatenate",
+    "stack",
+}
+
+
+def bind_args(name: str, args: tuple, kwargs: dict) -> dict:
+    """The call's arguments by parameter name (positional ones named from :data:`SIGNATURES`)."""
+    out = dict(zip(SIGNATURES.get(name, ()), args))
+    out.update(kwargs)
+    return out
+
+
+def as_pair(v, default=None) -> tuple:
+    """An int or a 1/2/n-sequence as ``(H, W)`` (the last two of n); ``default`` when None or empty."""
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        return default
+    if isinstance(v, (list, tuple)):
+        return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else tuple(int(x) for x in v[-2:])
+    return (int(v), int(v))
