@@ -300,7 +300,11 @@ CASES = [
     ("predict-tile-word", lambda t: _pred(t, t.a.ckpt, extra=["--tile", "big"]), "tile size"),
     ("predict-blend-bogus", lambda t: _pred(t, t.a.ckpt, extra=["--blend", "median"]), "invalid choice"),
     ("predict-overlap-word", lambda t: _pred(t, t.a.ckpt, extra=["--overlap", "half"]), "invalid float"),
-    ("predict-no-out", lambda t: dict(argv=["predict", str(t.a.ckpt), str(t.a.image)], out=None), "--out"),
+    (
+        "predict-resize-garbage",
+        lambda t: _pred(t, t.a.ckpt, extra=["--resize", "big"]),
+        "--resize",
+    ),
     # --- evaluate ----------------------------------------------------------------------------------
     ("evaluate-run-missing", lambda t: _eval(t, run=t.p("nope")), "no such run"),
     ("evaluate-run-empty", lambda t: _eval(t, run=bad.user_folder(t.p("e"))), "no checkpoint here"),

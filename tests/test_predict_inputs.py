@@ -76,7 +76,7 @@ def test_training_records_the_input_and_far_ranges_are_refused(run, tmp_path):
     assert intensity_check("x", eight, TRAINED) == (None, None)
 
 
-def test_globs_recursive_default_out_scale_and_one_bar(run, tmp_path, capsys):
+def test_globs_recursive_default_out_scale_and_one_bar(run, tmp_path, capsys, monkeypatch):
     _write(tmp_path)
     (tmp_path / "nested" / "deep").mkdir(parents=True)
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "nested" / "deep" / "c.png")
@@ -90,6 +90,9 @@ def test_globs_recursive_default_out_scale_and_one_bar(run, tmp_path, capsys):
         expand_inputs([str(tmp_path / "*.jpg")])
     from fcnkit.cli.main import main
 
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar shows on a terminal only
     assert main(["predict", str(run), str(tmp_path / "in" / "**" / "*.png"), "--scale", "0.5"]) == 0
     captured = capsys.readouterr()
     for name in ("a", "b"):  # default --out: RUN/predictions; masks at the input's size despite --scale

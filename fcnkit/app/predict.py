@@ -153,7 +153,9 @@ def default_out(run_dir) -> Path:
 def _bar(total: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="image", desc="predict", file=sys.stderr, dynamic_ncols=True)
+    # disable=None: only on a terminal; a log file or pipe gets no bar (and a bad input's one line
+    # stays the only line)
+    return tqdm(total=total, unit="image", desc="predict", file=sys.stderr, dynamic_ncols=True, disable=None)
 
 
 def _tile_progress(bar, path: Path):

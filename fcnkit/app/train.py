@@ -112,14 +112,16 @@ def _train_locked(cfg: TrainConfig, run: Path, report: bool, callbacks: Sequence
     from fcnkit.data.validate import validate_before_training
 
     validate_before_training([data.train_set, getattr(data, "val_set", None)])  # every file, before any epoch
-    if is_main_process():  # one line at start: which classes, from where; a split too small to score
+    model = _build_model(cfg, info)
+    if (
+        is_main_process()
+    ):  # one line once the settings are known good: which classes, from where; a split too small to score
         from fcnkit.app.datapath import data_summary
 
         line, warnings = data_summary(str(cfg.data), data.train_set, data.val_set, cfg.val_split)
         print(line, flush=True)
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
-    model = _build_model(cfg, info)
     if cfg.weights and is_main_process():  # say what --weights put where (the load is strict)
         backbone = getattr(model, "backbone", model)
         n = len(backbone.state_dict())
