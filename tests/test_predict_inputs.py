@@ -88,9 +88,9 @@ def test_globs_recursive_default_out_scale_and_one_bar(run, tmp_path, capsys, mo
     assert [p.name for p in expand_inputs([str(tmp_path / "in" / "**" / "*.png")])] == ["a.png", "b.png"]
     with pytest.raises(MissingFileError, match="no image matches"):
         expand_inputs([str(tmp_path / "*.jpg")])
-    from fcnkit.cli.main import main
-
     import sys
+
+    from fcnkit.cli.main import main
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar shows on a terminal only
     assert main(["predict", str(run), str(tmp_path / "in" / "**" / "*.png"), "--scale", "0.5"]) == 0
