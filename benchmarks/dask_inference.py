@@ -77,7 +77,8 @@ def main(argv=None) -> None:
     print(
         f"fcn8s/{args.backbone} {args.size}², chunk {args.chunk}: 1 worker median {statistics.median(times[1]):.1f} s, "
         f"2 workers {statistics.median(times[2]):.1f} s; throughput 2 vs 1 = "
-        f"{statistics.median(times[1]) / statistics.median(times[2]):.2f}x (spread {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"{statistics.median(times[1]) / statistics.median(times[2]):.2f}x (spread "
+        f"{min(ratios):.2f}-{max(ratios):.2f}); "
         f"masks identical: {bool((masks[1] == masks[2]).all())}"
     )
 

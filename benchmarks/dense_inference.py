@@ -131,8 +131,7 @@ def bench_arch(name: str, size: int, device: torch.device, repeats: int, batch: 
         result["stitch_ms"] = per_pass * len(shifts)
         if stitch_passes <= 0:  # the real thing, to check the extrapolation
             result["stitch_full_ms"] = timed(lambda: shift_and_stitch(fcn, x, stride=stride), device, 1, warmup=0)
-    del model, fcn, stacked, crops
-    return result
+    return result  # model, crops etc. are freed on return (the closures above die with this frame)
 
 
 def bench_stitch_small(size: int, device: torch.device, sample: int) -> dict:
@@ -200,7 +199,8 @@ def main(argv=None) -> int:
         "load_average": [round(v, 2) for v in load],
     }
     print(
-        f"# dense inference, {header['date']}, {header['device']}, torch {header['torch']}, load {header['load_average']}"
+        f"# dense inference, {header['date']}, {header['device']}, torch {header['torch']}, load "
+        f"{header['load_average']}"
     )
     results = []
     for name in args.archs:
@@ -211,7 +211,8 @@ def main(argv=None) -> int:
             f"{name}: {r['image']}x{r['image']} -> {r['grid'][0]}x{r['grid'][1]} cells ({r['crops']} crops of "
             f"{r['native'][0]}x{r['native'][1]}, stride {r['stride'][0]})\n"
             f"  convolutionalized, one pass : {r['fcn_ms']:10.1f} ms\n"
-            f"  crops one at a time         : {r['crops_one_ms']:10.1f} ms   ({r['crops_one_ms'] / r['fcn_ms']:.1f}x the single pass)\n"
+            f"  crops one at a time         : {r['crops_one_ms']:10.1f} ms   ({r['crops_one_ms'] / r['fcn_ms']:.1f}x "
+            "the single pass)\n"
             f"  crops batched ({args.batch:>3} / batch) : {r['crops_batched_ms']:10.1f} ms   "
             f"({r['crops_batched_ms'] / r['fcn_ms']:.1f}x the single pass)\n"
             f"  FLOP redundancy (crops / one pass): {r['flops_crops'] / r['flops_fcn']:.2f} "
@@ -223,8 +224,9 @@ def main(argv=None) -> int:
         )
     small = bench_stitch_small(args.size, device, max(1, args.stitch_passes))
     print(
-        f"{small['net']}: one pass + upsampling {small['one_pass_ms'] + small['upsample_ms']:.1f} ms vs shift-and-stitch "
-        f"64 passes {small['stitch_ms']:.1f} ms measured ({small['stitch_ms'] / (small['one_pass_ms'] + small['upsample_ms']):.0f}x), "
+        f"{small['net']}: one pass + upsampling {small['one_pass_ms'] + small['upsample_ms']:.1f} ms vs "
+        f"shift-and-stitch 64 passes {small['stitch_ms']:.1f} ms measured "
+        f"({small['stitch_ms'] / (small['one_pass_ms'] + small['upsample_ms']):.0f}x), "
         f"{small['stitch_extrapolated_ms']:.1f} ms extrapolated from {max(1, args.stitch_passes)} passes"
     )
     if args.json:

@@ -8,8 +8,9 @@ the methods alternate (whole, staged, single, whole, staged, single, ...): each 
 time over the repeats divided by the median whole-image time of the same run, with the spread
 (min-max of the per-repeat ratios), and the largest |difference| to the whole-image logits.
 With MONAI installed (``pip install .[bench]``) its Gaussian-blended ``sliding_window_inference``
-(roi 512, overlap 0.25) is timed alongside. Threads: ``--threads`` (default 1). Peak memory is not measured here (one process for all methods);
-``tiled_inference.py`` measures it per method in fresh processes.
+(roi 512, overlap 0.25) is timed alongside. Threads: ``--threads`` (default 1). Peak memory is
+not measured here (one process for all methods); ``tiled_inference.py`` measures it per method in
+fresh processes.
 """
 
 from __future__ import annotations

@@ -246,15 +246,16 @@ def main() -> None:
             if run_worker(args, "whole", image, tmp / "whole.npy"):
                 scale = float(np.load(tmp / "whole.npy", mmap_mode="r").std())
                 print(
-                    f"\nseams at {size}x{size}, tile {args.blend_tile}, overlap {args.overlap}: |tiled - whole| over all "
-                    f"logits (whole-image logits have std {scale:.2e})"
+                    f"\nseams at {size}x{size}, tile {args.blend_tile}, overlap {args.overlap}: |tiled - whole| over "
+                    f"all logits (whole-image logits have std {scale:.2e})"
                 )
                 for blend in ("crop", "average", "gaussian"):
                     r = run_worker(args, "tiled", image, tmp / f"{blend}.npy", blend=blend, tile=args.blend_tile)
                     if r:
                         worst, mean = max_diff(tmp / "whole.npy", tmp / f"{blend}.npy")
                         print(
-                            f"  {blend:<9} max {worst:.2e}  mean {mean:.2e}  time {r['seconds']:.2f}s  ({r['tiles']} tiles)"
+                            f"  {blend:<9} max {worst:.2e}  mean {mean:.2e}  time {r['seconds']:.2f}s  ({r['tiles']} "
+                            "tiles)"
                         )
 
 

@@ -45,7 +45,8 @@ def confusion_matrix(
     """
     if pred.shape != target.shape:
         raise ValueError(
-            f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}; pass labels (logits.argmax(1)), not logits"
+            f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}; pass labels (logits.argmax(1)), "
+            "not logits"
         )
     if pred.is_floating_point() or target.is_floating_point():
         raise TypeError(

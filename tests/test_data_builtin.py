@@ -116,7 +116,7 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
     parts = {s: digits.digit_split(s) for s in ("train", "val", "test")}
     assert {s: len(p) for s, p in parts.items()} == {"train": 4000, "val": 500, "test": 500}
     assert len(np.unique(np.concatenate(list(parts.values())))) == 5000
-    for s, p in parts.items():
+    for p in parts.values():
         assert np.bincount(labels[p], minlength=10).tolist() == [len(p) // 10] * 10
     ds = load_dataset("digits", "test")
     assert [ds[i]["meta"]["source_index"] for i in range(5)] == parts["test"][:5].tolist()

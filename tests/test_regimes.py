@@ -223,7 +223,8 @@ def test_regime_core_modules_import_no_lightning():
 
     code = (
         "import sys, fcnkit.training.regimes, fcnkit.training.samplers, fcnkit.training.equivalence, "
-        "fcnkit.training.flops; print([m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in sys.modules])"
+        "fcnkit.training.flops; print([m for m in ('lightning', 'torchmetrics', 'matplotlib', 'yaml') if m in "
+        "sys.modules])"
     )
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

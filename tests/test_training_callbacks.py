@@ -6,6 +6,7 @@ replaced by fakes, so these tests do not depend on the built-in data or the mode
 
 import json
 import math
+import pickle
 
 import pytest
 import torch
@@ -128,7 +129,7 @@ def test_checkpoint_io_is_atomic_and_loads_weights_only(tmp_path, monkeypatch):
     path = tmp_path / "t.ckpt"
     io.save_checkpoint({"a": torch.ones(2)}, path)
     # a failing save (unpicklable object) leaves the old file intact and no temp file
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the Python version
         io.save_checkpoint({"a": torch.zeros(2), "f": lambda: 0}, path)
     assert torch.equal(io.load_checkpoint(path)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["t.ckpt"]

@@ -47,7 +47,7 @@ def _free_port():
 def test_confusion_matrix_state_sums_across_two_processes(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    expected = sum(confusion_matrix(l.argmax(1), t, K) for l, t in map(_shard, range(2)))
+    expected = sum(confusion_matrix(logits.argmax(1), t, K) for logits, t in map(_shard, range(2)))
     assert not torch.equal(results[0]["local"], results[1]["local"])  # the shards differ
     for r in results:
         assert torch.equal(r["synced"], expected)

@@ -22,7 +22,7 @@ def test_pytree_warning_hidden_inside_only():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         with quiet_lightning():
-            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning)
-            warnings.warn("something else", UserWarning)
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning)
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning, stacklevel=2)
+            warnings.warn("something else", UserWarning, stacklevel=2)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning, stacklevel=2)
     assert [str(w.message)[:14] for w in seen] == ["something else", "`isinstance(tr"]

@@ -87,9 +87,9 @@ def rewrite_entry(gm: fx.GraphModule, entry: fx.Node, shapes, pool: str) -> None
         return
     if out_hw != (1, 1) and (in_hw[0] % out_hw[0] or in_hw[1] % out_hw[1]):
         raise InputError(
-            f"convolutionalize: {where(src)} pools the {in_hw[0]}x{in_hw[1]} feature map to {out_hw[0]}x{out_hw[1]}, which "
-            "no fixed pooling window reproduces; convert at an input_size whose feature map is a multiple of the pooled size "
-            "(e.g. the native 224)"
+            f"convolutionalize: {where(src)} pools the {in_hw[0]}x{in_hw[1]} feature map to {out_hw[0]}x{out_hw[1]}, "
+            "which no fixed pooling window reproduces; convert at an input_size whose feature map is a multiple of "
+            "the pooled size (e.g. the native 224)"
         )
     new = _insert_pool(graph, src, x, kind, in_hw, out_hw)
     src.replace_all_uses_with(new)

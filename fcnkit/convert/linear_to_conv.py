@@ -160,11 +160,13 @@ def _find_entry(gm: fx.GraphModule, shapes) -> fx.Node:
     if not entries:
         if not linears:
             raise InputError(
-                f"convolutionalize: {type(gm).__name__} has no flatten and no Linear layer: it is already fully convolutional, nothing to convert"
+                f"convolutionalize: {type(gm).__name__} has no flatten and no Linear layer: it is already fully "
+                "convolutional, nothing to convert"
             )
         raise InputError(
             f"convolutionalize: Linear {where(linears[0])} is not fed by a flatten of a [B, C, H, W] feature map into "
-            "[B, C*H*W] (nn.Flatten, torch.flatten(x, 1) or x.view(x.size(0), -1)); only such classifier heads can be converted"
+            "[B, C*H*W] (nn.Flatten, torch.flatten(x, 1) or x.view(x.size(0), -1)); only such classifier heads can be "
+            "converted"
         )
     if len(entries) > 1:
         raise InputError(
@@ -208,8 +210,9 @@ def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
         elif isinstance(module, nn.BatchNorm1d):
             if pending is not None:
                 raise InputError(
-                    f"convolutionalize: BatchNorm1d {where(node)} normalises each flattened (channel, position) feature "
-                    "on its own, which no convolution reproduces; put it after the first Linear or use BatchNorm2d before the flatten"
+                    f"convolutionalize: BatchNorm1d {where(node)} normalises each flattened (channel, position) "
+                    "feature on its own, which no convolution reproduces; put it after the first Linear or use "
+                    "BatchNorm2d before the flatten"
                 )
             actions.append((replace_batchnorm, node, None))
             state[node] = None
@@ -223,8 +226,9 @@ def _plan_head(gm: fx.GraphModule, entry: fx.Node, shapes) -> list:
         else:
             what = type(module).__name__ if module is not None else getattr(node.target, "__name__", str(node.target))
             raise InputError(
-                f"convolutionalize: cannot convert {where(node)} ({what}) after the flatten at {where(entry)}: only Linear, "
-                "BatchNorm1d, elementwise activations, Dropout and Softmax(dim=1) may follow it; move it before the flatten"
+                f"convolutionalize: cannot convert {where(node)} ({what}) after the flatten at {where(entry)}: only "
+                "Linear, BatchNorm1d, elementwise activations, Dropout and Softmax(dim=1) may follow it; move it "
+                "before the flatten"
             )
     others = [
         n

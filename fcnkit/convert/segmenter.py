@@ -151,7 +151,9 @@ def from_classifier(
 @register(
     "convolutionalized",
     task="segmentation",
-    description="a torchvision classifier recast as an FCN (FCN Sec. 3.1): Linear -> conv, scores upsampled to the input",
+    description=(
+        "a torchvision classifier recast as an FCN (FCN Sec. 3.1): Linear -> conv, scores upsampled to the input"
+    ),
 )
 def convolutionalized(
     *,

@@ -103,7 +103,8 @@ def check_split(split: str, dataset: str) -> str:
     """Return ``split`` or raise :class:`InputError` naming the valid splits."""
     if split not in SPLITS:
         raise InputError(
-            f"unknown split '{split}' for dataset '{dataset}'{did_you_mean(split, SPLITS)}; use one of: {', '.join(SPLITS)}"
+            f"unknown split '{split}' for dataset '{dataset}'{did_you_mean(split, SPLITS)}; use one of: "
+            f"{', '.join(SPLITS)}"
         )
     return split
 

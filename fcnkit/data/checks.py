@@ -88,7 +88,8 @@ def _unique_pairs(layout) -> tuple[list[tuple[str, Pair]], list[Problem]]:
                     problems.append(
                         Problem(
                             str(pair.image),
-                            f"in both the '{seen[pair.image]}' and '{split}' splits; a sample must be in one split only",
+                            f"in both the '{seen[pair.image]}' and '{split}' splits; a sample must be in one split "
+                            "only",
                         )
                     )
                 continue
@@ -183,7 +184,8 @@ def inspect_dataset(path: str | os.PathLike, num_classes: int | None = None) -> 
         problems.append(
             Problem(
                 str(layout.root),
-                "the training masks hold only label 0, so there is nothing to learn; label the objects 1, 2, ... (255 = ignore)",
+                "the training masks hold only label 0, so there is nothing to learn; label the objects 1, 2, ... "
+                "(255 = ignore)",
             )
         )
     if k is not None:
@@ -194,7 +196,8 @@ def inspect_dataset(path: str | os.PathLike, num_classes: int | None = None) -> 
                 problems.append(
                     Problem(
                         str(file),
-                        f"labels {shown} are outside 0..{k - 1} (255 = ignore); fix the mask or declare more classes (classes.txt / --num-classes)",
+                        f"labels {shown} are outside 0..{k - 1} (255 = ignore); fix the mask or declare more classes "
+                        "(classes.txt / --num-classes)",
                     )
                 )
     if (

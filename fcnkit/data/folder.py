@@ -214,7 +214,8 @@ class FolderDataset(ArrayDataset):
         if bad.any():
             values = sorted(set(np.unique(mask[bad]).tolist()))[:5]
             raise InputError(
-                f"{pair.mask}: labels {values} are outside 0..{k - 1} (255 = ignore); fix the mask or raise num_classes / classes.txt"
+                f"{pair.mask}: labels {values} are outside 0..{k - 1} (255 = ignore); fix the mask or raise "
+                "num_classes / classes.txt"
             )
         return image, mask
 

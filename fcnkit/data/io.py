@@ -182,7 +182,8 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
             ) from None
     if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
         raise InputError(
-            f"{path}: mask must be one channel of integer class indices, got shape {arr.shape} {arr.dtype}; save it as an index PNG"
+            f"{path}: mask must be one channel of integer class indices, got shape {arr.shape} {arr.dtype}; save it as "
+            "an index PNG"
         )
     return arr.astype(np.int64)
 

@@ -322,7 +322,8 @@ def _scan(root: Path) -> Layout:
                         layout.problems.append(
                             Problem(
                                 str(list_file),
-                                f"'{stem}' has no image/mask pair in images/ and masks/; fix the name or remove the line",
+                                f"'{stem}' has no image/mask pair in images/ and masks/; fix the name or remove the "
+                                "line",
                             )
                         )
         else:

@@ -47,7 +47,8 @@ def parse_sizes(sizes: Sequence | None) -> list[tuple[int, int]] | None:
         )
         if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
             raise InputError(
-                f"sizes: {s!r} is not a size; give pixels (e.g. 28) or [height, width] pairs, e.g. sizes: [24, 28, [28, 36]]"
+                f"sizes: {s!r} is not a size; give pixels (e.g. 28) or [height, width] pairs, e.g. sizes: [24, 28, "
+                "[28, 36]]"
             )
         out.append((int(pair[0]), int(pair[1])))
     return out

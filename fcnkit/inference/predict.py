@@ -181,7 +181,8 @@ class TiledJob:
             for j, a in zip(g.stride, g.align):
                 if (Fraction(a) / Fraction(j)).denominator != 1:
                     raise InputError(
-                        f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use tile=None"
+                        f"{type(self.model).__name__}: output stride {j} does not divide its alignment {a}; use "
+                        "tile=None"
                     )
             self.geometry = g
         return self.geometry
@@ -194,7 +195,8 @@ class TiledJob:
             y = select_output(self.model(x.to(self.device, non_blocking=True)))
         if not isinstance(y, torch.Tensor) or y.dim() != 4:
             raise InputError(
-                f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; predict needs a segmentation model"
+                f"{type(self.model).__name__}: output is not a [B, K, H, W] score map; predict needs a segmentation "
+                "model"
             )
         return y.cpu()
 

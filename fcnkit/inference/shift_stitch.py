@@ -47,7 +47,8 @@ def shift_and_stitch(
     sh, sw = _stride(model, stride)
     if sh > x.shape[-2] or sw > x.shape[-1]:
         raise InputError(
-            f"shift_and_stitch: image {x.shape[-2]}x{x.shape[-1]} is smaller than the stride {sh}x{sw}; use a larger image"
+            f"shift_and_stitch: image {x.shape[-2]}x{x.shape[-1]} is smaller than the stride {sh}x{sw}; use a larger "
+            "image"
         )
     grids = {}
     with torch.no_grad():

@@ -108,7 +108,8 @@ def plan_axis(length: int, tile: int, halo: int, align: int, blend: str = "crop"
         core = w - 2 * halo
         if core < align:
             raise InputError(
-                f"tile={tile} leaves no core inside a halo of {halo}; use tile >= {2 * halo + align} (or a smaller halo)"
+                f"tile={tile} leaves no core inside a halo of {halo}; use tile >= {2 * halo + align} (or a smaller "
+                "halo)"
             )
         spans, cs = [Span(0, w, None, w - halo)], w - halo
         while cs - halo + w < length:
@@ -167,6 +168,7 @@ def origin_cell(span: Span, stride) -> int:
     cell = Fraction(span.start) / Fraction(stride)
     if cell.denominator != 1:
         raise InputError(
-            f"tile start {span.start} is not a whole number of output cells of stride {stride}; align tiles to the stride"
+            f"tile start {span.start} is not a whole number of output cells of stride {stride}; align tiles to the "
+            "stride"
         )
     return int(cell)

@@ -133,7 +133,8 @@ def open_lazy(path: str | os.PathLike):
         array = zarr.open(store, mode="r")
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types for broken files
         raise InputError(
-            f"{path}: cannot decode TIFF ({str(exc).splitlines()[0][:120]}); the file is corrupt or truncated, re-export it"
+            f"{path}: cannot decode TIFF ({str(exc).splitlines()[0][:120]}); the file is corrupt or truncated, "
+            "re-export it"
         ) from None
     if isinstance(array, zarr.Group):
         array = array["0"]  # a pyramid (OME-TIFF levels): level 0

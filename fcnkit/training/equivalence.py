@@ -92,7 +92,8 @@ def valid_geometry(model: nn.Module, in_channels: int, input_size: tuple[int, in
     ):
         raise InputError(
             f"model returns {tuple(geometry.output_shape)} cells for a {input_size[0]}x{input_size[1]} input, not the "
-            f"{_grid(input_size, geometry)} cells of its receptive field; use its coarse output (allconv: output='coarse')"
+            f"{_grid(input_size, geometry)} cells of its receptive field; use its coarse output (allconv: "
+            "output='coarse')"
         )
     return geometry
 

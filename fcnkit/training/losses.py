@@ -52,7 +52,8 @@ def pixelwise_loss(
     """
     if logits.ndim != target.ndim + 1 or logits.shape[:1] + logits.shape[2:] != target.shape:
         raise ValueError(
-            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match: expected [B, K, H, W] and [B, H, W]"
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match: expected [B, K, H, W] and "
+            "[B, H, W]"
         )
     valid = target != ignore_index
     # cross_entropy is evaluated in (at least) float32 under autocast; ignored cells give 0
@@ -121,7 +122,8 @@ def _per_image_counts(masks_or_counts, num_classes: int, ignore_index: int) -> n
         )
         if counts.shape[-1] != num_classes or (counts < 0).any():
             raise InputError(
-                f"class_weights: counts of shape {counts.shape} do not fit {num_classes} classes; give [K] or [N, K] pixel counts"
+                f"class_weights: counts of shape {counts.shape} do not fit {num_classes} classes; give [K] or [N, K] "
+                "pixel counts"
             )
         return counts[None] if counts.ndim == 1 else counts
     rows = []
@@ -130,7 +132,8 @@ def _per_image_counts(masks_or_counts, num_classes: int, ignore_index: int) -> n
         m = m[m != ignore_index]
         if m.size and (m.min() < 0 or m.max() >= num_classes):
             raise InputError(
-                f"class_weights: a mask holds label {int(m.max())} but there are {num_classes} classes; fix the masks or num_classes"
+                f"class_weights: a mask holds label {int(m.max())} but there are {num_classes} classes; fix the masks "
+                "or num_classes"
             )
         rows.append(np.bincount(m, minlength=num_classes).astype(np.float64))
     if not rows:

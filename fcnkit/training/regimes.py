@@ -179,7 +179,8 @@ class ClassBalanced(Regime):
     def __post_init__(self):
         if self.by not in self.BY:
             raise InputError(
-                f"regime 'class-balanced': by '{self.by}' is not known{did_you_mean(str(self.by), self.BY)}; use one of {', '.join(self.BY)}"
+                f"regime 'class-balanced': by '{self.by}' is not known{did_you_mean(str(self.by), self.BY)}; use one "
+                f"of {', '.join(self.BY)}"
             )
         _set(self, "seed", _whole(self, "seed", self.seed, 0))
 
@@ -229,7 +230,8 @@ class Patchwise(Regime):
 
         if self.sampler not in SAMPLERS:
             raise InputError(
-                f"regime 'patchwise': sampler '{self.sampler}' is not known{did_you_mean(str(self.sampler), SAMPLERS)}; use one of {', '.join(SAMPLERS)}"
+                f"regime 'patchwise': sampler '{self.sampler}' is not "
+                f"known{did_you_mean(str(self.sampler), SAMPLERS)}; use one of {', '.join(SAMPLERS)}"
             )
         if self.patch_size != "rf":
             _set(self, "patch_size", _whole(self, "patch_size", self.patch_size, 1, hint="an integer or rf"))
@@ -272,7 +274,8 @@ NAMES = (*REGIMES, "tiled")
 
 
 def build_regime(spec: str | dict | None) -> Regime | Tiled:
-    """``"whole"``, ``"loss-sampling:p=0.25,seed=1"``, ``{"name": "patchwise", ...}`` or ``None`` -> a :class:`Regime`."""
+    """``"whole"``, ``"loss-sampling:p=0.25,seed=1"``, ``{"name": "patchwise", ...}`` or ``None``
+    -> a :class:`Regime`."""
     if spec is None:
         spec = {"name": "whole"}
     if isinstance(spec, str):

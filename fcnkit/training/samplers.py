@@ -140,7 +140,8 @@ class PatchDataset(torch.utils.data.Dataset):
     ):
         if sampler not in SAMPLERS:
             raise InputError(
-                f"patch sampler '{sampler}' is not known{did_you_mean(sampler, SAMPLERS)}; use one of {', '.join(SAMPLERS)}"
+                f"patch sampler '{sampler}' is not known{did_you_mean(sampler, SAMPLERS)}; use one of "
+                f"{', '.join(SAMPLERS)}"
             )
         if patches_per_image < 1:
             raise InputError(f"patches_per_image must be >= 1, got {patches_per_image}; raise it")

@@ -8,8 +8,9 @@ forked children (DataLoader workers, ``ddp_fork`` processes) share, so a killed 
 orphaned workers kept its lock for seconds (measured: the resume right after a kill -9 was
 refused); a POSIX lock belongs to the process alone. Its one trap -- closing any descriptor of
 the file drops the process's lock -- is why the holder never opens the file a second time and
-one process cannot take the same lock twice. A clean exit removes the file (while holding the lock; a process that locked the
-removed file notices and locks the new one, see :meth:`RunLock.acquire`).
+one process cannot take the same lock twice. A clean exit removes the file (while holding the
+lock; a process that locked the removed file notices and locks the new one, see
+:meth:`RunLock.acquire`).
 """
 
 from __future__ import annotations
