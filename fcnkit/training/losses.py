@@ -36,6 +36,21 @@ __all__ = [
 CLASS_WEIGHT_MODES = ("none", "inverse", "median")
 
 
+def _cell_weights(target, weight_map, ignore_index, class_weights=None, dtype=torch.float32):
+    """``(valid, weight)``: the cells that count and their weight in ``dtype``: 0 where ignored, else
+    ``weight_map`` (or 1) times the class weight of the cell's target (if ``class_weights``); the one
+    place every loss here takes them from."""
+    valid = target != ignore_index
+    weight = valid.to(dtype)
+    if weight_map is not None:
+        if weight_map.shape != target.shape:
+            raise ValueError(f"weight_map {tuple(weight_map.shape)} must have the target's shape {tuple(target.shape)}")
+        weight = weight * weight_map.to(device=target.device, dtype=dtype)
+    if class_weights is not None:
+        weight = weight * class_weights.to(device=target.device, dtype=dtype)[torch.where(valid, target, 0)]
+    return valid, weight
+
+
 def pixelwise_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -55,17 +70,9 @@ def pixelwise_loss(
             f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match: expected [B, K, H, W] and "
             "[B, H, W]"
         )
-    valid = target != ignore_index
     # cross_entropy is evaluated in (at least) float32 under autocast; ignored cells give 0
     ce = F.cross_entropy(logits, target, reduction="none", ignore_index=ignore_index)
-    weight = valid.to(ce.dtype)
-    if class_weights is not None:
-        class_weights = class_weights.to(device=ce.device, dtype=ce.dtype)
-        weight = weight * class_weights[torch.where(valid, target, 0)]
-    if weight_map is not None:
-        if weight_map.shape != target.shape:
-            raise ValueError(f"weight_map {tuple(weight_map.shape)} must have the target's shape {tuple(target.shape)}")
-        weight = weight * weight_map.to(device=ce.device, dtype=ce.dtype)
+    _, weight = _cell_weights(target, weight_map, ignore_index, class_weights, ce.dtype)
     total = weight.sum()
     # clamp: an all-ignored batch gives 0 / 1 = 0 instead of 0 / 0
     return (ce * weight).sum() / total.clamp_min(torch.finfo(ce.dtype).tiny)
@@ -147,16 +154,6 @@ LOSSES = ("ce", "dice", "focal", "ce+dice")
 FOCAL_GAMMA = 2.0
 
 
-def _cell_weights(target, weight_map, ignore_index):
-    valid = target != ignore_index
-    weight = valid.to(torch.float32)
-    if weight_map is not None:
-        if weight_map.shape != target.shape:
-            raise ValueError(f"weight_map {tuple(weight_map.shape)} must have the target's shape {tuple(target.shape)}")
-        weight = weight * weight_map.to(device=target.device, dtype=torch.float32)
-    return valid, weight
-
-
 def focal_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -167,12 +164,10 @@ def focal_loss(
 ) -> torch.Tensor:
     """Focal loss (Lin et al., 2017): ``(1 - p_t) ** gamma * CE``, weighted and normalised exactly as
     :func:`pixelwise_loss` (so ``gamma=0`` is that loss)."""
-    valid, weight = _cell_weights(target, weight_map, ignore_index)
+    valid, weight = _cell_weights(target, weight_map, ignore_index, class_weights)
     safe = torch.where(valid, target, 0)
     log_p = F.log_softmax(logits.float(), dim=1).gather(1, safe[:, None])[:, 0]
     term = -((1 - log_p.exp()) ** gamma) * log_p
-    if class_weights is not None:
-        weight = weight * class_weights.to(device=logits.device, dtype=torch.float32)[safe]
     return (term * weight).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
 
 
