@@ -4,6 +4,7 @@ is the classifier on its native-size window, for unpadded nets), and unsupported
 import pytest
 import torch
 import torchvision
+from _predict_helpers import tiny_conv_features
 from torch import nn
 
 from fcnkit import convolutionalize, receptive_field
@@ -318,12 +319,7 @@ def padded_classifier() -> nn.Sequential:
     torch.manual_seed(5)
     return (
         nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(4, 4, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
+            *tiny_conv_features(),
             nn.Flatten(),
             nn.Linear(4 * 4 * 4, 3),
         )

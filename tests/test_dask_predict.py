@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from _predict_helpers import randomise_zero_parameters, save_abc_run
 from PIL import Image
 
 from fcnkit import predict
 from fcnkit.app.cluster_predict import _plan, predict_on_cluster
-from fcnkit.checkpoint import load_checkpoint, save_checkpoint
+from fcnkit.checkpoint import load_checkpoint
 from fcnkit.inference.dask_exec import PLUGIN, run_chunk
 from fcnkit.inference.sources import open_image
 from fcnkit.models.registry import build_model
@@ -31,19 +32,8 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dask")
     torch.manual_seed(0)
     model = build_model("allconv", num_classes=3, width=4, stages=2).eval()  # small: the test is about Dask
-    with torch.no_grad():  # skip scores start at zero: make them count
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.1)
-    config = {
-        "task": "segmentation",
-        "num_classes": 3,
-        "in_channels": 3,
-        "classes": ["a", "b", "c"],
-        "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-        "normalization": {"mean": MEAN, "std": STD},
-    }
-    run = save_checkpoint(tmp / "run" / "best", model, config).parent
+    randomise_zero_parameters(model, 0.1)  # skip scores start at zero: make them count
+    run = save_abc_run(tmp, model, MEAN, STD)
     img = np.random.default_rng(0).integers(0, 255, (200, 250, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp / "img.png")
     model, _ = load_checkpoint(run)

@@ -4,6 +4,7 @@ real checkpoint."""
 import numpy as np
 import pytest
 import torch
+from _predict_helpers import save_abc_run
 from PIL import Image
 
 from fcnkit import predict, receptive_field
@@ -52,18 +53,7 @@ def test_fcn_heads_tiled_equal_whole(name):
 
 
 def _checkpoint(tmp_path):
-    from fcnkit.checkpoint import save_checkpoint
-
-    model = build("allconv", width=4, stages=2)
-    config = {
-        "task": "segmentation",
-        "num_classes": 3,
-        "in_channels": 3,
-        "classes": ["a", "b", "c"],
-        "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-        "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
-    }
-    return save_checkpoint(tmp_path / "run" / "best", model, config).parent
+    return save_abc_run(tmp_path, build("allconv", width=4, stages=2), [0.5] * 3, [0.25] * 3)
 
 
 def test_cli_predict_tiled_equals_whole_on_a_checkpoint(tmp_path, capsys):

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from _predict_helpers import randomise_zero_parameters
 from torch import nn
 
 from fcnkit import predict
@@ -52,11 +53,7 @@ def randomise(model):
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.1)
-    return model
+    return randomise_zero_parameters(model, 0.1)
 
 
 def test_every_registry_model_is_covered():

@@ -7,6 +7,7 @@ import pytest
 import tifffile
 import torch
 import zarr
+from _predict_helpers import randomise_zero_parameters, save_abc_run, tiny_conv_features
 from torch import nn
 
 from fcnkit import predict
@@ -21,15 +22,7 @@ MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 def net():
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(4, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(4, 3, 1),
-    ).eval()
+    return nn.Sequential(*tiny_conv_features(), nn.Conv2d(4, 3, 1)).eval()
 
 
 def test_compressed_tiled_tiff_is_read_lazily_and_predicts_the_same(tmp_path):
@@ -94,25 +87,14 @@ def test_zarr_logits_and_label_pyramid_round_trip(tmp_path):
 
 
 def test_cli_predict_writes_an_ome_zarr_mask_from_a_compressed_tiff(tmp_path, capsys):
-    from fcnkit.checkpoint import save_checkpoint
     from fcnkit.cli import main as cli
     from fcnkit.models.registry import build_model
 
     torch.manual_seed(0)
     model = build_model("fcn8s", num_classes=3).eval()
-    with torch.no_grad():  # FCN's score layers start at zero: make the mask depend on the image
-        for p in model.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0, 1.0)
-    config = {
-        "task": "segmentation",
-        "num_classes": 3,
-        "in_channels": 3,
-        "classes": ["a", "b", "c"],
-        "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-        "normalization": {"mean": MEAN, "std": STD},
-    }
-    run = save_checkpoint(tmp_path / "run" / "best", model, config).parent
+    # FCN's score layers start at zero: make the mask depend on the image
+    randomise_zero_parameters(model, 1.0, weights_only=True)
+    run = save_abc_run(tmp_path, model, MEAN, STD)
     img = np.random.default_rng(0).integers(0, 255, (470, 530, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "img.tif", img, tile=(64, 64), compression="zlib")
     args = ["predict", str(run), str(tmp_path / "img.tif"), "--quiet", "--zarr"]
