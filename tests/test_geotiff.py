@@ -98,6 +98,16 @@ def test_geotiff_mask_keeps_the_georeference_and_zarr_carries_it(run, image, tmp
     assert attrs["geo_key_directory"] == list(GEOKEYS) and attrs["geo_ascii_params"] == CITATION
 
 
+def test_cli_says_the_mask_is_georeferenced(run, image, tmp_path, capsys):
+    from fcnkit.cli.main import main
+
+    assert (
+        main(["predict", str(run), str(image / "geo.tif"), str(image / "plain.png"), "--out", str(tmp_path / "o")]) == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert "geo_mask.tif (georeferenced)," in lines[0] and "plain_mask.png," in lines[1] and "georef" not in lines[1]
+
+
 def test_resampled_prediction_keeps_the_input_size_and_tags_and_plain_inputs_stay_png(run, image, tmp_path):
     r = predict_files(run, [image / "geo.tif", image / "plain.tif"], tmp_path / "out", scale=0.5)
     geo, plain = r
