@@ -181,6 +181,7 @@ def _finish(store: Path, out_dir: Path, path: Path, palette, logits: bool) -> di
     import zarr
 
     from fcnkit.inference.dask_exec import DONE
+    from fcnkit.inference.geotiff import add_georeference, geo_tags
     from fcnkit.inference.zarr_io import finish_label_pyramid
 
     mask = store / "mask"
@@ -189,7 +190,8 @@ def _finish(store: Path, out_dir: Path, path: Path, palette, logits: bool) -> di
     root = zarr.open_group(str(mask), mode="w", zarr_format=2)
     (store / "labels").rename(mask / "0")
     finish_label_pyramid(root, palette, chunk=root["0"].chunks[0], name=f"{path.stem}_mask")
-    out = {"input": path, "mask": out_dir / f"{path.stem}_mask.ome.zarr"}
+    georeferenced = add_georeference(root, geo_tags(path))  # a GeoTIFF input: its place on the Earth
+    out = {"input": path, "mask": out_dir / f"{path.stem}_mask.ome.zarr", "georeferenced": georeferenced}
     moves = [(mask, out["mask"])]
     if logits:
         out["logits"] = out_dir / f"{path.stem}_logits.zarr"

@@ -8,7 +8,8 @@ current file in its postfix), with an ETA.
 Per input ``NAME.ext`` it writes, all or nothing (temporary files renamed at the end):
 
     DIR/NAME_mask.png       palette PNG of the labels, the input's size (NAME_mask.tif, tiled,
-                            above PNG_MAX_PIXELS)
+                            above PNG_MAX_PIXELS, and for a GeoTIFF input, with its georeference
+                            tags: fcnkit.inference.geotiff)
     DIR/NAME_overlay.png    the labels over the image (every f-th pixel above PNG_MAX_PIXELS)
     DIR/NAME_prob.npy       with probabilities=True: float32 [K, H', W'] class probabilities
                             at the model's output resolution
@@ -192,10 +193,12 @@ def _load_model(run_dir, device, backend: str):
 
 
 def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilities: bool, model_size) -> dict:
+    from fcnkit.inference.geotiff import geo_tags
     from fcnkit.utils.atomic import atomic_path
 
     _, h, w = source.shape
-    big = h * w > PNG_MAX_PIXELS
+    geo = geo_tags(path)  # a GeoTIFF's georeference goes onto its mask, so the mask is a TIFF too
+    big = h * w > PNG_MAX_PIXELS or geo is not None
     names = {
         "mask": out_dir / f"{path.stem}_mask.{'tif' if big else 'png'}",
         "overlay": out_dir / f"{path.stem}_overlay.png",
@@ -224,7 +227,7 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
                 labels = to_input_grid(labels, (mh, mw), g.stride, g.offset, scratch[1] if scratch else None)
             if (mh, mw) != (h, w):  # --scale/--resize: back to the input's size
                 labels = _nearest_resize(labels, (h, w))
-            write_labels(tmp["mask"], labels, palette, tiff=big)
+            write_labels(tmp["mask"], labels, palette, tiff=big, extratags=geo)
             factor = write_overlay(tmp["overlay"], source.array, labels, palette, max_pixels=PNG_MAX_PIXELS)
             del labels
             sinks.clear()  # the memory-mapped scratch arrays are released before they are unlinked
@@ -232,13 +235,21 @@ def _one(job: TiledJob, source, path: Path, out_dir: Path, palette, probabilitie
         for s in scratch:
             with contextlib.suppress(OSError):
                 os.unlink(s)
-    return {"input": path, **names, "size": (h, w), "tiles": len(job.plan), "overlay_factor": factor}
+    return {
+        "input": path,
+        **names,
+        "size": (h, w),
+        "tiles": len(job.plan),
+        "overlay_factor": factor,
+        "georeferenced": geo is not None,
+    }
 
 
 def _write_zarr_mask(result: dict, palette) -> None:
     """``NAME_mask.ome.zarr`` next to ``NAME_mask.png|tif``, from that label image (atomic folder)."""
     from PIL import Image
 
+    from fcnkit.inference.geotiff import add_georeference, geo_tags
     from fcnkit.inference.zarr_io import open_lazy, write_label_pyramid
     from fcnkit.utils.atomic import atomic_dir
 
@@ -250,4 +261,6 @@ def _write_zarr_mask(result: dict, palette) -> None:
             labels = np.asarray(img)  # palette indices
     with atomic_dir(target) as tmp:
         write_label_pyramid(tmp, labels, palette, name=mask.stem)
+        if result.get("georeferenced"):
+            add_georeference(tmp, geo_tags(mask))  # the mask TIFF carries the input's tags
     result["zarr"] = target

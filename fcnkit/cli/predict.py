@@ -167,8 +167,9 @@ def run(args) -> int:
         extra = f", probabilities {r['probabilities']}" if "probabilities" in r else ""
         extra += f", {r['zarr']}" if "zarr" in r else ""
         shrunk = f" (1/{r['overlay_factor']} scale)" if r["overlay_factor"] > 1 else ""
+        geo = " (georeferenced)" if r.get("georeferenced") else ""
         print(
-            f"{r['input']}: {w}x{h}, {r['tiles']} tile{'s' if r['tiles'] != 1 else ''} -> {r['mask']}, "
+            f"{r['input']}: {w}x{h}, {r['tiles']} tile{'s' if r['tiles'] != 1 else ''} -> {r['mask']}{geo}, "
             f"{r['overlay']}{shrunk}{extra}"
         )
     return 0

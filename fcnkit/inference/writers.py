@@ -114,8 +114,9 @@ def _palette_array(palette) -> np.ndarray:
     return full_palette(palette)
 
 
-def write_labels(path: Path, labels: np.ndarray, palette, tiff: bool) -> None:
-    """Labels as a palette PNG, or (``tiff``) a 256x256-tiled palette TIFF; ``path`` is written as is."""
+def write_labels(path: Path, labels: np.ndarray, palette, tiff: bool, extratags=None) -> None:
+    """Labels as a palette PNG, or (``tiff``) a 256x256-tiled palette TIFF; ``path`` is written as is.
+    ``extratags``: tifffile tag tuples for the TIFF (a GeoTIFF georeference, :mod:`fcnkit.inference.geotiff`)."""
     if not tiff:
         from PIL import Image
 
@@ -126,7 +127,9 @@ def write_labels(path: Path, labels: np.ndarray, palette, tiff: bool) -> None:
     import tifffile
 
     colormap = _palette_array(palette).T.astype(np.uint16) * 257
-    tifffile.imwrite(path, labels, photometric="palette", colormap=colormap, tile=(256, 256), compression="zlib")
+    tifffile.imwrite(
+        path, labels, photometric="palette", colormap=colormap, tile=(256, 256), compression="zlib", extratags=extratags
+    )
 
 
 def _display_scale(image: np.ndarray):
