@@ -157,9 +157,9 @@ def max_diff(a: Path, b: Path) -> tuple[float, float]:
 
 
 def whole_fits(args, size: int) -> tuple[bool, float]:
-    from fcnkit.inference.predict import _elements_per_pixel
+    from fcnkit.inference.predict import activation_elements_per_pixel
 
-    est_gb = _elements_per_pixel(build(args), 3) * 4 * 1.25 * size * size / 2**30
+    est_gb = activation_elements_per_pixel(build(args), 3) * 4 * 1.25 * size * size / 2**30
     return est_gb <= args.whole_limit_gb, est_gb
 
 

@@ -46,7 +46,16 @@ from fcnkit.inference.tiling import BLENDS, TilePlan, origin_cell, plan_tiles
 from fcnkit.inference.writers import NpySink, TensorSink
 from fcnkit.utils.device import model_device
 
-__all__ = ["predict", "TiledJob", "parse_memory", "auto_tile", "eval_mode", "staged_or_single"]
+__all__ = [
+    "predict",
+    "TiledJob",
+    "parse_memory",
+    "auto_tile",
+    "eval_mode",
+    "staged_or_single",
+    "memory_budget_bytes",
+    "activation_elements_per_pixel",
+]
 
 CPU_BUDGET = 512 << 20  # default activation budget for tile="auto" on the CPU (torch itself takes ~0.5 GB)
 
@@ -63,7 +72,9 @@ def parse_memory(text) -> int:
         raise InputError(f"memory budget {text!r} is not understood; write e.g. 512M or 2G") from None
 
 
-def _budget(device: torch.device, memory_budget) -> int:
+def memory_budget_bytes(device: torch.device, memory_budget) -> int:
+    """The activation budget in bytes: ``memory_budget`` parsed ("512M", "2G", bytes), else the
+    default of ``device`` (:data:`CPU_BUDGET` on the CPU, half the free memory of a GPU)."""
     if memory_budget is not None:
         return parse_memory(memory_budget)
     if device.type == "cuda":
@@ -72,7 +83,7 @@ def _budget(device: torch.device, memory_budget) -> int:
     return CPU_BUDGET
 
 
-def _elements_per_pixel(model: nn.Module, channels: int) -> float:
+def activation_elements_per_pixel(model: nn.Module, channels: int) -> float:
     """Peak number of activation elements alive during a forward, per input pixel (a meta trace
     that follows when the forward frees each activation; within ~20% of a measured CPU forward)."""
     from fcnkit.geometry.analytic import DEFAULT_SIZES, trace_model
@@ -89,7 +100,9 @@ def _elements_per_pixel(model: nn.Module, channels: int) -> float:
 def auto_tile(model, geometry, image_size, channels: int, budget: int, batch_size: int, blend: str) -> int | None:
     """Largest tile (a multiple of the alignment) whose activations fit ``budget``; None = whole image."""
     p = next(model.parameters(), None)
-    per_px = _elements_per_pixel(model, channels) * (p.element_size() if p is not None else 4) * 1.25  # +25% workspace
+    per_px = (
+        activation_elements_per_pixel(model, channels) * (p.element_size() if p is not None else 4) * 1.25
+    )  # +25% workspace
     align = max(geometry.align)
     side = int(math.sqrt(budget / max(per_px * batch_size, 1e-9)))
     if side >= max(image_size) and budget >= per_px * image_size[0] * image_size[1]:
@@ -144,7 +157,13 @@ class TiledJob:
         self.stride, self.offset, self.geometry = (1, 1), (0, 0), None
         if tile == "auto":
             tile = auto_tile(
-                model, self.model_geometry(), (h, w), c, _budget(self.device, memory_budget), batch_size, blend
+                model,
+                self.model_geometry(),
+                (h, w),
+                c,
+                memory_budget_bytes(self.device, memory_budget),
+                batch_size,
+                blend,
             )
         if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= max(h, w)):
             self.plan = plan_tiles((h, w), (h, w), 0, 1)

@@ -118,7 +118,7 @@ def training_bytes_per_pixel(model: nn.Module, in_channels: int, size: int = 64)
     """Estimated bytes per input pixel of one training forward + backward (see :func:`training_tile`)."""
     from torch.func import functional_call
 
-    from fcnkit.inference.predict import _elements_per_pixel
+    from fcnkit.inference.predict import activation_elements_per_pixel
 
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -138,7 +138,7 @@ def training_bytes_per_pixel(model: nn.Module, in_channels: int, size: int = 64)
         except Exception:  # noqa: BLE001 - too small for the model: try a larger size
             continue
         elements = sum(t.numel() for t in saved.values() if t.dim() >= 3)
-        peak = _elements_per_pixel(model, in_channels)
+        peak = activation_elements_per_pixel(model, in_channels)
         return (elements / side**2 + peak) * torch.finfo(dtype).bits / 8 * 1.25
     raise InputError(
         f"{type(model).__name__}: cannot run the model to size its training tiles; pass tile=N instead of 'auto'"
@@ -265,9 +265,9 @@ class _TiledPass:
         c, h, w = self.sources[0].shape
         self.geometry = tileable_geometry(model, c, geometry)
         if tile == "auto":
-            from fcnkit.inference.predict import _budget
+            from fcnkit.inference.predict import memory_budget_bytes
 
-            tile = training_tile(model, self.geometry, c, _budget(self.device, memory_budget))
+            tile = training_tile(model, self.geometry, c, memory_budget_bytes(self.device, memory_budget))
         if tile is not None and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 1):
             raise InputError(f"tile={tile!r} must be None, a positive int or 'auto'")
         self.tile = tile

@@ -105,11 +105,11 @@ class Tiled:
             model.train(was)
         tile = self.tile
         if tile == "auto":
-            from fcnkit.inference.predict import _budget
+            from fcnkit.inference.predict import memory_budget_bytes
 
             p = next(model.parameters(), None)
             device = p.device if p is not None else torch.device("cpu")
-            budget = _budget(device, None if self.memory == "auto" else self.memory)
+            budget = memory_budget_bytes(device, None if self.memory == "auto" else self.memory)
             tile = training_tile(model, geometry, channels, budget)
         return dataclasses.replace(self, inner=inner, _tile=int(tile), _geometry=geometry)
 
