@@ -46,7 +46,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except Exception as exc:  # unpickling refused, truncated file, not a zip/pickle at all, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(
-            f"{path}: cannot read a state dict from it ({first}); save model.state_dict() with torch.save or safetensors"
+            f"{path}: cannot read a state dict from it ({first}); "
+            "save model.state_dict() with torch.save or safetensors"
         ) from None
     for key in ("state_dict", "model"):  # common wrappers {"state_dict": {...}, "epoch": ...}
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -105,7 +106,8 @@ def convert_classifier(
         head = _last_linear(build_torchvision_classifier(arch, 1))
     if f"{head}.weight" not in state:
         raise InputError(
-            f"{path}: no '{head}.weight' in it, so it is not a {arch} state dict; pass the --arch the weights were saved from"
+            f"{path}: no '{head}.weight' in it, so it is not a {arch} state dict; "
+            "pass the --arch the weights were saved from"
         )
     file_classes = int(state[f"{head}.weight"].shape[0])
     num_classes = int(num_classes if num_classes is not None else file_classes)
@@ -114,7 +116,8 @@ def convert_classifier(
     if num_classes != file_classes:
         state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
         notes.append(
-            f"re-initialised the last layer '{head}' for {num_classes} classes (the weights file has {file_classes}); trunk weights kept"
+            f"re-initialised the last layer '{head}' for {num_classes} classes "
+            f"(the weights file has {file_classes}); trunk weights kept"
         )
     _load(
         classifier,
@@ -156,5 +159,6 @@ def _load(model: nn.Module, state: dict, path: Path, arch: str, allowed_missing:
         what = f"missing '{missing[0]}'" if missing else f"unexpected '{result.unexpected_keys[0]}'"
         count = len(missing) + len(result.unexpected_keys)
         raise InputError(
-            f"{path}: not a {arch} state dict ({what}, {count} key(s) differ); pass the --arch the weights were saved from"
+            f"{path}: not a {arch} state dict ({what}, {count} key(s) differ); "
+            "pass the --arch the weights were saved from"
         )

@@ -92,7 +92,8 @@ def evaluate(
         )
     if dataset.info.num_classes != k:
         raise InputError(
-            f"data '{data}' has {dataset.info.num_classes} classes but the checkpoint predicts {k}; evaluate on matching data"
+            f"data '{data}' has {dataset.info.num_classes} classes but the checkpoint predicts {k}; "
+            "evaluate on matching data"
         )
     if len(dataset) == 0:
         raise InputError(f"data '{data}': split '{split}' is empty; pick another --split")

@@ -215,7 +215,8 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     run = Path(cfg.resume)
     if not (run / "config.yaml").is_file():
         raise MissingFileError(
-            f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'"
+            f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); "
+            "give a run folder made by 'fcnkit train'"
         )
     if not (run / TRAINER_CKPT).is_file() and any((run / name).exists() for name in ("best", "last")):
         raise MissingFileError(
@@ -238,7 +239,8 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     for key in _FROZEN_ON_RESUME:
         if key in changed and changed[key] != getattr(saved, key):
             raise InputError(
-                f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); start a new run with --out"
+                f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); "
+                "start a new run with --out"
             )
     if cfg.out is not None and Path(cfg.out).resolve() != run.resolve():
         raise InputError(f"--resume {run} continues that run in place; drop --out {cfg.out} (or start a new run there)")
@@ -300,7 +302,8 @@ def _build_model(cfg: TrainConfig, info):
     except InputError as exc:
         if cfg.weights and "'backbone_weights'" in str(exc):
             raise InputError(
-                f"--weights: model '{cfg.model}' has no backbone to load weights into; drop --weights or use an fcn8s/16s/32s model"
+                f"--weights: model '{cfg.model}' has no backbone to load weights into; "
+                "drop --weights or use an fcn8s/16s/32s model"
             ) from None
         raise
 
