@@ -88,6 +88,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
         self.config = config
         self.regime = regime or WholeImage()
+        assert config.data is not None  # the config is resolved (TrainConfig.resolved requires data)
         self.train_set = load_dataset(config.data, split="train", **config.data_options)
         self.val_set = load_dataset(
             config.data, split=config.val_split, **{**config.data_options, **config.val_data_options}
@@ -103,6 +104,7 @@ class SegmentationDataModule(L.LightningDataModule):
     @property
     def train_batch_size(self) -> int:
         """Items per training batch (patchwise regimes batch crops, not images)."""
+        assert self.config.batch_size is not None  # the config is resolved (default 8)
         return self.regime.batch_size(self.config.batch_size)
 
     def train_dataloader(self):
@@ -179,7 +181,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
 
         seed = int(torch.randint(0, 2**62, ()))
         item = self.dataset[i]
-        info = self.info
+        info = self.dataset.info  # self.info, known to be there (a dataset of fcnkit.data)
         image, target = self.dataset.raw(i)
         unit = torch.from_numpy(np.ascontiguousarray(to_channels(to_unit_float(np.asarray(image)), info.in_channels)))
         mask = item.get("mask")
