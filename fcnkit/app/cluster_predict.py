@@ -69,7 +69,8 @@ def _plan(model, source, image: Path, chunk: int, tile, channels, mean, std, sto
     _, out = op_graph(model, c, (h, w))  # the output size, on the meta device (no compute)
     from fcnkit.geometry.analytic import select_output
 
-    out_shape = tuple(int(v) for v in select_output(out).shape[-3:])
+    k, oh, ow = (int(v) for v in select_output(out).shape[-3:])
+    out_shape = (k, oh, ow)
     oc = out_chunk(chunk, g.stride)
     labels = store / "labels"
     if not labels.exists():
@@ -188,7 +189,9 @@ def _finish(store: Path, out_dir: Path, path: Path, palette, logits: bool) -> di
         shutil.rmtree(mask)
     root = zarr.open_group(str(mask), mode="w", zarr_format=2)
     (store / "labels").rename(mask / "0")
-    finish_label_pyramid(root, palette, chunk=root["0"].chunks[0], name=f"{path.stem}_mask")
+    level0 = root["0"]
+    assert isinstance(level0, zarr.Array)  # the labels array moved in just above
+    finish_label_pyramid(root, palette, chunk=level0.chunks[0], name=f"{path.stem}_mask")
     out = {"input": path, "mask": out_dir / f"{path.stem}_mask.ome.zarr"}
     moves = [(mask, out["mask"])]
     if logits:

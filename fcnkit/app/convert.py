@@ -36,6 +36,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise MissingFileError(
             f"{path}: no such weights file; give a local .pth/.pt/.safetensors state dict (nothing is downloaded)"
         )
+    state: object  # whatever the file holds, checked below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -128,9 +129,11 @@ def convert_classifier(
     )
     model = from_classifier(classifier.eval(), input_size, pool, output)
     kwargs = {"arch": arch, "num_classes": num_classes, "input_size": input_size, "pool": pool, "output": output}
-    model.fcnkit_spec = {"name": "convolutionalized", "kwargs": kwargs}
+    spec = {"name": "convolutionalized", "kwargs": kwargs}
+    model.fcnkit_spec = spec  # type: ignore[assignment]  # a plain attribute (nn.Module's setattr is typed)
+    assert model.geometry is not None  # from_classifier measures it
     config = CheckpointConfig(
-        model=model.fcnkit_spec,
+        model=spec,
         task="segmentation",
         num_classes=num_classes,
         in_channels=3,

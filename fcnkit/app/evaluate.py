@@ -118,7 +118,8 @@ def evaluate(
 
 
 def _same_size_batches(dataset, batch_size: int):
-    images, masks = [], []
+    images: list[torch.Tensor] = []
+    masks: list[torch.Tensor] = []
     for i in range(len(dataset)):
         item = dataset[i]
         if images and (item["image"].shape != images[0].shape or len(images) == batch_size):

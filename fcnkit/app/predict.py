@@ -45,6 +45,7 @@ def to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scr
     for n, total, j, o in zip(size, labels.shape, stride, offset):
         cell = np.rint((np.arange(n, dtype=np.float64) - float(o)) / float(j)).astype(np.int64)
         idx.append(np.clip(cell, 0, total - 1))
+    out: np.ndarray  # a memory-mapped scratch file or an array in memory
     if scratch is not None:
         from fcnkit.utils.outputs import preallocate
 

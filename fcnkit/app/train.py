@@ -77,6 +77,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: 
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = _with_resumed(cfg).resolved()
+    assert cfg.out is not None  # resolved() fills in the run folder
     run = Path(cfg.out)
     if not cfg.resume:
         _prepare_fresh(run, cfg.overwrite, clear=False)  # refuse early; clear once all is known good
@@ -297,6 +298,7 @@ def _build_model(cfg: TrainConfig, info):
         if not Path(cfg.weights).is_file():
             raise MissingFileError(f"{cfg.weights}: weights file not found; check --weights")
         kwargs["backbone_weights"] = cfg.weights  # an init-only argument: not part of the model spec
+    assert cfg.model is not None  # the config is resolved (a default model per task)
     try:
         return build_model(cfg.model, num_classes=int(info.num_classes), in_channels=int(info.in_channels), **kwargs)
     except InputError as exc:
@@ -322,6 +324,7 @@ def _class_weights(cfg: TrainConfig, dataset, num_classes: int, key: str):
 def _check_model_task(cfg: TrainConfig) -> None:
     from fcnkit.models.registry import list_models, model_info
 
+    assert cfg.model is not None  # the config is resolved (a default model per task)
     task = model_info(cfg.model)["task"]
     if task != cfg.task:
         choices = ", ".join(list_models(cfg.task))

@@ -8,6 +8,8 @@ loss is :func:`~fcnkit.training.losses.pixelwise_loss` with the weight map of th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightning as L
 import torch
 from torch import nn
@@ -19,6 +21,9 @@ from fcnkit.errors import InputError
 from fcnkit.metrics import SCORE_NAMES, scores
 from fcnkit.training.losses import pixelwise_loss, segmentation_loss
 from fcnkit.training.regimes import Regime, WholeImage, count_kept_cells
+
+if TYPE_CHECKING:
+    from fcnkit.training.tiled_regime import Tiled
 
 __all__ = ["SegmentationModule", "SegmentationDataModule", "AugmentedDataset"]
 
@@ -42,7 +47,7 @@ class SegmentationModule(FcnkitModule):
         config: TrainConfig,
         num_classes: int,
         class_weights: torch.Tensor | None = None,
-        regime: Regime | None = None,
+        regime: Regime | Tiled | None = None,
     ):
         super().__init__(model, config, num_classes, class_weights)
         self.regime = regime or WholeImage()
@@ -82,7 +87,7 @@ class SegmentationDataModule(L.LightningDataModule):
     ``num_classes``/``in_channels`` come from its ``info``.
     """
 
-    def __init__(self, config: TrainConfig, regime: Regime | None = None):
+    def __init__(self, config: TrainConfig, regime: Regime | Tiled | None = None):
         super().__init__()
         from fcnkit.data import load_dataset
 
