@@ -128,8 +128,7 @@ def predict_on_cluster(
     how many chunks were ``computed`` and ``skipped`` (already complete). ``client``: an existing
     ``distributed.Client`` instead of ``cluster``; ``crash_once``/``fail_chunks``: test hooks."""
     from fcnkit import checkpoint
-    from fcnkit.app.predict_inputs import expand_inputs
-    from fcnkit.data.io import voc_palette
+    from fcnkit.app.predict_inputs import expand_inputs, input_settings
     from fcnkit.inference.dask_exec import ModelPlugin, done_chunks, run_chunk
     from fcnkit.inference.sources import open_image
     from fcnkit.utils.outputs import check_output, prepare_output
@@ -143,10 +142,7 @@ def predict_on_cluster(
     checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is one line, before any cluster starts
     model, config = checkpoint.load_checkpoint(run_dir, map_location="cpu")
     tile = None if tile == "auto" else tile  # None: the plan picks the tile
-    norm = config.get("normalization") or {}
-    channels = int(config.get("in_channels", 3))
-    mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
-    palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
+    channels, mean, std, palette = input_settings(config)
     out_dir = prepare_output(out_dir, "predictions")  # created and marked as fcnkit's
     with contextlib.ExitStack() as stack:
         if client is None:

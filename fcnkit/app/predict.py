@@ -93,8 +93,13 @@ def predict_files(
     it is an ``.onnx`` file) with onnxruntime, reading classes/normalisation/geometry from the file
     (single-level tiling: an exported graph cannot be replayed stage by stage).
     """
-    from fcnkit.app.predict_inputs import MatchedSource, intensity_check, resized_source, target_size
-    from fcnkit.data.io import voc_palette
+    from fcnkit.app.predict_inputs import (
+        MatchedSource,
+        input_settings,
+        intensity_check,
+        resized_source,
+        target_size,
+    )
     from fcnkit.utils.device import resolve_device
     from fcnkit.utils.outputs import check_output, output_folder
 
@@ -109,10 +114,7 @@ def predict_files(
         raise InputError(
             f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint"
         )
-    norm = config.get("normalization") or {}
-    channels = int(config.get("in_channels", 3))
-    mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
-    palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
+    channels, mean, std, palette = input_settings(config)
     trained = config.get("input")
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     results = []
