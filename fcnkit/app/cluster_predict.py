@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 from fcnkit.errors import InputError
 
@@ -69,7 +70,8 @@ def _plan(model, source, image: Path, chunk: int, tile, channels, mean, std, sto
     _, out = op_graph(model, c, (h, w))  # the output size, on the meta device (no compute)
     from fcnkit.geometry.analytic import select_output
 
-    out_shape = tuple(int(v) for v in select_output(out).shape[-3:])
+    k, oh, ow = (int(v) for v in select_output(out).shape[-3:])
+    out_shape = (k, oh, ow)
     oc = out_chunk(chunk, g.stride)
     labels = store / "labels"
     if not labels.exists():
@@ -127,8 +129,7 @@ def predict_on_cluster(
     how many chunks were ``computed`` and ``skipped`` (already complete). ``client``: an existing
     ``distributed.Client`` instead of ``cluster``; ``crash_once``/``fail_chunks``: test hooks."""
     from fcnkit import checkpoint
-    from fcnkit.app.predict_inputs import expand_inputs
-    from fcnkit.data.io import voc_palette
+    from fcnkit.app.predict_inputs import expand_inputs, input_settings
     from fcnkit.inference.dask_exec import ModelPlugin, done_chunks, run_chunk
     from fcnkit.inference.sources import open_image
     from fcnkit.utils.outputs import check_output, prepare_output
@@ -142,10 +143,7 @@ def predict_on_cluster(
     checkpoint.resolve_checkpoint(run_dir)  # a missing checkpoint is one line, before any cluster starts
     model, config = checkpoint.load_checkpoint(run_dir, map_location="cpu")
     tile = None if tile == "auto" else tile  # None: the plan picks the tile
-    norm = config.get("normalization") or {}
-    channels = int(config.get("in_channels", 3))
-    mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
-    palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
+    channels, mean, std, palette = input_settings(config)
     out_dir = prepare_output(out_dir, "predictions")  # created and marked as fcnkit's
     with contextlib.ExitStack() as stack:
         if client is None:
@@ -189,10 +187,13 @@ def _finish(store: Path, out_dir: Path, path: Path, palette, logits: bool) -> di
         shutil.rmtree(mask)
     root = zarr.open_group(str(mask), mode="w", zarr_format=2)
     (store / "labels").rename(mask / "0")
-    finish_label_pyramid(root, palette, chunk=root["0"].chunks[0], name=f"{path.stem}_mask")
+    level0 = root["0"]
+    assert isinstance(level0, zarr.Array)  # the labels array moved in just above
+    finish_label_pyramid(root, palette, chunk=level0.chunks[0], name=f"{path.stem}_mask")
     georeferenced = add_georeference(root, geo_tags(path))  # a GeoTIFF input: its place on the Earth
-    out = {"input": path, "mask": out_dir / f"{path.stem}_mask.ome.zarr", "georeferenced": georeferenced}
-    moves = [(mask, out["mask"])]
+    target = out_dir / f"{path.stem}_mask.ome.zarr"
+    out: dict[str, Any] = {"input": path, "mask": target, "georeferenced": georeferenced}
+    moves = [(mask, target)]
     if logits:
         out["logits"] = out_dir / f"{path.stem}_logits.zarr"
         moves.append((store / "logits", out["logits"]))

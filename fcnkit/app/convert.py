@@ -36,6 +36,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise MissingFileError(
             f"{path}: no such weights file; give a local .pth/.pt/.safetensors state dict (nothing is downloaded)"
         )
+    state: object  # whatever the file holds, checked below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -46,7 +47,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except Exception as exc:  # unpickling refused, truncated file, not a zip/pickle at all, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(
-            f"{path}: cannot read a state dict from it ({first}); save model.state_dict() with torch.save or safetensors"
+            f"{path}: cannot read a state dict from it ({first}); "
+            "save model.state_dict() with torch.save or safetensors"
         ) from None
     for key in ("state_dict", "model"):  # common wrappers {"state_dict": {...}, "epoch": ...}
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -105,7 +107,8 @@ def convert_classifier(
         head = _last_linear(build_torchvision_classifier(arch, 1))
     if f"{head}.weight" not in state:
         raise InputError(
-            f"{path}: no '{head}.weight' in it, so it is not a {arch} state dict; pass the --arch the weights were saved from"
+            f"{path}: no '{head}.weight' in it, so it is not a {arch} state dict; "
+            "pass the --arch the weights were saved from"
         )
     file_classes = int(state[f"{head}.weight"].shape[0])
     num_classes = int(num_classes if num_classes is not None else file_classes)
@@ -114,7 +117,8 @@ def convert_classifier(
     if num_classes != file_classes:
         state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
         notes.append(
-            f"re-initialised the last layer '{head}' for {num_classes} classes (the weights file has {file_classes}); trunk weights kept"
+            f"re-initialised the last layer '{head}' for {num_classes} classes "
+            f"(the weights file has {file_classes}); trunk weights kept"
         )
     _load(
         classifier,
@@ -125,9 +129,11 @@ def convert_classifier(
     )
     model = from_classifier(classifier.eval(), input_size, pool, output)
     kwargs = {"arch": arch, "num_classes": num_classes, "input_size": input_size, "pool": pool, "output": output}
-    model.fcnkit_spec = {"name": "convolutionalized", "kwargs": kwargs}
+    spec = {"name": "convolutionalized", "kwargs": kwargs}
+    model.fcnkit_spec = spec  # type: ignore[assignment]  # a plain attribute (nn.Module's setattr is typed)
+    assert model.geometry is not None  # from_classifier measures it
     config = CheckpointConfig(
-        model=model.fcnkit_spec,
+        model=spec,
         task="segmentation",
         num_classes=num_classes,
         in_channels=3,
@@ -156,5 +162,6 @@ def _load(model: nn.Module, state: dict, path: Path, arch: str, allowed_missing:
         what = f"missing '{missing[0]}'" if missing else f"unexpected '{result.unexpected_keys[0]}'"
         count = len(missing) + len(result.unexpected_keys)
         raise InputError(
-            f"{path}: not a {arch} state dict ({what}, {count} key(s) differ); pass the --arch the weights were saved from"
+            f"{path}: not a {arch} state dict ({what}, {count} key(s) differ); "
+            "pass the --arch the weights were saved from"
         )

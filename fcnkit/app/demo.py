@@ -45,7 +45,7 @@ def run_demo(
     cfg = load_config(path, {"out": str(out), "device": device, "overwrite": True})
     run = train(cfg)
     train_seconds = time.perf_counter() - start
-    results = {"val": evaluate(run, split="val", device=device)}
+    results: dict[str, dict[str, Any] | None] = {"val": evaluate(run, split="val", device=device)}
     try:
         results["test"] = evaluate(run, split="test", device=device)
     except FcnkitError:  # another --config's dataset may have no test split
@@ -53,6 +53,7 @@ def run_demo(
     for split, result in results.items():
         if result is not None:
             write_json(result, run / f"scores_{split}.json")
+    assert cfg.data is not None  # train() refused a config without data
     dataset = load_dataset(cfg.data, split=cfg.val_split, **{**cfg.data_options, **cfg.val_data_options})
     predictions = predict_examples(run, dataset, run / "predictions", count=examples, device=device)
     return {

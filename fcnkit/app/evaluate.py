@@ -92,7 +92,8 @@ def evaluate(
         )
     if dataset.info.num_classes != k:
         raise InputError(
-            f"data '{data}' has {dataset.info.num_classes} classes but the checkpoint predicts {k}; evaluate on matching data"
+            f"data '{data}' has {dataset.info.num_classes} classes but the checkpoint predicts {k}; "
+            "evaluate on matching data"
         )
     if len(dataset) == 0:
         raise InputError(f"data '{data}': split '{split}' is empty; pick another --split")
@@ -117,7 +118,8 @@ def evaluate(
 
 
 def _same_size_batches(dataset, batch_size: int):
-    images, masks = [], []
+    images: list[torch.Tensor] = []
+    masks: list[torch.Tensor] = []
     for i in range(len(dataset)):
         item = dataset[i]
         if images and (item["image"].shape != images[0].shape or len(images) == batch_size):

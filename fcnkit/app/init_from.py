@@ -170,5 +170,11 @@ def _fix(model: nn.Module, spec: dict) -> str:
             flags = " ".join(f"--model-option {k}={v}" for k, v in differ.items())
             return f"build the model like the checkpoint: {flags}"
         if theirs.get("in_channels") not in (None, mine["kwargs"].get("in_channels")):
-            return f"the checkpoint takes {theirs['in_channels']} input channels, the data {mine['kwargs'].get('in_channels')}; use matching data"
-    return "initialise from a checkpoint of the same family (e.g. allconv_cls -> allconv with the same width/depth/stages) or drop --init-from"
+            return (
+                f"the checkpoint takes {theirs['in_channels']} input channels, "
+                f"the data {mine['kwargs'].get('in_channels')}; use matching data"
+            )
+    return (
+        "initialise from a checkpoint of the same family "
+        "(e.g. allconv_cls -> allconv with the same width/depth/stages) or drop --init-from"
+    )

@@ -46,6 +46,7 @@ def to_input_grid(labels: np.ndarray, size: tuple[int, int], stride, offset, scr
     for n, total, j, o in zip(size, labels.shape, stride, offset):
         cell = np.rint((np.arange(n, dtype=np.float64) - float(o)) / float(j)).astype(np.int64)
         idx.append(np.clip(cell, 0, total - 1))
+    out: np.ndarray  # a memory-mapped scratch file or an array in memory
     if scratch is not None:
         from fcnkit.utils.outputs import preallocate
 
@@ -93,8 +94,13 @@ def predict_files(
     it is an ``.onnx`` file) with onnxruntime, reading classes/normalisation/geometry from the file
     (single-level tiling: an exported graph cannot be replayed stage by stage).
     """
-    from fcnkit.app.predict_inputs import MatchedSource, intensity_check, resized_source, target_size
-    from fcnkit.data.io import voc_palette
+    from fcnkit.app.predict_inputs import (
+        MatchedSource,
+        input_settings,
+        intensity_check,
+        resized_source,
+        target_size,
+    )
     from fcnkit.utils.device import resolve_device
     from fcnkit.utils.outputs import check_output, output_folder
 
@@ -109,10 +115,7 @@ def predict_files(
         raise InputError(
             f"{run_dir}: checkpoint is a {config.get('task')} model; fcnkit predict needs a segmentation checkpoint"
         )
-    norm = config.get("normalization") or {}
-    channels = int(config.get("in_channels", 3))
-    mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
-    palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
+    channels, mean, std, palette = input_settings(config)
     trained = config.get("input")
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     results = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,11 +35,34 @@ __all__ = [
     "resized_source",
     "target_size",
     "FAR_RATIO",
+    "InputSettings",
+    "input_settings",
 ]
 
 #: the input's p99 (after dtype scaling) this many times below/above the training's is "far"
 FAR_RATIO = 4.0
 _SAMPLE_PIXELS = 1 << 20
+
+
+class InputSettings(NamedTuple):
+    """What a checkpoint says about its input and output: channels, normalisation, class colours."""
+
+    channels: int
+    mean: list
+    std: list
+    palette: list
+
+
+def input_settings(config: dict) -> InputSettings:
+    """The :class:`InputSettings` of a checkpoint's config; defaults where it is silent: 3 channels,
+    no normalisation (mean 0, std 1), the VOC palette of ``num_classes`` (default 21)."""
+    from fcnkit.data.io import voc_palette
+
+    norm = config.get("normalization") or {}
+    channels = int(config.get("in_channels", 3))
+    mean, std = norm.get("mean", [0.0] * channels), norm.get("std", [1.0] * channels)
+    palette = config.get("palette") or voc_palette(int(config.get("num_classes", 21)))
+    return InputSettings(channels, mean, std, palette)
 
 
 def expand_inputs(inputs, recursive: bool = False) -> list[Path]:

@@ -46,7 +46,8 @@ def write_classification_report(run: str | os.PathLike) -> Path:
         f"# fcnkit run report: {run.name}",
         "",
         f"- task: classification; model: `{config['model']['name']}` {config['model'].get('kwargs', {})}",
-        f"- data: `{train.get('data')}` {train.get('data_options') or ''}; training sizes: {train.get('sizes') or 'native'}",
+        f"- data: `{train.get('data')}` {train.get('data_options') or ''}; "
+        f"training sizes: {train.get('sizes') or 'native'}",
         f"- checkpoint: `{ckpt.name}/` (epoch {metrics.get('epoch', 'n/a')}, step {metrics.get('step', 'n/a')})",
         "",
         "## Validation scores",

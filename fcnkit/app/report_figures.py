@@ -136,7 +136,7 @@ def error_map(image: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> np.ndarr
     grey = base if base.ndim == 2 else base[..., :3].mean(-1)
     out = np.repeat(np.asarray(grey, dtype=np.uint8)[..., None], 3, axis=-1)
     known = mask != 255
-    for (name, colour), where in zip(ERROR_COLOURS.items(), ((pred == 1) & (mask == 0), (pred == 0) & (mask == 1))):
+    for colour, where in zip(ERROR_COLOURS.values(), ((pred == 1) & (mask == 0), (pred == 0) & (mask == 1))):
         out[where & known] = colour
     return out
 

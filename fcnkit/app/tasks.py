@@ -15,7 +15,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from torch import nn
 from fcnkit.engine.config import TrainConfig
 from fcnkit.engine.module import FcnkitModule
 from fcnkit.training.regimes import Regime
+
+if TYPE_CHECKING:
+    from fcnkit.training.tiled_regime import Tiled
 
 __all__ = ["Task", "TASKS"]
 
@@ -35,14 +38,14 @@ class Task:
     #: batch/sample key of the ground truth (class weights are counted over it)
     target_key: str
     #: ``(cfg, regime) -> LightningDataModule`` with ``train_set``, ``val_set``, ``info``, ``train_batch_size``
-    datamodule: Callable[[TrainConfig, Regime], Any]
+    datamodule: Callable[[TrainConfig, Regime | Tiled], Any]
     #: ``(model, cfg, data, class_weights, regime) -> FcnkitModule`` (may bind the regime to model and data)
-    module: Callable[[nn.Module, TrainConfig, Any, torch.Tensor | None, Regime], FcnkitModule]
+    module: Callable[[nn.Module, TrainConfig, Any, torch.Tensor | None, Regime | Tiled], FcnkitModule]
     #: ``(run, data) -> report.md``
     report: Callable[[Path, Any], Path]
 
 
-def _segmentation_data(cfg: TrainConfig, regime: Regime):
+def _segmentation_data(cfg: TrainConfig, regime: Regime | Tiled):
     from fcnkit.engine.segmentation import SegmentationDataModule
 
     return SegmentationDataModule(cfg, regime)
@@ -65,7 +68,7 @@ def _segmentation_report(run: Path, data) -> Path:
     return write_report(run, dataset=data.val_set)
 
 
-def _classification_data(cfg: TrainConfig, regime: Regime):
+def _classification_data(cfg: TrainConfig, regime: Regime | Tiled):
     from fcnkit.engine.classification import ClassificationDataModule
 
     return ClassificationDataModule(cfg)

@@ -77,6 +77,7 @@ def train(config: TrainConfig | dict[str, Any], report: bool = True, callbacks: 
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = _with_resumed(cfg).resolved()
+    assert cfg.out is not None  # resolved() fills in the run folder
     run = Path(cfg.out)
     if not cfg.resume:
         _prepare_fresh(run, cfg.overwrite, clear=False)  # refuse early; clear once all is known good
@@ -215,7 +216,8 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     run = Path(cfg.resume)
     if not (run / "config.yaml").is_file():
         raise MissingFileError(
-            f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); give a run folder made by 'fcnkit train'"
+            f"{run}: no run to resume here (needs {TRAINER_CKPT} and config.yaml); "
+            "give a run folder made by 'fcnkit train'"
         )
     if not (run / TRAINER_CKPT).is_file() and any((run / name).exists() for name in ("best", "last")):
         raise MissingFileError(
@@ -238,7 +240,8 @@ def _with_resumed(cfg: TrainConfig) -> TrainConfig:
     for key in _FROZEN_ON_RESUME:
         if key in changed and changed[key] != getattr(saved, key):
             raise InputError(
-                f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); start a new run with --out"
+                f"--resume {run}: cannot change {key} of a run ({getattr(saved, key)!r} -> {changed[key]!r}); "
+                "start a new run with --out"
             )
     if cfg.out is not None and Path(cfg.out).resolve() != run.resolve():
         raise InputError(f"--resume {run} continues that run in place; drop --out {cfg.out} (or start a new run there)")
@@ -295,12 +298,14 @@ def _build_model(cfg: TrainConfig, info):
         if not Path(cfg.weights).is_file():
             raise MissingFileError(f"{cfg.weights}: weights file not found; check --weights")
         kwargs["backbone_weights"] = cfg.weights  # an init-only argument: not part of the model spec
+    assert cfg.model is not None  # the config is resolved (a default model per task)
     try:
         return build_model(cfg.model, num_classes=int(info.num_classes), in_channels=int(info.in_channels), **kwargs)
     except InputError as exc:
         if cfg.weights and "'backbone_weights'" in str(exc):
             raise InputError(
-                f"--weights: model '{cfg.model}' has no backbone to load weights into; drop --weights or use an fcn8s/16s/32s model"
+                f"--weights: model '{cfg.model}' has no backbone to load weights into; "
+                "drop --weights or use an fcn8s/16s/32s model"
             ) from None
         raise
 
@@ -319,6 +324,7 @@ def _class_weights(cfg: TrainConfig, dataset, num_classes: int, key: str):
 def _check_model_task(cfg: TrainConfig) -> None:
     from fcnkit.models.registry import list_models, model_info
 
+    assert cfg.model is not None  # the config is resolved (a default model per task)
     task = model_info(cfg.model)["task"]
     if task != cfg.task:
         choices = ", ".join(list_models(cfg.task))

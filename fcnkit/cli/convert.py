@@ -8,7 +8,8 @@ def add_parser(sub) -> None:
         "convert",
         help="turn a trained classifier into an FCN checkpoint (Linear -> conv)",
         description="Load a local torchvision classifier weights file, convolutionalize it (fully connected layers "
-        "become convolutions), and write a checkpoint folder that 'fcnkit predict' and 'fcnkit train --init-from' accept.",
+        "become convolutions), and write a checkpoint folder that 'fcnkit predict' and "
+        "'fcnkit train --init-from' accept.",
     )
     p.add_argument("--arch", required=True, help="torchvision classifier, e.g. torchvision:vgg16, torchvision:resnet50")
     p.add_argument(

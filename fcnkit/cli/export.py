@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fcnkit.cli.args import add_run_dir
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -11,7 +13,7 @@ def add_parser(subparsers) -> None:
         "with dynamic batch, height and width; classes, palette and normalisation travel as metadata. "
         "The export is checked against PyTorch at three input sizes.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
+    add_run_dir(p)
     p.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
     p.add_argument(
         "--out",

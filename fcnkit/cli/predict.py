@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-
-def tile_size(text: str):
-    """argparse type of --tile: an int, 'auto' or 'none' (the whole image)."""
-    if text in ("auto", "none", "None"):
-        return None if text.lower() == "none" else "auto"
-    try:
-        return int(text)
-    except ValueError:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"'{text}' is not a tile size; give an int, 'auto' or 'none'") from None
+from fcnkit.cli.args import add_run_dir, tile_size  # tile_size stays importable from here
 
 
 def _halo(text: str):
@@ -40,7 +30,7 @@ def add_parser(subparsers) -> None:
         description="Segment images of any size with a checkpoint. Tiled inference (--tile) gives the "
         "same result as whole-image inference with --blend crop, in bounded memory.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
+    add_run_dir(p)
     p.add_argument(
         "inputs",
         metavar="INPUT",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fcnkit.cli.predict import tile_size
+from fcnkit.cli.args import add_run_dir, tile_size
 
 
 def add_parser(subparsers) -> None:
@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
         "over the image with deep zoom, the class probabilities and the receptive field under the "
         "cursor, two runs side by side, and the error map and IU where masks are given.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (uses best/, then last/) or checkpoint folder")
+    add_run_dir(p)
     p.add_argument(
         "inputs",
         metavar="RUN_DIR2|IMAGE",

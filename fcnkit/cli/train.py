@@ -71,7 +71,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a segmentation or classification model (Lightning)",
-        description="Train a segmentation (or, --task classification, a classification) model. Flags override the --config YAML file, "
+        description="Train a segmentation (or, --task classification, a classification) model. "
+        "Flags override the --config YAML file, "
         "whose keys are the flag names (batch_size or batch-size).",
     )
     p.add_argument("--config", metavar="FILE", help="YAML file with any of the keys below")

@@ -21,7 +21,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -141,11 +141,10 @@ class FcnkitCheckpoint(L.Callback):
         if trainer.sanity_checking or getattr(pl_module, "last_scores", None) is None or _suspect(pl_module):
             return
         self._check_finite(trainer, pl_module)
-        metrics = dict(
-            json_safe(pl_module.last_scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step)
-        )
+        scores = cast(dict[str, Any], pl_module.last_scores)  # FcnkitModule's; nn.Module attributes are untyped
+        metrics = dict(json_safe(scores), epoch=int(trainer.current_epoch), step=int(trainer.global_step))
         self._last_metrics = metrics
-        score = pl_module.last_scores[self.monitor]
+        score = scores[self.monitor]
         improved = not math.isnan(score) and score > self.best_score
         if improved:
             self.best_score, self.best_epoch = float(score), int(trainer.current_epoch)
@@ -196,13 +195,18 @@ class FcnkitCheckpoint(L.Callback):
 
     # --- helpers -----------------------------------------------------------------------------
     def _check_finite(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for p in pl_module.model.parameters():
+        for p in _model(pl_module).parameters():
             if not torch.isfinite(p).all():
                 raise NonFiniteWeightsError(int(trainer.global_step))
 
     def _save(self, pl_module: L.LightningModule, which: str, metrics: dict) -> None:
         config = dict(self.base_config, metrics=metrics)
-        save_checkpoint(self.run_dir / which, pl_module.model, config)
+        save_checkpoint(self.run_dir / which, _model(pl_module), config)
+
+
+def _model(pl_module: L.LightningModule) -> torch.nn.Module:
+    # the network a task module trains (FcnkitModule.model); nn.Module attributes are untyped
+    return cast(torch.nn.Module, pl_module.model)
 
 
 def _suspect(pl_module: L.LightningModule) -> bool:

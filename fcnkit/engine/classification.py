@@ -69,11 +69,12 @@ class ClassificationDataModule(L.LightningDataModule):
 
         self.config = config
         self.sizes = parse_sizes(config.sizes)
-        if "scale" in (config.augment or []):
+        if isinstance(config.augment, list) and "scale" in config.augment:  # resolved: a list of names
             raise InputError(
                 "augment: scale is not available for classification (a random size per image would need "
                 "padding, which changes the global average); use sizes: [24, 28, 36] to train at several sizes"
             )
+        assert config.data is not None  # the config is resolved (TrainConfig.resolved requires data)
         self.train_set = load_dataset(config.data, split="train", **config.data_options)
         self.val_set = load_dataset(
             config.data, split=config.val_split, **{**config.data_options, **config.val_data_options}
@@ -95,6 +96,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     @property
     def train_batch_size(self) -> int:
+        assert self.config.batch_size is not None  # the config is resolved (default 8)
         return self.config.batch_size
 
     def _loader(self, dataset, sampler, sizes, native):

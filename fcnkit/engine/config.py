@@ -139,7 +139,8 @@ class TrainConfig:
             cfg.model = "allconv_cls" if cfg.task == "classification" else "allconv"
         if cfg.sizes and cfg.task != "classification":
             raise InputError(
-                "sizes resizes classification inputs; for segmentation use augment: [scale], or set task: classification"
+                "sizes resizes classification inputs; "
+                "for segmentation use augment: [scale], or set task: classification"
             )
         if cfg.task == "classification" and cfg.regime.get("name", "whole") != "whole":
             raise InputError(
@@ -329,7 +330,8 @@ def _check(key: str, value: Any, source: str) -> Any:
         text = str(value)
         if text not in _CHOICES[key]:
             raise InputError(
-                f"{where}: unknown value '{text}'{did_you_mean(text, _CHOICES[key])}; use one of {', '.join(_CHOICES[key])}"
+                f"{where}: unknown value '{text}'{did_you_mean(text, _CHOICES[key])}; "
+                f"use one of {', '.join(_CHOICES[key])}"
             )
         return text
     if key in _DICTS:

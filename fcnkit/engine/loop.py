@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -30,12 +30,16 @@ from fcnkit.engine.runlog import merge_metrics
 from fcnkit.engine.steplog import StepLog
 from fcnkit.errors import InputError
 
+if TYPE_CHECKING:
+    from fcnkit.engine.classification import ClassificationDataModule
+    from fcnkit.engine.segmentation import SegmentationDataModule
+
 __all__ = ["fit", "distributed_devices", "TRAINER_CKPT"]
 
 
 def fit(
     module: FcnkitModule,
-    data: L.LightningDataModule,
+    data: SegmentationDataModule | ClassificationDataModule,
     cfg: TrainConfig,
     run: Path,
     checkpoint_config: dict[str, Any],
@@ -59,7 +63,8 @@ def fit(
         trainer = L.Trainer(
             accelerator={"auto": "auto", "cpu": "cpu", "cuda": "gpu"}[cfg.device],
             **devices,
-            precision=cfg.precision,
+            # a str of PRECISIONS (checked by the config), a subset of Lightning's precision literals
+            precision=cfg.precision,  # type: ignore[arg-type]
             max_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
             logger=_loggers(cfg, run),

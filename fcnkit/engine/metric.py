@@ -25,6 +25,7 @@ class ConfusionMatrix(torchmetrics.Metric):
     processes add up to the matrix of the whole validation set, which the scores are computed from.
     """
 
+    cm: torch.Tensor  # the state registered by add_state (nn.Module attributes are untyped)
     full_state_update = False
     is_differentiable = False
     higher_is_better = True

@@ -19,8 +19,7 @@ The checkpoint callback reads ``last_scores`` and keeps the best ``monitor`` sco
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import lightning as L
 import torch
@@ -101,7 +100,9 @@ class FcnkitModule(L.LightningModule):
     #: the score whose best value selects RUN/best (shown in the progress bar)
     monitor: ClassVar[str]
     #: confusion matrix -> scores dict (a function of :mod:`fcnkit.metrics`, as a staticmethod)
-    score_fn: ClassVar[Callable[[torch.Tensor], dict]]
+    score_fn: ClassVar[staticmethod[[torch.Tensor], dict]]
+    #: the buffer registered in __init__ (declared: nn.Module attributes are untyped)
+    class_weights: torch.Tensor | None
 
     def __init__(
         self, model: nn.Module, config: TrainConfig, num_classes: int, class_weights: torch.Tensor | None = None
@@ -154,19 +155,22 @@ class FcnkitModule(L.LightningModule):
     def on_train_start(self) -> None:
         # a resumed run restored the optimizer's lr, momentum and weight decay and the schedule's
         # base lr from trainer.ckpt: apply this run's settings (those that may change on resume)
-        optimizer = self.optimizers()
-        optimizer = getattr(optimizer, "optimizer", optimizer)  # under LightningOptimizer
+        # one optimizer (configure_optimizers), under a LightningOptimizer
+        wrapped = self.optimizers()
+        optimizer = cast(torch.optim.Optimizer, getattr(wrapped, "optimizer", wrapped))
+        lr = self.config.lr
+        assert lr is not None  # the config is resolved (TrainConfig.resolved fills in the lr)
         schedulers = self.lr_schedulers()
         schedule = schedulers[0] if isinstance(schedulers, list) else schedulers
         for group in optimizer.param_groups:
-            group["initial_lr"] = self.config.lr
+            group["initial_lr"] = lr
             group["weight_decay"] = self.config.weight_decay
             if "momentum" in group:
                 group["momentum"] = self.config.momentum
             factor = self._lr_factor(schedule.last_epoch) if schedule is not None else 1.0
-            group["lr"] = self.config.lr * factor
+            group["lr"] = lr * factor
         if schedule is not None:
-            schedule.base_lrs = [self.config.lr] * len(optimizer.param_groups)
+            schedule.base_lrs = [lr] * len(optimizer.param_groups)
             schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -28,8 +28,8 @@ saved (every rank starts from the same seed).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sized
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -126,10 +126,15 @@ class ResumableLoader(DataLoader):
         self._consumed = consumed
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": int(self.batch_sampler.sampler.epoch), "batches": int(self._consumed())}
+        return {"epoch": int(self._batches.sampler.epoch), "batches": int(self._consumed())}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batch_sampler.resume_at(int(state["epoch"]), int(state["batches"]))
+        self._batches.resume_at(int(state["epoch"]), int(state["batches"]))
+
+    @property
+    def _batches(self) -> SeededBatches:
+        # DataLoader types batch_sampler as any sampler; this loader's is the SeededBatches it was given
+        return cast(SeededBatches, self.batch_sampler)
 
 
 def resumable_loader(
@@ -147,7 +152,10 @@ def resumable_loader(
     inner = make_batches(sampler) if make_batches else BatchSampler(sampler, batch_size, drop_last=False)
 
     def consumed() -> int:
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else 0
+        if trainer is None:
+            return 0
+        # Lightning types batch_progress.current as _ReadyCompletedTracker; it is a _ProcessedTracker
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
 
     return ResumableLoader(dataset, SeededBatches(inner, seed), consumed, generator=loader_generator(seed), **kwargs)
 
@@ -202,7 +210,7 @@ def eval_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Any:
     from torch.utils.data import SequentialSampler
 
     if trainer is None or trainer.world_size <= 1:
-        return SequentialSampler(dataset)
+        return SequentialSampler(cast(Sized, dataset))  # map-style datasets have a length
     return DistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
 
 

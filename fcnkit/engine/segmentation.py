@@ -8,6 +8,8 @@ loss is :func:`~fcnkit.training.losses.pixelwise_loss` with the weight map of th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightning as L
 import torch
 from torch import nn
@@ -19,6 +21,9 @@ from fcnkit.errors import InputError
 from fcnkit.metrics import SCORE_NAMES, scores
 from fcnkit.training.losses import pixelwise_loss, segmentation_loss
 from fcnkit.training.regimes import Regime, WholeImage, count_kept_cells
+
+if TYPE_CHECKING:
+    from fcnkit.training.tiled_regime import Tiled
 
 __all__ = ["SegmentationModule", "SegmentationDataModule", "AugmentedDataset"]
 
@@ -42,7 +47,7 @@ class SegmentationModule(FcnkitModule):
         config: TrainConfig,
         num_classes: int,
         class_weights: torch.Tensor | None = None,
-        regime: Regime | None = None,
+        regime: Regime | Tiled | None = None,
     ):
         super().__init__(model, config, num_classes, class_weights)
         self.regime = regime or WholeImage()
@@ -82,12 +87,13 @@ class SegmentationDataModule(L.LightningDataModule):
     ``num_classes``/``in_channels`` come from its ``info``.
     """
 
-    def __init__(self, config: TrainConfig, regime: Regime | None = None):
+    def __init__(self, config: TrainConfig, regime: Regime | Tiled | None = None):
         super().__init__()
         from fcnkit.data import load_dataset
 
         self.config = config
         self.regime = regime or WholeImage()
+        assert config.data is not None  # the config is resolved (TrainConfig.resolved requires data)
         self.train_set = load_dataset(config.data, split="train", **config.data_options)
         self.val_set = load_dataset(
             config.data, split=config.val_split, **{**config.data_options, **config.val_data_options}
@@ -103,6 +109,7 @@ class SegmentationDataModule(L.LightningDataModule):
     @property
     def train_batch_size(self) -> int:
         """Items per training batch (patchwise regimes batch crops, not images)."""
+        assert self.config.batch_size is not None  # the config is resolved (default 8)
         return self.regime.batch_size(self.config.batch_size)
 
     def train_dataloader(self):
@@ -179,7 +186,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
 
         seed = int(torch.randint(0, 2**62, ()))
         item = self.dataset[i]
-        info = self.info
+        info = self.dataset.info  # self.info, known to be there (a dataset of fcnkit.data)
         image, target = self.dataset.raw(i)
         unit = torch.from_numpy(np.ascontiguousarray(to_channels(to_unit_float(np.asarray(image)), info.in_channels)))
         mask = item.get("mask")

@@ -111,19 +111,17 @@ def file_key(path: Path) -> str:
 
 def load_run(path, index: int, device: str = "cpu") -> ServedRun:
     """Load a run (or checkpoint) folder for serving; a classifier or a broken folder is an InputError."""
+    from fcnkit.app.predict_inputs import input_settings
     from fcnkit.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoint
-    from fcnkit.data.io import voc_palette
     from fcnkit.geometry import receptive_field
 
     ckpt = resolve_checkpoint(path)
     model, config = load_checkpoint(ckpt, map_location=device)
     if config.get("task", "segmentation") != "segmentation":
         raise InputError(f"{path}: checkpoint is a {config.get('task')} model; fcnkit serve needs a segmentation run")
-    channels = int(config.get("in_channels", 3))
-    norm = config.get("normalization") or {}
+    channels, mean, std, palette = input_settings(config)
     k = int(config.get("num_classes", 21))
     classes = [str(c) for c in (config.get("classes") or [f"class {i}" for i in range(k)])]
-    palette = [list(map(int, c)) for c in (config.get("palette") or voc_palette(k))]
     geometry = receptive_field(model, in_channels=channels)
     return ServedRun(
         id=str(index),
@@ -134,10 +132,10 @@ def load_run(path, index: int, device: str = "cpu") -> ServedRun:
         geometry=geometry,
         device=str(device),
         channels=channels,
-        mean=norm.get("mean", [0.0] * channels),
-        std=norm.get("std", [1.0] * channels),
+        mean=mean,
+        std=std,
         classes=classes,
-        palette=palette,
+        palette=[list(map(int, c)) for c in palette],
         min_side=int(getattr(model, "min_input_size", 1)),
     )
 
