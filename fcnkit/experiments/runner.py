@@ -67,7 +67,6 @@ SMALL_SEGMENTATION: dict = {
 }
 
 
-# StepLog's running sums in metrics.csv -> the names used in the experiments' rows
 @dataclass(frozen=True)
 class Setup:
     """The checked arguments every training experiment's ``run`` takes (see :func:`setup`)."""

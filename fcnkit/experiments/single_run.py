@@ -29,6 +29,7 @@ from typing import Any
 
 __all__ = ["train_run", "read_metrics"]
 
+# StepLog's running sums in metrics.csv -> the names used in the experiments' rows
 _TOTALS = {
     "total_seconds": "seconds",
     "total_images": "images",
