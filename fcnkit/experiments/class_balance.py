@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fcnkit.experiments import runner
-from fcnkit.experiments.plots import bars, new_figure, save
-from fcnkit.utils.device import resolve_device
+from fcnkit.experiments.plots import bars, mean_std_lists, panel_row
 
 __all__ = ["run", "ARMS", "DATASETS", "DEFAULTS", "SCORES"]
 
@@ -65,12 +64,11 @@ def run(
     ``steps``: iterations per run (default ``DEFAULTS["steps"]`` scaled by ``budget_minutes / 20``);
     ``overrides[dataset]``: train-config keys replacing the defaults; ``threads``: CPU threads per run.
     """
-    seeds = runner.check_seeds(seeds)
-    chosen = runner.pick_datasets(datasets, DATASETS, "class-balance")
-    dev = resolve_device(device).type
+    setup = runner.setup(
+        "class-balance", seeds=seeds, datasets=datasets, available=DATASETS, device=device, threads=threads
+    )
     steps = steps or runner.scaled(DEFAULTS["steps"], budget_minutes, REFERENCE_MINUTES, minimum=2)
-    threads = (threads or 1) if dev == "cpu" else None
-    settings = runner.step_settings(DEFAULTS, chosen, overrides, steps=steps, threads=threads)
+    settings = runner.step_settings(DEFAULTS, setup.datasets, overrides, steps=steps, threads=setup.threads)
 
     def make_config(dataset: str, arm: str, seed: int) -> dict:
         cfg = {**copy.deepcopy(settings[dataset]), **copy.deepcopy(ARMS[arm]), "seed": seed}
@@ -78,48 +76,32 @@ def run(
             cfg["regime"] = {**cfg["regime"], "seed": seed}
         return cfg
 
-    machine = runner.machine_info(dev)
-    runs = runner.run_arms(out_dir, chosen, list(ARMS), seeds, make_config, device=dev, progress=progress)
-    results = {
-        "experiment": "class-balance",
-        "seeds": seeds,
-        "budget_minutes": budget_minutes,
-        "steps": steps,
-        "arms": ARMS,
-        "settings": settings,
-        "machine": machine,
-        "load_average_end": runner.machine_info(dev)["load_average"],
-        "datasets": {name: _summarise(runs[name]) for name in chosen},
-    }
+    results = runner.run_experiment(
+        setup,
+        out_dir,
+        list(ARMS),
+        make_config,
+        lambda dataset, runs: _summarise(runs),
+        budget_minutes=budget_minutes,
+        settings=settings,
+        own={"steps": steps, "arms": ARMS},
+        progress=progress,
+    )
     runner.write_outputs(out_dir, results, summary(results), {"scores": lambda p: _plot(results, p)})
     return results
 
 
 def _summarise(runs: dict[str, list[dict]]) -> dict:
-    arms = {}
+    arms: dict[str, dict[str, Any]] = {}
     for arm, seeds in runs.items():
         arms[arm] = {
             "scores": {k: runner.mean_std(r["final"].get(k) for r in seeds) for k in SCORES},
             "cells_per_iteration": runner.mean_std(r["train"][-1].get("cells", 0) / r["iterations"] for r in seeds),
             "train_seconds": runner.mean_std(r["train_seconds"] for r in seeds),
-            "runs": [
-                {
-                    "seed": r["seed"],
-                    "run": r["run"],
-                    "iterations": r["iterations"],
-                    "wall_seconds": r["wall_seconds"],
-                    "train_seconds": r["train_seconds"],
-                    "final": r["final"],
-                    "val": r["val"],
-                    "train": [
-                        {k: x[k] for k in ("iteration", "loss", "seconds", "cells") if k in x} for x in r["train"]
-                    ],
-                }
-                for r in seeds
-            ],
+            "runs": runner.seed_runs(seeds, train_keys=("iteration", "loss", "seconds", "cells")),
         }
     base = arms.get("none")
-    for arm, a in arms.items():
+    for a in arms.values():
         # change against no balancing, in percentage points, per seed pair (same seed = same init and order)
         a["change_vs_none_pp"] = (
             {}
@@ -138,12 +120,13 @@ def _summarise(runs: dict[str, list[dict]]) -> dict:
 
 def summary(results: dict) -> str:
     """summary.md: a table per dataset and a conclusion phrased from the measured numbers."""
-    first = next(iter(results["settings"].values()), {})
+    first: dict[str, Any] = next(iter(results["settings"].values()), {})
     lines = [
         "# class-balance: none vs inverse vs median weighting vs class-balanced sampling",
         "",
         f"{runner.measured_on(results)} Model {first.get('model')} {first.get('model_options')}, "
-        f"{first.get('optimizer')} lr {first.get('lr')}, batch {first.get('batch_size')}, {results['steps']} iterations, "
+        f"{first.get('optimizer')} lr {first.get('lr')}, batch {first.get('batch_size')}, "
+        f"{results['steps']} iterations, "
         f"{results['seeds']} seed(s); scores on the validation split after the last step, mean ± std over seeds; "
         "changes in percentage points (pp) against no balancing, paired by seed.",
         "",
@@ -219,16 +202,12 @@ def _conclusion(arms: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    blocks = results["datasets"]
-    fig, axes = new_figure(1, len(blocks), size=(5.5, 3.8))
-    for ax, (name, block) in zip(axes[0], blocks.items()):
+    def draw(ax, name: str, block: dict) -> None:
         arms = block["arms"]
-        series = {
-            arm: ([a["scores"][k]["mean"] for k in SCORES], [a["scores"][k]["std"] for k in SCORES])
-            for arm, a in arms.items()
-        }
+        series = {arm: mean_std_lists(a["scores"][k] for k in SCORES) for arm, a in arms.items()}
         bars(ax, [LABELS[k] for k in SCORES], series, "validation score")
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{name}: mean ± std of {results['seeds']} seed(s)")
         ax.legend(fontsize=8, loc="lower right")
-    save(fig, path)
+
+    panel_row(results["datasets"], path, draw, size=(5.5, 3.8))

@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fcnkit.experiments import runner
-from fcnkit.experiments.plots import bars, new_figure, save
-from fcnkit.utils.device import resolve_device
+from fcnkit.experiments.plots import bars, mean_std_lists, panel_row
 
 __all__ = ["run", "VARIANTS", "DATASETS", "DEFAULTS"]
 
@@ -83,19 +82,18 @@ def run(
     ``threads``: torch CPU threads per run (default 1 on CPU: on a shared 2-core machine one thread
     per run was 3x faster than two; ignored on CUDA).
     """
-    seeds = runner.check_seeds(seeds)
-    chosen = runner.pick_datasets(datasets, DATASETS, "downsampling")
-    dev = resolve_device(device).type
-    threads = (threads or 1) if dev == "cpu" else None
+    setup = runner.setup(
+        "downsampling", seeds=seeds, datasets=datasets, available=DATASETS, device=device, threads=threads
+    )
     settings = {}
-    for name in chosen:
+    for name in setup.datasets:
         cfg = copy.deepcopy(DEFAULTS[name])
         epochs = cfg["epochs"] * (budget_minutes or REFERENCE_MINUTES) / REFERENCE_MINUTES
         cfg["epochs"] = max(1, math.floor(epochs))
         if epochs < 1:  # a fraction of one epoch
             cfg["max_steps"] = max(1, int(epochs * _steps_per_epoch(name, cfg)))
         cfg.update(copy.deepcopy((overrides or {}).get(name, {})))
-        cfg.update(data=name, threads=threads)
+        cfg.update(data=name, threads=setup.threads)
         settings[name] = cfg
 
     def make_config(dataset: str, variant: str, seed: int) -> dict:
@@ -104,23 +102,19 @@ def run(
         cfg["seed"] = seed
         return cfg
 
-    machine = runner.machine_info(dev)
-    runs = runner.run_arms(out_dir, chosen, list(VARIANTS), seeds, make_config, device=dev, progress=progress)
-    results = {
-        "experiment": "downsampling",
-        "seeds": seeds,
-        "budget_minutes": budget_minutes,
-        "settings": settings,
-        "machine": machine,
-        "load_average_end": runner.machine_info(dev)["load_average"],
-        "datasets": {name: _summarise(name, settings[name], runs[name]) for name in chosen},
-    }
-    runner.write_outputs(
+    results = runner.run_experiment(
+        setup,
         out_dir,
-        results,
-        summary(results),
-        {"scores": lambda p: _plot_scores(results, p), "time": lambda p: _plot_time(results, p)},
+        list(VARIANTS),
+        make_config,
+        lambda name, runs: _summarise(name, settings[name], runs),
+        budget_minutes=budget_minutes,
+        settings=settings,
+        own={},
+        progress=progress,
     )
+    figures = {"scores": lambda p: _plot_scores(results, p), "time": lambda p: _plot_time(results, p)}
+    runner.write_outputs(out_dir, results, summary(results), figures)
     return results
 
 
@@ -137,12 +131,7 @@ def _summarise(dataset: str, cfg: dict, runs: dict[str, list[dict]]) -> dict:
 
 def summary(results: dict) -> str:
     """summary.md: a table per dataset and a conclusion phrased from the measured numbers."""
-    lines = [
-        "# downsampling: max-pool vs strided conv vs strided-only vs average pool",
-        "",
-        f"{runner.measured_on(results)} {results['seeds']} seed(s); mean ± std over seeds (sample std).",
-        "",
-    ]
+    lines = runner.summary_header("downsampling: max-pool vs strided conv vs strided-only vs average pool", results)
     for name, block in results["datasets"].items():
         cfg = results["settings"][name]
         score = block["score"]
@@ -203,43 +192,27 @@ def _conclusion(block: dict) -> str:
 
 
 def _plot_scores(results: dict, path: Path) -> None:
-    blocks = results["datasets"]
-    fig, axes = new_figure(1, len(blocks), size=(5.0, 3.6))
-    for ax, (name, block) in zip(axes[0], blocks.items()):
+    def draw(ax, name: str, block: dict) -> None:
         v = block["variants"]
-        bars(
-            ax,
-            list(v),
-            {block["score"]: ([v[k]["score"]["mean"] for k in v], [v[k]["score"]["std"] for k in v])},
-            f"validation {LABELS[block['score']]}",
-        )
+        label = LABELS[block["score"]]
+        bars(ax, list(v), {block["score"]: mean_std_lists(v[k]["score"] for k in v)}, f"validation {label}")
         means = [v[k]["score"]["mean"] for k in v if v[k]["score"]["mean"] is not None]
         if means:
             ax.set_ylim(max(0.0, min(means) - 0.15), min(1.0, max(means) + 0.08))
         ax.set_title(f"{name} ({block['task']}), mean ± std of {results['seeds']} seed(s)")
-    save(fig, path)
+
+    panel_row(results["datasets"], path, draw)
 
 
 def _plot_time(results: dict, path: Path) -> None:
-    blocks = results["datasets"]
-    fig, axes = new_figure(1, len(blocks), size=(5.0, 3.6))
-    for ax, (name, block) in zip(axes[0], blocks.items()):
+    def draw(ax, name: str, block: dict) -> None:
         v = block["variants"]
-        bars(
-            ax,
-            list(v),
-            {
-                "training steps": (
-                    [v[k]["train_seconds_per_epoch"]["mean"] for k in v],
-                    [v[k]["train_seconds_per_epoch"]["std"] for k in v],
-                ),
-                "whole run (incl. validation)": (
-                    [v[k]["wall_seconds_per_epoch"]["mean"] for k in v],
-                    [v[k]["wall_seconds_per_epoch"]["std"] for k in v],
-                ),
-            },
-            "seconds per epoch",
-        )
+        series = {
+            "training steps": mean_std_lists(v[k]["train_seconds_per_epoch"] for k in v),
+            "whole run (incl. validation)": mean_std_lists(v[k]["wall_seconds_per_epoch"] for k in v),
+        }
+        bars(ax, list(v), series, "seconds per epoch")
         ax.set_title(f"{name}: time per epoch ({results['machine']['device']})")
         ax.legend(fontsize=8)
-    save(fig, path)
+
+    panel_row(results["datasets"], path, draw)

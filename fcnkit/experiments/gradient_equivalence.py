@@ -23,6 +23,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -58,13 +59,13 @@ def run(
     ``threads``: torch CPU threads (default 1).
     The model is ``allconv(output="coarse", padding="valid", norm="none", width, stages)``.
     """
-    from fcnkit.models import build_model
+    from fcnkit.models.registry import build_model
 
     devices = _devices(devices)
     sizes = sorted(int(s) for s in sizes)
     if repeats < 1:
         raise InputError(f"repeats must be >= 1, got {repeats}; e.g. --seeds 3")
-    spec = dict(
+    spec: dict[str, Any] = dict(
         num_classes=num_classes,
         in_channels=in_channels,
         width=width,
@@ -77,14 +78,15 @@ def run(
     model = build_model("allconv", **spec)
     if sizes and sizes[0] < model.receptive_field:
         raise InputError(
-            f"size {sizes[0]} is below the model's receptive field {model.receptive_field}; use sizes >= {model.receptive_field}"
+            f"size {sizes[0]} is below the model's receptive field {model.receptive_field}; "
+            f"use sizes >= {model.receptive_field}"
         )
     old_threads = torch.get_num_threads()
     # one CPU thread unless asked (as the training experiments): on a shared 2-core machine two
     # threads made the same timings 5-30x noisier (whole-image 256 px: 0.52 s vs 0.018 s, measured)
     torch.set_num_threads(threads or 1)
     try:
-        results = {
+        results: dict[str, Any] = {
             "experiment": "gradient-equivalence",
             "model": {"name": "allconv", "kwargs": spec},
             "receptive_field": model.receptive_field,
@@ -157,12 +159,13 @@ def _measure_device(model, device, sizes, repeats, chunk, seed, budget_minutes) 
         image, targets, patches, labels = (
             t.to(device) for t in (image, _grid_targets(labels, size, r, model.stride), patches, labels)
         )
-        whole = {}
+        whole: dict[str, list[torch.Tensor]] = {}
 
-        def run_whole():
+        # this size's tensors bound as defaults: each closure is timed within its own iteration
+        def run_whole(image=image, targets=targets, whole=whole) -> None:
             whole["grads"] = _whole_grads(model, image, targets)
 
-        def run_patches():
+        def run_patches(patches=patches, labels=labels) -> None:
             model.zero_grad(set_to_none=True)
             for start in range(0, len(patches), chunk):
                 out = model(patches[start : start + chunk]).flatten(1)
@@ -170,7 +173,7 @@ def _measure_device(model, device, sizes, repeats, chunk, seed, budget_minutes) 
                     out, labels[start : start + chunk], reduction="sum", ignore_index=IGNORE_INDEX
                 ).backward()
 
-        times = {"whole": [], "patch": []}
+        times: dict[str, list[float]] = {"whole": [], "patch": []}
         for k in range(repeats + 1):  # the first pass of each warms up (allocator, kernels)
             for name, fn in (("whole", run_whole), ("patch", run_patches)):
                 seconds = _timed(fn, device)
@@ -248,7 +251,7 @@ def _plot(results: dict, path: Path) -> None:
         ax_time.plot(x, [r["whole_seconds"] for r in rows], "o-", label=f"whole image ({device})")
         ax_time.plot(x, [r["patch_seconds"] for r in rows], "s--", label=f"patchwise ({device})")
         ax_ratio.plot(x, [r["speed_ratio"] for r in rows], "o-", label=f"measured time ratio ({device})")
-    first = next((b["rows"] for b in results["devices"].values() if b["rows"]), [])
+    first: list[dict] = next((b["rows"] for b in results["devices"].values() if b["rows"]), [])
     if first:
         ax_ratio.plot([r["size"] for r in first], [r["flop_redundancy"] for r in first], "k:", label="FLOP redundancy")
     sizes = sorted({r["size"] for b in results["devices"].values() for r in b["rows"]})
@@ -274,11 +277,11 @@ def _summary(results: dict) -> str:
     lines = [
         "# gradient-equivalence",
         "",
-        f"Model: valid allconv ({results['model']['kwargs']['width']} channels wide, {results['model']['kwargs']['stages']} "
-        f"downsamplings), receptive field {results['receptive_field']}, stride {results['stride']}. "
-        f"One gradient of the summed cell loss, whole image vs one {results['receptive_field']}x{results['receptive_field']} "
-        f"patch per output cell (chunks of {s['chunk']}); median of {s['repeats']} runs after a warm-up; "
-        f"CPU threads {s['cpu_threads']}.",
+        f"Model: valid allconv ({results['model']['kwargs']['width']} channels wide, "
+        f"{results['model']['kwargs']['stages']} downsamplings), receptive field {results['receptive_field']}, "
+        f"stride {results['stride']}. One gradient of the summed cell loss, whole image vs one "
+        f"{results['receptive_field']}x{results['receptive_field']} patch per output cell (chunks of {s['chunk']}); "
+        f"median of {s['repeats']} runs after a warm-up; CPU threads {s['cpu_threads']}.",
         "",
         f"Float64 check at {s['sizes'][0]}x{s['sizes'][0]}: max relative gradient difference "
         f"{results['fp64_max_rel_grad_diff']:.1e} (the gradients are the same).",

@@ -37,6 +37,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ def _data(settings, seed=0):
 
 
 def _model(settings, seed=0):
-    from fcnkit.models import build_model
+    from fcnkit.models.registry import build_model
 
     torch.manual_seed(seed)
     return build_model("allconv", num_classes=NUM_CLASSES, in_channels=1, width=settings["width"], norm="none")
@@ -211,7 +212,7 @@ def measure_child() -> None:
             {
                 "step_seconds": statistics.median(times[1:] or times),
                 "step_seconds_all": times,
-                "peak_added_mb": None if peak is None else peak - before,
+                "peak_added_mb": None if peak is None or before is None else peak - before,
                 "tiles": step.tiles / runs,
                 "skipped": step.skipped / runs,
             }
@@ -299,7 +300,7 @@ def run(
     old = torch.get_num_threads()
     torch.set_num_threads(settings["threads"])
     try:
-        results = {
+        results: dict[str, Any] = {
             "experiment": "large-image",
             "settings": {"mosaics": settings},
             "machine": runner.machine_info("cpu"),

@@ -94,7 +94,7 @@ def dense_from_classifier(checkpoint: str | os.PathLike, output: str = "dense"):
         **body,
     )
     report = init_from_checkpoint(model, checkpoint)
-    if report.skipped or [n for n in report.kept if not n.startswith("upsample.")]:
+    if report.skipped or any(not n.startswith("upsample.") for n in report.kept):
         raise RuntimeError(f"classifier tensors did not all fit the dense net: {report.summary()}")  # a bug
     return model.eval(), config
 

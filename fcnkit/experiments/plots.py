@@ -12,12 +12,13 @@ curve is interpolated onto one grid over the x range that EVERY seed covers, the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["new_figure", "seed_band", "smooth", "bars", "save"]
+__all__ = ["new_figure", "panel_row", "seed_band", "smooth", "bars", "mean_std_lists", "save"]
 
 
 def new_figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (6.0, 4.0)):
@@ -29,6 +30,20 @@ def new_figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (6.0, 4
     FigureCanvasAgg(fig)
     axes = np.atleast_2d(np.asarray(fig.subplots(rows, cols, squeeze=False)))
     return fig, axes
+
+
+def panel_row(
+    blocks: Mapping[str, dict],
+    path: str | Path,
+    draw: Callable[[Any, str, dict], None],
+    size: tuple[float, float] = (5.0, 3.6),
+) -> None:
+    """One figure, one panel per ``blocks`` item (an experiment's datasets), side by side:
+    ``draw(ax, name, block)`` fills each; the figure is saved as a PNG to ``path``."""
+    fig, axes = new_figure(1, len(blocks), size=size)
+    for ax, (name, block) in zip(axes[0], blocks.items()):
+        draw(ax, name, block)
+    save(fig, path)
 
 
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
@@ -55,29 +70,35 @@ def seed_band(
     Seeds with identical x (e.g. iterations) are averaged point by point; otherwise on a grid of
     ``points`` values over the shared x range.
     """
-    curves = [(np.asarray(x, float), np.asarray(y, float)) for x, y in curves if len(x)]
-    if not curves:
+    arrays = [(np.asarray(x, float), np.asarray(y, float)) for x, y in curves if len(x)]
+    if not arrays:
         return None
-    same_x = all(len(x) == len(curves[0][0]) and np.array_equal(x, curves[0][0]) for x, _ in curves)
-    if same_x:
-        grid = curves[0][0]
-        ys = np.stack([y for _, y in curves])
+    first_x = arrays[0][0]
+    if all(len(x) == len(first_x) and np.array_equal(x, first_x) for x, _ in arrays):
+        grid = first_x
+        ys = np.stack([y for _, y in arrays])
     else:
-        lo = max(x.min() for x, _ in curves)
-        hi = min(x.max() for x, _ in curves)
+        lo = max(x.min() for x, _ in arrays)
+        hi = min(x.max() for x, _ in arrays)
         if hi <= lo:
             hi = lo
         grid = np.linspace(lo, hi, points if hi > lo else 1)
-        ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+        ys = np.stack([np.interp(grid, x, y) for x, y in arrays])
     mean = ys.mean(0)
     std = ys.std(0, ddof=1) if len(ys) > 1 else np.zeros_like(mean)
-    (line,) = ax.plot(grid, mean, label=f"{label} (n={len(curves)})", color=color, marker=marker, markersize=3)
+    (line,) = ax.plot(grid, mean, label=f"{label} (n={len(arrays)})", color=color, marker=marker, markersize=3)
     ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     return grid, mean, std
 
 
-def bars(ax, groups: Sequence[str], series: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str) -> None:
-    """Grouped bars: ``series[name] = (means per group, stds per group)``; error bars are +- std."""
+def bars(
+    ax,
+    groups: Sequence[str],
+    series: Mapping[str, tuple[Sequence[float | None], Sequence[float | None]]],
+    ylabel: str,
+) -> None:
+    """Grouped bars: ``series[name] = (means per group, stds per group)``; error bars are +- std
+    (a missing mean leaves its bar out, a missing std draws none)."""
     n = max(1, len(series))
     width = 0.8 / n
     x = np.arange(len(groups))
@@ -88,6 +109,12 @@ def bars(ax, groups: Sequence[str], series: dict[str, tuple[Sequence[float], Seq
     ax.set_xticks(x, list(groups))
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
+
+
+def mean_std_lists(stats: Iterable[Mapping[str, Any]]) -> tuple[list[float | None], list[float | None]]:
+    """``mean_std`` dicts -> ``(means, stds)``, one series of :func:`bars`."""
+    stats = list(stats)
+    return [s["mean"] for s in stats], [s["std"] for s in stats]
 
 
 def save(fig, path: str | Path, dpi: int = 110) -> None:

@@ -35,8 +35,7 @@ import lightning as L
 
 from fcnkit.errors import InputError
 from fcnkit.experiments import runner
-from fcnkit.experiments.plots import bars, new_figure, save, seed_band, smooth
-from fcnkit.utils.device import resolve_device
+from fcnkit.experiments.plots import bars, mean_std_lists, new_figure, save, seed_band, smooth
 
 __all__ = ["run", "VARIANTS", "DATASETS", "DEFAULTS", "StageGradientLog", "summary"]
 
@@ -101,17 +100,16 @@ def run(
     train-config keys replacing the defaults (e.g. ``{"max_steps": 2}``). ``threads``: torch CPU
     threads per run (default 1 on CPU; ignored on CUDA).
     """
-    seeds = runner.check_seeds(seeds)
-    chosen = runner.pick_datasets(datasets, DATASETS, "residual-skips")
+    setup = runner.setup(
+        "residual-skips", seeds=seeds, datasets=datasets, available=DATASETS, device=device, threads=threads
+    )
     depths = list(depths or DEFAULTS["depths"])
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths):
         raise InputError(f"depths={depths!r}: give whole numbers >= 1 (residual blocks per stage), e.g. [1, 6]")
-    dev = resolve_device(device).type
-    threads = (threads or 1) if dev == "cpu" else None
     settings = {}
-    for name in chosen:
+    for name in setup.datasets:
         steps = runner.scaled(DEFAULTS["steps"][name], budget_minutes, REFERENCE_MINUTES, minimum=2)
-        settings[name] = runner.step_settings(DEFAULTS, [name], overrides, steps=steps, threads=threads)[name]
+        settings[name] = runner.step_settings(DEFAULTS, [name], overrides, steps=steps, threads=setup.threads)[name]
         settings[name].update((overrides or {}).get(name, {}))  # an override of max_steps wins
     arms = {f"{variant} depth {depth}": (variant, depth) for depth in depths for variant in VARIANTS}
 
@@ -122,27 +120,18 @@ def run(
         cfg["seed"] = seed
         return cfg
 
-    machine = runner.machine_info(dev)
-    runs = runner.run_arms(
+    results = runner.run_experiment(
+        setup,
         out_dir,
-        chosen,
         list(arms),
-        seeds,
         make_config,
-        device=dev,
+        lambda name, runs: _summarise(settings[name], runs, arms),
+        budget_minutes=budget_minutes,
+        settings=settings,
+        own={"depths": depths},
         progress=progress,
         make_callbacks=lambda: [StageGradientLog()],
     )
-    results = {
-        "experiment": "residual-skips",
-        "seeds": seeds,
-        "budget_minutes": budget_minutes,
-        "depths": depths,
-        "settings": settings,
-        "machine": machine,
-        "load_average_end": runner.machine_info(dev)["load_average"],
-        "datasets": {name: _summarise(settings[name], runs[name], arms) for name in chosen},
-    }
     figures = {"scores": lambda p: _plot_scores(results, p), "gradients": lambda p: _plot_gradients(results, p)}
     runner.write_outputs(out_dir, results, summary(results), figures)
     return results
@@ -180,14 +169,12 @@ def _summarise(cfg: dict, runs: dict[str, list[dict]], arms: dict[str, tuple[str
 
 def summary(results: dict) -> str:
     """summary.md: a table per dataset and depth and a conclusion phrased from the measured numbers."""
-    lines = [
-        "# residual-skips: 1x1 projection vs pooling + identity (zero-pad / concat) on the skip",
-        "",
-        f"{runner.measured_on(results)} {results['seeds']} seed(s); mean ± std over seeds (sample std).",
+    lines = runner.summary_header(
+        "residual-skips: 1x1 projection vs pooling + identity (zero-pad / concat) on the skip",
+        results,
         "grad ratio = ||grad of the first stage's parameters|| / ||grad of the last stage's||, median over "
         "the steps of a run (early: its first 10% of steps).",
-        "",
-    ]
+    )
     verdicts = []
     for name, block in results["datasets"].items():
         cfg = results["settings"][name]
@@ -282,19 +269,11 @@ def _plot_scores(results: dict, path: Path) -> None:
     for col, (name, block) in enumerate(blocks.items()):
         groups = [f"depth {d}" for d in block["depths"]]
         per = list(block["depths"].values())
-        score: dict[str, tuple[Sequence[float], Sequence[float]]] = {
-            v: ([p[v]["score"]["mean"] for p in per], [p[v]["score"]["std"] for p in per]) for v in VARIANTS
-        }
+        score = {v: mean_std_lists(p[v]["score"] for p in per) for v in VARIANTS}
         bars(axes[0][col], groups, score, f"validation {LABELS[block['score']]}")
         axes[0][col].set_title(f"{name}: score, mean ± std of {results['seeds']} seed(s)")
         axes[0][col].legend(fontsize=8)
-        t: dict[str, tuple[Sequence[float], Sequence[float]]] = {
-            v: (
-                [p[v]["train_seconds_per_epoch"]["mean"] for p in per],
-                [p[v]["train_seconds_per_epoch"]["std"] for p in per],
-            )
-            for v in VARIANTS
-        }
+        t = {v: mean_std_lists(p[v]["train_seconds_per_epoch"] for p in per) for v in VARIANTS}
         bars(axes[1][col], groups, t, "training seconds per epoch")
         axes[1][col].set_title(f"{name}: time ({results['machine']['device']})")
     save(fig, path)

@@ -1,41 +1,42 @@
-"""What every training experiment shares: one run through ``fcnkit.app.train.train``, its
-per-step log read back from ``metrics.csv``, seeds summarised as mean +- std, machine facts, and
-the atomic writing of ``results.json`` / ``*.png`` / ``summary.md``.
+"""What every training experiment shares: the checked common arguments (:func:`setup`), one run
+through ``fcnkit.app.train.train`` per dataset, arm and seed, its per-step log read back from
+``metrics.csv``, machine facts, the common part of ``results.json`` (:func:`run_experiment`), and
+the atomic writing of ``results.json`` / ``*.png`` / ``summary.md``. Seeds summarised as mean +-
+std and the pieces of ``summary.md`` live in :mod:`fcnkit.experiments.summaries` (re-exported here).
 
-One run of an experiment is an ordinary training run (``report=False``) in its own folder::
-
-    OUT/runs/<dataset>/<arm>/seed<k>/   config.yaml, metrics.csv, best/, last/, train.log
-                                        (train.log: Lightning's progress bars and warnings)
-
-and :func:`train_run` turns its ``metrics.csv`` into two lists of rows (``iteration`` = optimizer
-steps done, i.e. Lightning's ``step`` + 1)::
-
-    train  {iteration, loss, seconds, images, items, cells, flops}   one per step; seconds etc.
-           are running sums of fcnkit.engine.steplog (forward+backward+optimizer time only)
-    val    {iteration, epoch, seconds, <score>...}                   one per validation epoch
-
-A run that stops between two epochs (``max_steps``) is scored once more from its ``last/``
-checkpoint with :func:`fcnkit.app.evaluate.evaluate`, so every run has a validation row at
-its final iteration.
+One run (one dataset, arm and seed) is :func:`fcnkit.experiments.single_run.train_run`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime
 import json
 import math
 import os
 import platform
-import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fcnkit.errors import InputError
+from fcnkit.experiments.single_run import read_metrics, train_run
+from fcnkit.experiments.summaries import (
+    SCORE_KEYS,
+    arm_summary,
+    fmt_mean_std,
+    markdown_table,
+    mean_std,
+    measured_on,
+    seed_runs,
+    summary_header,
+)
 
 __all__ = [
+    "Setup",
+    "setup",
+    "run_experiment",
     "train_run",
     "run_arms",
     "read_metrics",
@@ -49,6 +50,10 @@ __all__ = [
     "write_outputs",
     "steps_per_epoch",
     "arm_summary",
+    "measured_on",
+    "summary_header",
+    "seed_runs",
+    "SCORE_KEYS",
 ]
 
 #: the training set-up the regime experiments (sampling, class-balance) share: a narrow allconv on
@@ -61,14 +66,75 @@ SMALL_SEGMENTATION: dict = {
     },
 }
 
-# StepLog's running sums in metrics.csv -> the names used in the experiments' rows
-_TOTALS = {
-    "total_seconds": "seconds",
-    "total_images": "images",
-    "total_items": "items",
-    "total_cells": "cells",
-    "total_flops": "flops",
-}
+
+@dataclass(frozen=True)
+class Setup:
+    """The checked arguments every training experiment's ``run`` takes (see :func:`setup`)."""
+
+    experiment: str
+    seeds: int
+    datasets: list[str]
+    device: str  # "cpu" or "cuda"
+    threads: int | None  # torch CPU threads per run; None on CUDA
+
+
+def setup(
+    experiment: str,
+    *,
+    seeds: int,
+    datasets: Iterable[str] | None,
+    available: Iterable[str],
+    device: str,
+    threads: int | None,
+) -> Setup:
+    """Check ``seeds`` and ``datasets`` (default: all ``available``) and resolve ``device``; runs get
+    ``threads`` CPU threads each (default 1: on a shared 2-core machine one thread per run was 3x
+    faster than two; ignored on CUDA)."""
+    from fcnkit.utils.device import resolve_device
+
+    seeds = check_seeds(seeds)
+    chosen = pick_datasets(datasets, available, experiment)
+    dev = resolve_device(device).type
+    return Setup(experiment, seeds, chosen, dev, (threads or 1) if dev == "cpu" else None)
+
+
+def run_experiment(
+    setup: Setup,
+    out_dir: str | os.PathLike,
+    arms: list[str],
+    make_config: Callable[[str, str, int], dict],
+    summarise: Callable[[str, dict[str, list[dict]]], dict],
+    *,
+    budget_minutes: float | None,
+    settings: dict[str, dict[str, Any]],
+    own: dict[str, Any],
+    progress: Callable[[str], None] | None = None,
+    make_callbacks: Callable[[], list] | None = None,
+) -> dict[str, Any]:
+    """Train every arm (:func:`run_arms`) and return the results: ``{"experiment", "seeds",
+    "budget_minutes", **own, "settings", "machine", "load_average_end", "datasets"}``, where
+    ``datasets[name] = summarise(name, {arm: [train_run result per seed]})``."""
+    machine = machine_info(setup.device)
+    runs = run_arms(
+        out_dir,
+        setup.datasets,
+        arms,
+        setup.seeds,
+        make_config,
+        device=setup.device,
+        progress=progress,
+        make_callbacks=make_callbacks,
+    )
+    return {
+        "experiment": setup.experiment,
+        "seeds": setup.seeds,
+        "budget_minutes": budget_minutes,
+        **own,
+        "settings": settings,
+        "machine": machine,
+        "load_average_end": machine_info(setup.device)["load_average"],
+        "datasets": {name: summarise(name, runs[name]) for name in setup.datasets},
+    }
 
 
 def check_seeds(seeds: int) -> int:
@@ -116,114 +182,6 @@ def step_settings(
     return settings
 
 
-def train_run(
-    config: dict[str, Any], run_dir: str | os.PathLike, *, device: str = "cpu", callbacks: Iterable[Any] = ()
-) -> dict[str, Any]:
-    """Train ``config`` (a train-config mapping) into ``run_dir``; return its curves and scores.
-
-    Returns ``{"run", "iterations", "wall_seconds", "train_seconds", "parameters", "trainable_parameters",
-    "train": [...], "val": [...], "final": {...}}`` (rows as in the module docstring; ``final`` is
-    the validation row at the last iteration). Console output of the training goes to
-    ``run_dir/train.log``. ``callbacks``: extra Lightning callbacks for this run; the ``grad_*``
-    values they log per step come back in the train rows.
-    """
-    from fcnkit.app.train import train
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = dict(config, out=str(run_dir), overwrite=True, log_every_n_steps=1, device=device)
-    start = time.perf_counter()
-    with (
-        (run_dir / "train.log").open("w") as log,
-        contextlib.redirect_stderr(log),
-        contextlib.redirect_stdout(log),
-        _lightning_logs_to(log),
-    ):
-        path = train(cfg, report=False, callbacks=list(callbacks))
-    wall = time.perf_counter() - start
-    train_rows, val_rows = read_metrics(path)
-    if not train_rows:
-        raise RuntimeError(f"{path}/metrics.csv has no training steps")  # a bug: a finished run logs every step
-    last = train_rows[-1]
-    if not val_rows or val_rows[-1]["iteration"] < last["iteration"]:
-        val_rows.append(_final_evaluation(path, cfg, last, device))
-    total, trainable = _parameters(path)
-    return {
-        "run": str(path),
-        "iterations": int(last["iteration"]),
-        "wall_seconds": wall,
-        "train_seconds": last.get("seconds"),
-        "parameters": total,
-        "trainable_parameters": trainable,
-        "train": train_rows,
-        "val": val_rows,
-        "final": val_rows[-1],
-    }
-
-
-@contextlib.contextmanager
-def _lightning_logs_to(stream):
-    """Send Lightning's log records (GPU available..., `Trainer.fit` stopped...) to ``stream`` for a
-    while: its loggers hold handlers bound to the real stderr, which redirect_stderr does not move."""
-    import logging
-
-    saved = []
-    handler = logging.StreamHandler(stream)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.handlers[:], logger.propagate))
-        logger.handlers, logger.propagate = [handler], False
-    try:
-        yield
-    finally:
-        for logger, handlers, propagate in saved:
-            logger.handlers, logger.propagate = handlers, propagate
-
-
-def read_metrics(run: str | os.PathLike) -> tuple[list[dict], list[dict]]:
-    """``RUN/metrics.csv`` -> ``(train rows, val rows)`` (module docstring), sorted by iteration."""
-    from fcnkit.engine.runlog import read_rows
-
-    train_rows, val_rows, totals = [], [], {}
-    for r in read_rows(run):
-        iteration = int(r["step"]) + 1
-        if "train_loss_step" in r:
-            totals = {name: r[key] for key, name in _TOTALS.items() if key in r}
-            extra = {k: v for k, v in r.items() if k.startswith("grad_")}  # experiments' own measurements
-            train_rows.append({"iteration": iteration, "loss": r["train_loss_step"], **totals, **extra})
-        scores = {k[4:]: v for k, v in r.items() if k.startswith("val_")}
-        if scores:
-            # time etc. spent up to this validation: the sums of the last step at or before it
-            val_rows.append({"iteration": iteration, "epoch": int(r.get("epoch", -1)), **totals, **scores})
-    return train_rows, val_rows
-
-
-def _final_evaluation(path: Path, cfg: dict, last: dict, device: str) -> dict:
-    from fcnkit.app.evaluate import evaluate
-
-    scores = evaluate(
-        path / "last", split=cfg.get("val_split", "val"), device=device, batch_size=int(cfg.get("batch_size") or 8)
-    )
-    numbers = {
-        k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "images"
-    }
-    row = {
-        "iteration": last["iteration"],
-        "epoch": -1,
-        **{k: last[k] for k in _TOTALS.values() if k in last},
-        **numbers,
-    }
-    row["loss"] = None  # evaluate() does not compute the validation loss
-    return row
-
-
-def _parameters(path: Path) -> tuple[int, int]:
-    from fcnkit.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(path / "last")
-    return (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
-
-
 def machine_info(device: str) -> dict[str, Any]:
     """Where and when the numbers were measured: device, torch version, threads, date, load."""
     import torch
@@ -241,40 +199,6 @@ def machine_info(device: str) -> dict[str, Any]:
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def measured_on(results: dict) -> str:
-    """The 'Measured <date> on <device>, torch, threads, load at start and end.' sentence of a summary."""
-    m = results["machine"]
-    threads = next(iter(results.get("settings", {}).values()), {}).get("threads") or m["threads"]
-    gpu = f" ({m['gpu']})" if m.get("gpu") else ""
-    return (
-        f"Measured {m['date']} on {m['device']}{gpu}, torch {m['torch']}, {threads} thread(s) per run, "
-        f"load average {m['load_average']} at the start, {results['load_average_end']} at the end."
-    )
-
-
-def mean_std(values: Iterable[float | None]) -> dict[str, float | int | None]:
-    """``{"mean", "std", "n"}`` over the finite values (sample std, ddof 1; 0 for one value)."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not xs:
-        return {"mean": None, "std": None, "n": 0}
-    mean = sum(xs) / len(xs)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return {"mean": mean, "std": std, "n": len(xs)}
-
-
-def fmt_mean_std(stat: dict, digits: int = 3) -> str:
-    """``"0.512 ± 0.013"`` (``"n/a"`` when there is no value)."""
-    if stat.get("mean") is None:
-        return "n/a"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-
-
-def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def write_outputs(
@@ -352,29 +276,6 @@ def steps_per_epoch(cfg: dict[str, Any]) -> int:
     from fcnkit.data import load_dataset
 
     return math.ceil(len(load_dataset(cfg["data"], "train", **cfg.get("data_options", {}))) / cfg["batch_size"])
-
-
-SCORE_KEYS = ("accuracy", "mean_accuracy", "pixel_accuracy", "mean_iu", "fw_iu")
-
-
-def arm_summary(seeds: list[dict], score: str, epoch_steps: int) -> dict[str, Any]:
-    """One arm's seeds (``train_run`` results) as mean +- std: the final ``score`` and every score,
-    parameters (all, trainable), seconds per epoch of training steps and of the whole run, and
-    the per-seed runs (without their per-step curves)."""
-    epochs = [r["iterations"] / epoch_steps for r in seeds]
-    final = seeds[0]["final"]
-    return {
-        "score": mean_std(r["final"].get(score) for r in seeds),
-        "scores": {k: mean_std(r["final"].get(k) for r in seeds) for k in SCORE_KEYS if k in final},
-        "parameters": seeds[0]["parameters"],
-        "trainable_parameters": seeds[0]["trainable_parameters"],
-        "train_seconds_per_epoch": mean_std((r["train_seconds"] or math.nan) / e for r, e in zip(seeds, epochs)),
-        "wall_seconds_per_epoch": mean_std(r["wall_seconds"] / e for r, e in zip(seeds, epochs)),
-        "runs": [
-            {k: r[k] for k in ("seed", "run", "iterations", "wall_seconds", "train_seconds", "final", "val", "train")}
-            for r in seeds
-        ],
-    }
 
 
 def _slug(text: str) -> str:

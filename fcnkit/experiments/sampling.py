@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import Any
 
 from fcnkit.experiments import runner
-from fcnkit.utils.device import resolve_device
 
 __all__ = ["run", "ARMS", "DATASETS", "DEFAULTS", "analyse"]
 
@@ -72,13 +71,10 @@ def run(
     ``overrides[dataset]``: train-config keys replacing the defaults. ``arms``: a subset of ``ARMS``.
     ``threads``: torch CPU threads per run (default 1 on CPU, see the downsampling experiment).
     """
-    seeds = runner.check_seeds(seeds)
-    chosen = runner.pick_datasets(datasets, DATASETS, "sampling")
+    setup = runner.setup("sampling", seeds=seeds, datasets=datasets, available=DATASETS, device=device, threads=threads)
     arm_names = runner.pick_datasets(arms, ARMS, "sampling") if arms else list(ARMS)
-    dev = resolve_device(device).type
     steps = steps or runner.scaled(DEFAULTS["steps"], budget_minutes, REFERENCE_MINUTES, minimum=2)
-    threads = (threads or 1) if dev == "cpu" else None
-    settings = runner.step_settings(DEFAULTS, chosen, overrides, steps=steps, threads=threads)
+    settings = runner.step_settings(DEFAULTS, setup.datasets, overrides, steps=steps, threads=setup.threads)
 
     def make_config(dataset: str, arm: str, seed: int) -> dict:
         cfg = copy.deepcopy(settings[dataset])
@@ -87,20 +83,21 @@ def run(
             regime["seed"] = seed
         return {**cfg, "regime": regime, "seed": seed}
 
-    machine = runner.machine_info(dev)
-    runs = runner.run_arms(out_dir, chosen, arm_names, seeds, make_config, device=dev, progress=progress)
-    results = {
-        "experiment": "sampling",
-        "seeds": seeds,
-        "budget_minutes": budget_minutes,
-        "steps": steps,
-        "arms": {a: ARMS[a] for a in arm_names},
-        "settings": settings,
-        "machine": machine,
-        "patch_size": _patch_size(next(iter(settings.values()))),
-        "load_average_end": runner.machine_info(dev)["load_average"],
-        "datasets": {name: analyse(runs[name]) for name in chosen},
-    }
+    results = runner.run_experiment(
+        setup,
+        out_dir,
+        arm_names,
+        make_config,
+        lambda dataset, runs: analyse(runs),
+        budget_minutes=budget_minutes,
+        settings=settings,
+        own={
+            "steps": steps,
+            "arms": {a: ARMS[a] for a in arm_names},
+            "patch_size": _patch_size(next(iter(settings.values()))),
+        },
+        progress=progress,
+    )
     from fcnkit.experiments.sampling_report import plot, summary
 
     runner.write_outputs(out_dir, results, summary(results), {"sampling": lambda p: plot(results, p)})
@@ -112,15 +109,18 @@ def _patch_size(cfg: dict) -> int | str:
     size = ARMS["patchwise"]["patch_size"]
     if size != "rf":
         return size
-    from fcnkit.models import build_model
+    from fcnkit.models.registry import build_model
 
     model = build_model(cfg["model"], num_classes=2, in_channels=1, **cfg.get("model_options", {}))
-    return int(model.receptive_field)
+    rf = model.receptive_field
+    if not isinstance(rf, (int, float)):  # every segmenter of the registry has one; a bug otherwise
+        raise TypeError(f"model {cfg['model']!r} has no numeric receptive_field")
+    return int(rf)
 
 
 def analyse(runs: dict[str, list[dict]]) -> dict:
     """Per arm: per-seed curves and the per-iteration / per-wall-time comparisons (module docstring)."""
-    arms = {}
+    arms: dict[str, dict[str, Any]] = {}
     for arm, seeds in runs.items():
         tail = [max(1, len(r["train"]) // 10) for r in seeds]
         arms[arm] = {
@@ -134,22 +134,7 @@ def analyse(runs: dict[str, list[dict]]) -> dict:
             "wall_seconds": runner.mean_std(r["wall_seconds"] for r in seeds),
             "final_loss": runner.mean_std(sum(x["loss"] for x in r["train"][-k:]) / k for r, k in zip(seeds, tail)),
             "final_mean_iu": runner.mean_std(r["final"].get("mean_iu") for r in seeds),
-            "runs": [
-                {
-                    "seed": r["seed"],
-                    "run": r["run"],
-                    "iterations": r["iterations"],
-                    "wall_seconds": r["wall_seconds"],
-                    "train_seconds": r["train_seconds"],
-                    "final": r["final"],
-                    "train": [
-                        {k: x[k] for k in ("iteration", "loss", "seconds", "images", "cells") if k in x}
-                        for x in r["train"]
-                    ],
-                    "val": r["val"],
-                }
-                for r in seeds
-            ],
+            "runs": runner.seed_runs(seeds, train_keys=("iteration", "loss", "seconds", "images", "cells")),
         }
     finals = [a["final_mean_iu"]["mean"] for a in arms.values() if a["final_mean_iu"]["mean"] is not None]
     target = 0.9 * min(finals) if finals else None

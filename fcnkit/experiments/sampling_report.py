@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fcnkit.experiments import runner
 from fcnkit.experiments.plots import new_figure, save, seed_band, smooth
@@ -58,14 +59,15 @@ def verdict(block: dict, tolerance: float) -> dict:
 def summary(results: dict, tolerance: float | None = None) -> str:
 
     tolerance = TOLERANCE if tolerance is None else tolerance
-    first = next(iter(results["settings"].values()), {})
+    first: dict[str, Any] = next(iter(results["settings"].values()), {})
     lines = [
         "# sampling: whole images vs loss sampling vs patchwise (FCN paper, Figure 5)",
         "",
         f"{runner.measured_on(results)} {results['seeds']} seed(s) per arm; mean ± std over seeds.",
         "",
-        f"Every arm: model {first.get('model')} {first.get('model_options')}, {first.get('optimizer')} lr {first.get('lr')}, "
-        f"{results['steps']} iterations. Whole images and patchwise: {first.get('batch_size')} images per iteration; "
+        f"Every arm: model {first.get('model')} {first.get('model_options')}, "
+        f"{first.get('optimizer')} lr {first.get('lr')}, {results['steps']} iterations. "
+        f"Whole images and patchwise: {first.get('batch_size')} images per iteration; "
         "loss sampling with probability p: ceil(batch / p) images per iteration (each stride-s score cell's loss "
         "kept with probability p), so the loss cells kept per iteration match whole images in expectation and "
         "an iteration costs about 1/p the work. Patchwise: N x N crops at uniform random centres, "
@@ -129,15 +131,22 @@ def summary(results: dict, tolerance: float | None = None) -> str:
             continue
         same, fastest = holds
         if same and fastest:
-            text = "holds: loss sampling converged like whole images per iteration, and whole images were faster in wall time"
+            text = (
+                "holds: loss sampling converged like whole images per iteration, "
+                "and whole images were faster in wall time"
+            )
         elif same is False and not fastest:
-            text = "does not hold: loss sampling converged differently per iteration, and whole images were not the fastest in wall time"
+            text = (
+                "does not hold: loss sampling converged differently per iteration, "
+                "and whole images were not the fastest in wall time"
+            )
         else:
             why = {
-                "lower": " (loss sampling reached a LOWER training loss per iteration: each iteration sees 1/p times the images)",
+                "lower": " (loss sampling reached a LOWER training loss per iteration: "
+                "each iteration sees 1/p times the images)",
                 "higher": " (loss sampling ended with a higher training loss per iteration)",
                 "mixed": " (one p lower, one higher)",
-            }.get(direction, "")
+            }.get(direction or "", "")
             parts = [
                 ("same convergence per iteration: " + ("yes" if same else ("no" + why) if same is False else "n/a")),
                 "whole images fastest in wall time: " + ("yes" if fastest else "no"),

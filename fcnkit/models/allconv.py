@@ -51,6 +51,7 @@ from torch import nn
 
 from fcnkit.errors import InputError
 from fcnkit.geometry import Geometry, receptive_field
+from fcnkit.models._builders import SEGMENTER_HEAD, model_builder
 from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, PADDINGS, conv_block
 from fcnkit.models.blocks import downsample as make_downsample
 from fcnkit.models.features import FeatureInfo, FeatureTap
@@ -211,71 +212,49 @@ class AllConvClassifier(_AllConvBase):
         return self.forward_dense(x).mean(dim=(-2, -1))
 
 
-@register("allconv", task="segmentation", description="all-convolutional segmenter (CPU-sized); dense or coarse output")
-def allconv(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 16,
-    depth: int = 1,
-    stem_depth: int = 1,
-    stages: int = 3,
-    downsample: str = "maxpool",
-    padding: str = "same",
-    norm: str = "batch",
-    output: str = "dense",
-    learn_upsampling: bool = False,
-    skips: bool = True,
-) -> AllConvNet:
-    """All-convolutional segmentation net (module docstring). Default: 4 stages of 1 conv block
+allconv = register(
+    "allconv", task="segmentation", description="all-convolutional segmenter (CPU-sized); dense or coarse output"
+)(
+    model_builder(
+        AllConvNet,
+        "allconv",
+        """All-convolutional segmentation net (module docstring). Default: 4 stages of 1 conv block
     (16, 32, 64, 128 channels), 3 max-pools (stride 8, receptive field 38), BatchNorm, skips from
     every stage, fixed bilinear upsampling; 0.1 M parameters (11 classes, 1 channel). Chosen for
     speed: on digit canvases depth 2 (3x the parameters, 1.5x the time) or width 24 scored the
-    same mean IU (0.72-0.75 after 1000 steps); the error left is overfitting, not capacity."""
-    return AllConvNet(
-        num_classes,
-        in_channels,
-        output=output,
-        learn_upsampling=learn_upsampling,
-        skips=skips,
-        width=width,
-        depth=depth,
-        stem_depth=stem_depth,
-        stages=stages,
-        downsample=downsample,
-        padding=padding,
-        norm=norm,
+    same mean IU (0.72-0.75 after 1000 steps); the error left is overfitting, not capacity.""",
+        {
+            "width": 16,
+            "depth": 1,
+            "stem_depth": 1,
+            "stages": 3,
+            "downsample": "maxpool",
+            "padding": "same",
+            "norm": "batch",
+            **SEGMENTER_HEAD,
+        },
     )
+)
 
-
-@register(
+allconv_cls = register(
     "allconv_cls",
     task="classification",
     description="all-convolutional classifier of any input size (global average pooling)",
-)
-def allconv_cls(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 32,
-    depth: int = 2,
-    stem_depth: int = 1,
-    stages: int = 2,
-    downsample: str = "maxpool",
-    padding: str = "same",
-    norm: str = "batch",
-) -> AllConvClassifier:
-    """All-convolutional classifier: conv body, 1x1 score conv, global average pooling.
+)(
+    model_builder(
+        AllConvClassifier,
+        "allconv_cls",
+        """All-convolutional classifier: conv body, 1x1 score conv, global average pooling.
     Default: a 1-conv stem and 2 stages of 2 conv blocks (32, 64, 128 channels), stride 4,
-    receptive field 30; inputs of at least 4x4 ("same" padding; 30x30 with "valid"); digits: 28x28."""
-    return AllConvClassifier(
-        num_classes,
-        in_channels,
-        width=width,
-        depth=depth,
-        stem_depth=stem_depth,
-        stages=stages,
-        downsample=downsample,
-        padding=padding,
-        norm=norm,
+    receptive field 30; inputs of at least 4x4 ("same" padding; 30x30 with "valid"); digits: 28x28.""",
+        {
+            "width": 32,
+            "depth": 2,
+            "stem_depth": 1,
+            "stages": 2,
+            "downsample": "maxpool",
+            "padding": "same",
+            "norm": "batch",
+        },
     )
+)

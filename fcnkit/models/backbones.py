@@ -1,8 +1,9 @@
 """Backbones for FCNs: ``forward(x) -> [tap8, tap16, tap32]``, feature maps at strides 8, 16, 32.
 
 Each backbone has ``feature_info``: a validated :class:`~fcnkit.models.features.FeatureInfo`, one
-``FeatureTap(name, module, channels, stride, offset)`` per tap (timm style). ``offset`` is the input pixel on which the centre of cell 0 lies ("same" padding), so cell
-``i`` of a tap is centred on ``offset + i * stride``; the FCN head aligns its upsamplings with it.
+``FeatureTap(name, module, channels, stride, offset)`` per tap (timm style). ``offset`` is the
+input pixel on which the centre of cell 0 lies ("same" padding), so cell ``i`` of a tap
+is centred on ``offset + i * stride``; the FCN head aligns its upsamplings with it.
 
 =========  =======================================  ==================  ========================
 name       taps (stride 8 / 16 / 32)                channels            cell centres
@@ -193,7 +194,8 @@ def load_backbone_weights(backbone: nn.Module, name: str, path: str | os.PathLik
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise MissingFileError(
-            f"backbone_weights {path}: file not found; give a local torchvision state-dict file (.pth/.pt or .safetensors)"
+            f"backbone_weights {path}: file not found; "
+            "give a local torchvision state-dict file (.pth/.pt or .safetensors)"
         )
     try:
         if path.suffix == ".safetensors":
@@ -217,7 +219,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(
-            f"backbone_weights {path}: not a state dict (a dict of tensors); save one with torch.save(model.state_dict(), PATH)"
+            f"backbone_weights {path}: not a state dict (a dict of tensors); "
+            "save one with torch.save(model.state_dict(), PATH)"
         )
     return dict(state)
 

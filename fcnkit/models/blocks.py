@@ -32,7 +32,8 @@ DOWNSAMPLE_KINDS = ("maxpool", "avgpool", "strided", "strided-only", "none")
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
-    """``"batch"`` -> BatchNorm2d, ``"group"`` -> GroupNorm (8 groups, or fewer if C is not divisible), ``"none"`` -> Identity."""
+    """``"batch"`` -> BatchNorm2d, ``"group"`` -> GroupNorm (8 groups, or fewer if C is not divisible),
+    ``"none"`` -> Identity."""
     check_choice("norm", norm, NORMS)
     if norm == "batch":
         return nn.BatchNorm2d(channels)
@@ -50,7 +51,8 @@ def conv_block(
     padding: str = "same",
     norm: str = "batch",
 ) -> nn.Sequential:
-    """``Conv2d -> norm -> ReLU``. ``padding="same"`` pads ``(k - 1) // 2`` (keeps the size at stride 1), ``"valid"`` pads nothing.
+    """``Conv2d -> norm -> ReLU``. ``padding="same"`` pads ``(k - 1) // 2`` (keeps the size at stride 1),
+    ``"valid"`` pads nothing.
 
     The conv has no bias when a norm follows (the norm's shift replaces it).
     """

@@ -52,6 +52,7 @@ from torch import nn
 from fcnkit.errors import InputError
 from fcnkit.geometry import Geometry, receptive_field
 from fcnkit.geometry.features import tap_geometry
+from fcnkit.models._builders import SEGMENTER_HEAD, model_builder
 from fcnkit.models.allconv import AllConvClassifier, AllConvNet
 from fcnkit.models.blocks import DOWNSAMPLE_KINDS, NORMS, conv_block, make_norm
 from fcnkit.models.features import FeatureInfo, FeatureTap
@@ -197,75 +198,54 @@ class ResAllConvClassifier(AllConvClassifier):
     make_body = staticmethod(residual_body)  # type: ignore[assignment]
 
 
-@register(
+# residual nets are "same"-padded only (module docstring): not an argument of their builders
+_SAME_PADDING = {"padding": "same"}
+
+resallconv = register(
     "resallconv",
     task="segmentation",
     description="residual all-convolutional segmenter; skip downsampling: 1x1 conv | pool | pool-concat",
-)
-def resallconv(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 16,
-    depth: int = 1,
-    stem_depth: int = 1,
-    stages: int = 3,
-    downsample: str = "strided-only",
-    skip_downsample: str = "conv1x1",
-    norm: str = "batch",
-    output: str = "dense",
-    learn_upsampling: bool = False,
-    skips: bool = True,
-) -> ResAllConvNet:
-    """Residual all-convolutional segmentation net (module docstring). Default: a 1-conv stem and 3
+)(
+    model_builder(
+        ResAllConvNet,
+        "resallconv",
+        """Residual all-convolutional segmentation net (module docstring). Default: a 1-conv stem and 3
     stages of 1 basic block (16, 32, 64, 128 channels), ResNet's downsampling (stride-2 3x3 conv on
     the main path, stride-2 1x1 projection on the skip), stride 8, BatchNorm, FCN-style score
-    ``skips`` from every stage (not to be confused with the residual skips), fixed bilinear upsampling."""
-    return ResAllConvNet(
-        num_classes,
-        in_channels,
-        output=output,
-        learn_upsampling=learn_upsampling,
-        skips=skips,
-        width=width,
-        depth=depth,
-        stem_depth=stem_depth,
-        stages=stages,
-        downsample=downsample,
-        skip_downsample=skip_downsample,
-        norm=norm,
-        padding="same",
+    ``skips`` from every stage (not to be confused with the residual skips), fixed bilinear upsampling.""",
+        {
+            "width": 16,
+            "depth": 1,
+            "stem_depth": 1,
+            "stages": 3,
+            "downsample": "strided-only",
+            "skip_downsample": "conv1x1",
+            "norm": "batch",
+            **SEGMENTER_HEAD,
+        },
+        fixed=_SAME_PADDING,
     )
+)
 
-
-@register(
+resallconv_cls = register(
     "resallconv_cls",
     task="classification",
     description="residual all-convolutional classifier of any input size (global average pooling)",
-)
-def resallconv_cls(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 32,
-    depth: int = 1,
-    stem_depth: int = 1,
-    stages: int = 2,
-    downsample: str = "strided-only",
-    skip_downsample: str = "conv1x1",
-    norm: str = "batch",
-) -> ResAllConvClassifier:
-    """Residual all-convolutional classifier: a 1-conv stem and 2 stages of 1 basic block (32, 64,
-    128 channels), stride 4, 1x1 score conv, global average pooling; inputs of at least 4x4."""
-    return ResAllConvClassifier(
-        num_classes,
-        in_channels,
-        width=width,
-        depth=depth,
-        stem_depth=stem_depth,
-        stages=stages,
-        downsample=downsample,
-        skip_downsample=skip_downsample,
-        norm=norm,
-        padding="same",
+)(
+    model_builder(
+        ResAllConvClassifier,
+        "resallconv_cls",
+        """Residual all-convolutional classifier: a 1-conv stem and 2 stages of 1 basic block (32, 64,
+    128 channels), stride 4, 1x1 score conv, global average pooling; inputs of at least 4x4.""",
+        {
+            "width": 32,
+            "depth": 1,
+            "stem_depth": 1,
+            "stages": 2,
+            "downsample": "strided-only",
+            "skip_downsample": "conv1x1",
+            "norm": "batch",
+        },
+        fixed=_SAME_PADDING,
     )
+)
