@@ -33,8 +33,8 @@ $(CHROMIUM):
 
 # quality gates first (seconds), then the tests
 lint: $(STAMP)
-	@# errors (pyflakes, syntax, import order) gate; the style rules (E501, B) still have a backlog: see docs/design.md
-	$(BIN)/ruff check --select F,E9,I fcnkit tests
+	@# every rule pyproject selects (E, F, W, I, B, UP; lines <= 120), then the format and the types
+	$(BIN)/ruff check fcnkit tests benchmarks
 	$(BIN)/ruff format --check fcnkit tests benchmarks
 	$(BIN)/mypy
 
