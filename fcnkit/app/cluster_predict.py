@@ -47,7 +47,8 @@ def connect(cluster: str):
     gpus = torch.cuda.device_count()
     workers = int(n) if n else (gpus or os.cpu_count() or 1)  # default: one worker per GPU, else per core
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        # ":0": any free port for the scheduler's HTTP server (None still binds 8787, and warns when it is taken)
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as lc,
         Client(lc) as client,
     ):
         yield client
