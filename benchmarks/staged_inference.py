@@ -8,7 +8,9 @@ the methods alternate (whole, staged, single, whole, staged, single, ...): each 
 time over the repeats divided by the median whole-image time of the same run, with the spread
 (min-max of the per-repeat ratios), and the largest |difference| to the whole-image logits.
 With MONAI installed (``pip install .[bench]``) its Gaussian-blended ``sliding_window_inference``
-(roi 512, overlap 0.25) is timed alongside. Threads: ``--threads`` (default 1). Peak memory is
+(roi 512, overlap 0.25) is timed alongside; with TorchIO installed (same extra) its ``GridSampler`` +
+``GridAggregator`` (patch 512x512x1, overlap 128x128x0 = 0.25, ``overlap_mode="hann"``, its blended
+mode; the 2-D image is a C,W,H,D volume of depth 1) too. Threads: ``--threads`` (default 1). Peak memory is
 not measured here (one process for all methods); ``tiled_inference.py`` measures it per method in
 fresh processes.
 """
@@ -23,6 +25,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+def _torchio_grid(model, x):
+    """TorchIO's grid sampler + Hann-blended aggregator over a (C, H, W) image, as a depth-1 volume."""
+    import torch
+    import torchio as tio
+
+    subject = tio.Subject(image=tio.ScalarImage(tensor=x[..., None]))
+    sampler = tio.GridSampler(subject, patch_size=(512, 512, 1), patch_overlap=(128, 128, 0))
+    aggregator = tio.GridAggregator(sampler, overlap_mode="hann")
+    for patch in sampler:  # one patch per forward, like MONAI's sw_batch_size=1
+        logits = model(patch["image"].data[None, ..., 0])
+        aggregator.add_batch(logits[..., None], torch.as_tensor(patch[tio.LOCATION])[None])
+    return aggregator.get_output_tensor()[..., 0]
 
 
 def main(argv=None) -> None:
@@ -62,6 +78,12 @@ def main(argv=None) -> None:
                 methods["MONAI gaussian, roi 512, overlap 0.25"] = lambda m=model, x=x: sliding_window_inference(
                     x[None], (512, 512), 1, m, overlap=0.25, mode="gaussian"
                 )[0]
+            except ImportError:
+                pass
+            try:  # TorchIO's grid sampler + Hann-blended aggregator, side by side (pip install .[bench])
+                import torchio  # noqa: F401
+
+                methods["TorchIO hann, patch 512, overlap 0.25"] = lambda m=model, x=x: _torchio_grid(m, x)
             except ImportError:
                 pass
             predict(model, x[:, :256, :256], tile=args.tile)  # trace + cache the geometry outside the timing
