@@ -1,6 +1,7 @@
 """fcnkit predict on dask.distributed: a LocalCluster (2 worker processes x 1 thread) gives the same
 output as the single-process path; a killed worker is retried; a re-run skips finished chunks."""
 
+import distributed
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,6 @@ from fcnkit.inference.dask_exec import PLUGIN, run_chunk
 from fcnkit.inference.sources import open_image
 from fcnkit.models.registry import build_model
 
-distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow  # starts 2 worker processes (each imports torch): ~40-80 s on a busy 2-core machine
 MEAN, STD = [0.5] * 3, [0.25] * 3
 
@@ -40,9 +40,16 @@ def setup(tmp_path_factory):
     src = open_image(tmp / "img.png", 3, MEAN, STD)
     store = tmp / "ref"
     store.mkdir()
-    for t in _plan(model, src, tmp / "img.png", 64, None, 3, MEAN, STD, store, True):  # the single-process path
-        run_chunk(t, model=model)
-    whole = predict(model, src.read((0, 200), (0, 250)))
+    # the single-process path with the workers' thread count (1): another count sums the convolutions
+    # in another order (1e-7 apart), and "bit for bit" compares like with like
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for t in _plan(model, src, tmp / "img.png", 64, None, 3, MEAN, STD, store, True):
+            run_chunk(t, model=model)
+        whole = predict(model, src.read((0, 200), (0, 250)))
+    finally:
+        torch.set_num_threads(threads)
     assert whole.std() > 1e-3
     return tmp, run, zarr.open_array(str(store / "logits"))[:], whole
 
