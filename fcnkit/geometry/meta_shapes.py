@@ -108,8 +108,8 @@ def meta_shortcut(func, args: tuple, kwargs: dict):
         return None
     if name in _BINARY and len(args) >= 2 and not kwargs:
         other = args[1]
-        size = _broadcast(x.shape, other.shape) if isinstance(other, torch.Tensor) else tuple(x.shape)
-        return torch.empty(size, device="meta", dtype=torch.result_type(x, other))
+        dims = _broadcast(x.shape, other.shape) if isinstance(other, torch.Tensor) else tuple(x.shape)
+        return torch.empty(dims, device="meta", dtype=torch.result_type(x, other))
     if name == "batch_norm":
         return _like(x)
     if name in ("relu", "relu_"):  # in place: the same tensor, as the real op returns
