@@ -48,6 +48,14 @@ def main(argv=None) -> None:
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="WORD",
+        help="time only the methods whose name starts with one of these words (whole is always timed), "
+        "e.g. --only staged for the large sizes",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -86,6 +94,8 @@ def main(argv=None) -> None:
                 methods["TorchIO hann, patch 512, overlap 0.25"] = lambda m=model, x=x: _torchio_grid(m, x)
             except ImportError:
                 pass
+            if args.only:
+                methods = {k: f for k, f in methods.items() if k == "whole" or k.split(",")[0].split()[0] in args.only}
             predict(model, x[:, :256, :256], tile=args.tile)  # trace + cache the geometry outside the timing
             times = {k: [] for k in methods}
             diffs = {}
