@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fcnkit.checkpoint import save_checkpoint
+from fcnkit.checkpoint import CheckpointConfig, save_checkpoint
 
 
 def abc_config(mean, std) -> dict:
@@ -27,6 +27,28 @@ def abc_config(mean, std) -> dict:
 def save_abc_run(folder: Path, model: nn.Module, mean, std) -> Path:
     """Save ``model`` as ``folder/run/best`` with :func:`abc_config`; returns the run folder."""
     return save_checkpoint(folder / "run" / "best", model, abc_config(mean, std)).parent
+
+
+def save_grey_run(folder: Path, trained: dict) -> Path:
+    """``folder/run/best``: an untrained 1-channel, 2-class allconv (classes bg, fg; mean 0.4, std 0.2)
+    whose checkpoint records ``trained`` as its training images' statistics (``input``); returns the run."""
+    from types import SimpleNamespace
+
+    from fcnkit.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("allconv", num_classes=2, in_channels=1, width=4)
+    info = SimpleNamespace(
+        task="segmentation",
+        num_classes=2,
+        in_channels=1,
+        class_names=["bg", "fg"],
+        palette=[[0, 0, 0], [255, 0, 0]],
+        mean=[0.4],
+        std=[0.2],
+    )
+    cfg = CheckpointConfig.from_info(model.fcnkit_spec, info, input=dict(trained))
+    return save_checkpoint(folder / "run" / "best", model, cfg).parent
 
 
 def randomise_zero_parameters(model: nn.Module, std: float, *, weights_only: bool = False) -> nn.Module:

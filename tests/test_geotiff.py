@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from _predict_helpers import save_grey_run
 from PIL import Image
 
 from fcnkit.app.predict import predict_files
-from fcnkit.checkpoint import CheckpointConfig, save_checkpoint
 from fcnkit.inference.geotiff import GEO_TAGS, ZARR_KEY, geo_tags, georeference, rescale_geo_tags
-from fcnkit.models.registry import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,27 +37,7 @@ GEO = [
 @pytest.fixture
 def run(tmp_path):
     """A run folder with an untrained 1-channel allconv model "trained on uint8" like the inputs below."""
-    import torch
-
-    torch.manual_seed(0)
-    model = build_model("allconv", num_classes=2, in_channels=1, width=4)
-    info = type(
-        "I",
-        (),
-        dict(
-            task="segmentation",
-            num_classes=2,
-            in_channels=1,
-            class_names=["bg", "fg"],
-            palette=[[0, 0, 0], [255, 0, 0]],
-            mean=[0.4],
-            std=[0.2],
-        ),
-    )()
-    trained = {"dtype": "uint8", "p1": 0.05, "p99": 0.8, "size": [40, 52], "images": 5}
-    cfg = CheckpointConfig.from_info(model.fcnkit_spec, info, input=trained)
-    save_checkpoint(tmp_path / "run" / "best", model, cfg)
-    return tmp_path / "run"
+    return save_grey_run(tmp_path, {"dtype": "uint8", "p1": 0.05, "p99": 0.8, "size": [40, 52], "images": 5})
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+from _predict_helpers import save_grey_run
 from PIL import Image
 
 from fcnkit.app.predict import predict_files
 from fcnkit.app.predict_inputs import expand_inputs, input_stats, intensity_check
-from fcnkit.checkpoint import CheckpointConfig, save_checkpoint
 from fcnkit.errors import InputError, MissingFileError
-from fcnkit.models.registry import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,26 +22,7 @@ TRAINED = {"dtype": "uint8", "p1": 0.05, "p99": 0.8, "size": [24, 32], "images":
 @pytest.fixture
 def run(tmp_path):
     """A real run folder (RUN/best) with an untrained 1-channel allconv model trained "on uint8"."""
-    import torch
-
-    torch.manual_seed(0)
-    model = build_model("allconv", num_classes=2, in_channels=1, width=4)
-    info = type(
-        "I",
-        (),
-        dict(
-            task="segmentation",
-            num_classes=2,
-            in_channels=1,
-            class_names=["bg", "fg"],
-            palette=[[0, 0, 0], [255, 0, 0]],
-            mean=[0.4],
-            std=[0.2],
-        ),
-    )()
-    cfg = CheckpointConfig.from_info(model.fcnkit_spec, info, input=dict(TRAINED))
-    save_checkpoint(tmp_path / "run" / "best", model, cfg)
-    return tmp_path / "run"
+    return save_grey_run(tmp_path, TRAINED)
 
 
 def _write(tmp_path):
