@@ -133,7 +133,7 @@ def predict_files(
             model_input = resized_source(source, size) if size is not None else source
             tiles = _tile_progress(bar, path) if bar is not None else progress
             job = TiledJob(model, model_input, tile, halo, batch_size, blend, overlap, device, memory_budget, tiles)
-            job = staged_or_single(job, backend == "torch", halo)
+            job = staged_or_single(job, True, halo)  # an exported (onnx) graph runs single-level
             results.append(_one(job, source, path, out_dir, palette, probabilities, model_input.shape[1:]))
             if zarr:
                 _write_zarr_mask(results[-1], palette)

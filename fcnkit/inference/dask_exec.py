@@ -43,11 +43,12 @@ class ModelPlugin(WorkerPlugin):
 
     def setup(self, worker=None):
         from fcnkit.checkpoint import load_checkpoint
+        from fcnkit.utils.device import resolve_device
 
         torch.set_num_threads(self.threads)
         device = self.device
         if device in ("auto", None):  # resolved where the worker runs: its machine may have a GPU
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = resolve_device("auto").type
         count = torch.cuda.device_count() if device == "cuda" else 0
         if count > 1:  # one GPU per worker: local workers are named 0..N-1 (others: spread by name)
             name = str(getattr(worker, "name", 0))

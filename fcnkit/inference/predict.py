@@ -258,10 +258,16 @@ def eval_mode(model: nn.Module, device: torch.device):
         model.train(was)
 
 
+def _replayable(model: nn.Module) -> bool:
+    """Whether ``model`` can be run stage by stage: not a wrapped exported graph (an onnxruntime
+    session carries the geometry it was exported with, ``fcnkit_geometry``, and runs whole)."""
+    return getattr(model, "fcnkit_geometry", None) is None
+
+
 def staged_or_single(job: TiledJob, staged: bool, halo, tile=None):
     """The staged executor for an exact tiled job when possible, else the single-level job itself.
     ``tile``: the caller's tile when it is smaller than the single-level job's (staged halos are smaller)."""
-    if not staged or halo != "auto" or job.plan.blend != "crop":
+    if not staged or not _replayable(job.model) or halo != "auto" or job.plan.blend != "crop":
         return job
     t = (tile, tile) if isinstance(tile, int) and not isinstance(tile, bool) else job.plan.tile
     if all(a >= b for a, b in zip(t, job.source.shape[1:])):
@@ -343,7 +349,7 @@ def predict(
         raise InputError(f"predict needs a torch.nn.Module, got {type(model).__name__}")
     with eval_mode(model, model_device(model, device)):
         single = tile
-        staged = staged and getattr(model, "fcnkit_geometry", None) is None  # an exported graph runs whole
+        staged = staged and _replayable(model)
         if (
             staged
             and blend == "crop"
