@@ -82,10 +82,9 @@ def main(argv=None) -> None:
     ap.add_argument("--chunk", type=int, default=1024)
     args = ap.parse_args(argv)
 
-    import distributed
     import psutil
 
-    from fcnkit.app.cluster_predict import predict_on_cluster
+    from fcnkit.app.cluster_predict import connect, predict_on_cluster
 
     with tempfile.TemporaryDirectory(prefix="fcnkit-cluster-mem-") as tmp:
         tmp = Path(tmp)
@@ -97,12 +96,7 @@ def main(argv=None) -> None:
             flush=True,
         )
         run = save_run(tmp)
-        with (
-            distributed.LocalCluster(
-                n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        with connect(f"local:{args.workers}") as client:  # what --cluster local:N starts
             pids = list(client.run(lambda: __import__("os").getpid()).values())
             procs = [psutil.Process(pid) for pid in pids]
             peaks = dict.fromkeys(pids, 0)

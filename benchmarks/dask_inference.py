@@ -12,6 +12,7 @@ median 2-worker time, with the spread of per-repeat ratios. The outputs are chec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -33,10 +34,9 @@ def main(argv=None) -> None:
     import numpy as np
     import torch
     import zarr
-    from distributed import Client, LocalCluster
     from PIL import Image
 
-    from fcnkit.app.cluster_predict import predict_on_cluster
+    from fcnkit.app.cluster_predict import connect, predict_on_cluster
     from fcnkit.checkpoint import save_checkpoint
     from fcnkit.models.registry import build_model
 
@@ -56,23 +56,16 @@ def main(argv=None) -> None:
     run = save_checkpoint(tmp / "run" / "best", model, config).parent
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8)).save(tmp / "img.png")
-    clusters = {
-        n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) for n in (1, 2)
-    }
-    clients = {n: Client(c) for n, c in clusters.items()}
     times, masks = {1: [], 2: []}, {}
-    try:
+    with contextlib.ExitStack() as stack:  # the clusters --cluster local:1 and local:2 start, both kept up
+        clients = {n: stack.enter_context(connect(f"local:{n}")) for n in (1, 2)}
         for r in range(args.repeats):
             for n, client in clients.items():
                 t0 = time.perf_counter()
-                res = predict_on_cluster(run, [tmp / "img.png"], tmp / f"out{n}_{r}", chunk=args.chunk, client=client)[
-                    0
-                ]
+                out = tmp / f"out{n}_{r}"
+                res = predict_on_cluster(run, [tmp / "img.png"], out, chunk=args.chunk, client=client)[0]
                 times[n].append(time.perf_counter() - t0)
                 masks[n] = zarr.open_group(str(res["mask"]))["0"][:]
-    finally:
-        for c in list(clients.values()) + list(clusters.values()):
-            c.close()
     ratios = [a / b for a, b in zip(times[1], times[2])]
     print(
         f"fcn8s/{args.backbone} {args.size}², chunk {args.chunk}: 1 worker median {statistics.median(times[1]):.1f} s, "

@@ -1,7 +1,6 @@
 """fcnkit predict on dask.distributed: a LocalCluster (2 worker processes x 1 thread) gives the same
 output as the single-process path; a killed worker is retried; a re-run skips finished chunks."""
 
-import distributed
 import numpy as np
 import pytest
 import torch
@@ -10,7 +9,7 @@ from _predict_helpers import randomise_zero_parameters, save_abc_run
 from PIL import Image
 
 from fcnkit import predict
-from fcnkit.app.cluster_predict import _plan, predict_on_cluster
+from fcnkit.app.cluster_predict import _plan, connect, predict_on_cluster
 from fcnkit.checkpoint import load_checkpoint
 from fcnkit.inference.dask_exec import PLUGIN, run_chunk
 from fcnkit.inference.sources import open_image
@@ -22,9 +21,8 @@ MEAN, STD = [0.5] * 3, [0.25] * 3
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
-        with distributed.Client(lc) as c:
-            yield c
+    with connect("local:2") as c:  # the cluster --cluster local:2 starts (2 processes x 1 thread)
+        yield c
 
 
 @pytest.fixture(scope="module")
