@@ -54,16 +54,14 @@ def write_tiff(path: Path, size: int, tile: int = 512) -> None:
 
 def save_run(folder: Path) -> Path:
     import torch
+    from _models import randomise_zero_parameters
 
     from fcnkit.checkpoint import save_checkpoint
     from fcnkit.models.registry import build_model
 
     torch.manual_seed(0)
     model = build_model("allconv", num_classes=3, width=8, stages=2).eval()
-    with torch.no_grad():  # score layers start at zero: random weights so the labels vary
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.1)
+    randomise_zero_parameters(model, 0.1)  # score layers start at zero: random weights so the labels vary
     config = {
         "task": "segmentation",
         "num_classes": 3,

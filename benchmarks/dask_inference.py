@@ -34,6 +34,7 @@ def main(argv=None) -> None:
     import numpy as np
     import torch
     import zarr
+    from _models import randomise_zero_parameters
     from PIL import Image
 
     from fcnkit.app.cluster_predict import connect, predict_on_cluster
@@ -43,10 +44,7 @@ def main(argv=None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fcnkit-dask-bench-"))
     torch.manual_seed(0)
     model = build_model("fcn8s", num_classes=3, backbone=args.backbone).eval()
-    with torch.no_grad():  # FCN's score layers start at zero: random weights instead
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.01)
+    randomise_zero_parameters(model, 0.01)  # FCN's score layers start at zero: random weights instead
     config = {
         "task": "segmentation",
         "num_classes": 3,

@@ -59,6 +59,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     import torch
+    from _models import randomise_zero_parameters
 
     from fcnkit import predict
     from fcnkit.models.registry import build_model
@@ -69,10 +70,7 @@ def main(argv=None) -> None:
     for backbone in args.backbones:
         torch.manual_seed(0)
         model = build_model("fcn8s", num_classes=3, backbone=backbone).eval()
-        with torch.no_grad():  # FCN's score layers start at zero (all logits 0): random weights instead
-            for p in model.parameters():
-                if p.abs().sum() == 0:
-                    p.normal_(0, 0.01)
+        randomise_zero_parameters(model, 0.01)  # FCN's score layers start at zero (all logits 0)
         for size in args.sizes:
             x = torch.randn(3, size, size)
             methods = {
