@@ -42,7 +42,7 @@ from torch import nn
 from fcnkit.errors import InputError
 from fcnkit.inference.aggregate import make_aggregator
 from fcnkit.inference.sources import as_source
-from fcnkit.inference.tiling import BLENDS, TilePlan, origin_cell, plan_tiles
+from fcnkit.inference.tiling import BLENDS, TilePlan, output_shape, plan_tiles
 from fcnkit.inference.writers import NpySink, TensorSink
 from fcnkit.utils.device import model_device
 
@@ -223,11 +223,7 @@ class TiledJob:
         """Run every tile; ``make_sink((K, H_out, W_out))`` builds the sink once the output size is known."""
         tiles = list(self.plan)
         last = self._run([tiles[-1]])[0]  # the last tile ends at the image end: it fixes the output size
-        shape = (
-            last.shape[0],
-            origin_cell(tiles[-1].rows, self.stride[0]) + last.shape[1],
-            origin_cell(tiles[-1].cols, self.stride[1]) + last.shape[2],
-        )
+        shape = output_shape(tiles[-1], self.stride, tuple(last.shape))
         self.out_dtype = last.dtype
         sink = make_sink(shape)
         agg = make_aggregator(sink, self.plan, shape, self.stride, self.offset)

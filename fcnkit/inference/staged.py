@@ -39,7 +39,7 @@ from fcnkit.geometry.stages import X, op_graph, stage_halo, stage_splits
 from fcnkit.geometry.trace import _tensors
 from fcnkit.inference.aggregate import CropAggregator
 from fcnkit.inference.sources import drop_pages
-from fcnkit.inference.tiling import core_cells, origin_cell, plan_tiles
+from fcnkit.inference.tiling import core_cells, origin_cell, output_shape, plan_tiles
 
 __all__ = ["MMAP_BYTES", "CannotStage", "StagedJob", "staged_job"]
 
@@ -353,11 +353,7 @@ class StagedJob:
                 y = first[None]
                 del first
                 g = self.geometry
-                shape = (
-                    y.shape[0],
-                    origin_cell(tiles[-1].rows, g.stride[0]) + y.shape[1],
-                    origin_cell(tiles[-1].cols, g.stride[1]) + y.shape[2],
-                )
+                shape = output_shape(tiles[-1], g.stride, tuple(y.shape))
                 self.out_dtype = y.dtype
                 sink = make_sink(shape)
                 agg = CropAggregator(sink, plan, shape, g.stride, g.offset)

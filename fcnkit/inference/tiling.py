@@ -163,6 +163,16 @@ def core_cells(span: Span, total: int, stride, offset) -> tuple[int, int]:
     return n0, max(n0, n1)
 
 
+def output_shape(last: Tile, stride, block: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(K, H_out, W_out)`` of the whole output from the plan's last tile (it ends at the image
+    end) and that tile's output ``block`` ``(K, h, w)``."""
+    return (
+        block[0],
+        origin_cell(last.rows, stride[0]) + block[1],
+        origin_cell(last.cols, stride[1]) + block[2],
+    )
+
+
 def origin_cell(span: Span, stride) -> int:
     """Index in the whole output of the tile output's first cell (the window start in cells)."""
     cell = Fraction(span.start) / Fraction(stride)
